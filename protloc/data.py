@@ -1,0 +1,249 @@
+"""The Kaggle HPA layout: strict label CSV parsing and loading one RGBY sample.
+
+```
+<root>/train.csv                         Id,Target  (Target: space-separated ints 0..27)
+<root>/train/{Id}_{red,green,blue,yellow}.png   (.jpg and .tif work too)
+<root>/test/{Id}_{...}.png
+<root>/sample_submission.csv             Id,Predicted
+```
+
+``root`` is a local folder or ``s3://bucket/prefix``. No torch here: the split step uses it.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import re
+import warnings
+
+import numpy as np
+import pandas as pd
+from PIL import Image, UnidentifiedImageError
+
+from protloc import storage
+from protloc.classes import CHANNELS, NUM_CLASSES
+from protloc.errors import DataError, StorageError
+
+log = logging.getLogger(__name__)
+
+EXTENSIONS: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
+_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
+
+# Kaggle's channel PNGs are 512x512; refuse absurd sizes instead of exhausting memory.
+Image.MAX_IMAGE_PIXELS = 16384 * 16384
+
+
+def labels_uri(root: str) -> str:
+    """Where the training labels of a data root live."""
+    return storage.join(root, "train.csv")
+
+
+def sample_submission_uri(root: str) -> str:
+    """Where the test id list of a data root lives."""
+    return storage.join(root, "sample_submission.csv")
+
+
+# ----------------------------------------------------------------------------- label CSV
+
+
+def _csv_rows(
+    text: str, source: str, required: tuple[str, ...]
+) -> tuple[list[str], list[list[str]]]:
+    """Header and rows of a small CSV, checked for the required columns."""
+    if not text.strip():
+        raise DataError(f"{source}: file is empty")
+    try:
+        reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+        rows = list(reader)
+    except csv.Error as exc:
+        raise DataError(f"{source}: not a valid CSV ({exc})") from None
+    header = [h.strip() for h in rows[0]]
+    missing = [c for c in required if c not in header]
+    if missing:
+        raise DataError(
+            f"{source}: missing column(s) {', '.join(missing)} (header is {','.join(header)!r})"
+        )
+    return header, rows[1:]
+
+
+def _decode(data: bytes, source: str) -> str:
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{source}: not UTF-8 text (bad byte at offset {exc.start})") from None
+
+
+def parse_target(target: str, where: str) -> list[int]:
+    """Parse a Target cell ('7 1 2 0') into sorted unique class indices; ``where`` names the row."""
+    text = target.strip()
+    if not text:
+        raise DataError(f"{where}: empty Target")
+    out: list[int] = []
+    for token in text.split():
+        if not re.fullmatch(r"\d{1,3}", token):
+            raise DataError(
+                f"{where}: malformed Target {target!r} (token {token!r} is not a class index)"
+            )
+        value = int(token)
+        if not 0 <= value < NUM_CLASSES:
+            raise DataError(
+                f"{where}: class {value} in Target {target!r} is outside 0..{NUM_CLASSES - 1}"
+            )
+        if value in out:
+            raise DataError(f"{where}: class {value} repeated in Target {target!r}")
+        out.append(value)
+    return sorted(out)
+
+
+def parse_labels(data: bytes, source: str = "labels") -> pd.DataFrame:
+    """Parse a Kaggle ``train.csv`` strictly into a frame with columns ``id`` and ``labels``.
+
+    Every problem names the file, the line and the Id: a missing column, a duplicate Id, an empty
+    or malformed Target, a class outside 0..27.
+    """
+    header, rows = _csv_rows(_decode(data, source), source, ("Id", "Target"))
+    id_col, target_col = header.index("Id"), header.index("Target")
+    ids: list[str] = []
+    labels: list[list[int]] = []
+    first_line: dict[str, int] = {}
+    for line_no, row in enumerate(rows, start=2):
+        if not row or all(not cell.strip() for cell in row):
+            continue  # a blank line, e.g. at the end of the file
+        if len(row) != len(header):
+            raise DataError(f"{source} line {line_no}: {len(row)} fields, header has {len(header)}")
+        sample_id = row[id_col].strip()
+        where = f"{source} line {line_no} (Id {sample_id!r})"
+        if not sample_id or not _ID_RE.match(sample_id):
+            raise DataError(f"{where}: invalid Id")
+        if sample_id in first_line:
+            raise DataError(f"{where}: duplicate Id, first seen on line {first_line[sample_id]}")
+        first_line[sample_id] = line_no
+        labels.append(parse_target(row[target_col], where))
+        ids.append(sample_id)
+    if not ids:
+        raise DataError(f"{source}: no label rows")
+    return pd.DataFrame({"id": ids, "labels": labels})
+
+
+def read_labels(uri: str) -> pd.DataFrame:
+    """Read and strictly parse a labels CSV from a local path or ``s3://`` URI."""
+    return parse_labels(storage.read_bytes(uri), source=str(uri))
+
+
+def read_test_ids(uri: str) -> list[str]:
+    """The Ids of a ``sample_submission.csv``, in file order, checked for duplicates."""
+    source = str(uri)
+    header, rows = _csv_rows(_decode(storage.read_bytes(uri), source), source, ("Id",))
+    id_col = header.index("Id")
+    ids: list[str] = []
+    seen: dict[str, int] = {}
+    for line_no, row in enumerate(rows, start=2):
+        if not row or all(not cell.strip() for cell in row):
+            continue
+        sample_id = row[id_col].strip() if id_col < len(row) else ""
+        if not sample_id or not _ID_RE.match(sample_id):
+            raise DataError(f"{source} line {line_no}: invalid Id {sample_id!r}")
+        if sample_id in seen:
+            raise DataError(
+                f"{source} line {line_no} (Id {sample_id!r}): duplicate Id, "
+                f"first seen on line {seen[sample_id]}"
+            )
+        seen[sample_id] = line_no
+        ids.append(sample_id)
+    if not ids:
+        raise DataError(f"{source}: no Ids")
+    return ids
+
+
+def labels_to_matrix(labels: pd.Series | list[list[int]]) -> np.ndarray:
+    """Label lists -> a (N, 28) uint8 indicator matrix."""
+    lists = list(labels)
+    y = np.zeros((len(lists), NUM_CLASSES), dtype=np.uint8)
+    rows = np.repeat(np.arange(len(lists)), [len(x) for x in lists])
+    cols = np.fromiter((c for x in lists for c in x), dtype=np.int64, count=len(rows))
+    y[rows, cols] = 1
+    return y
+
+
+# ----------------------------------------------------------------------------- images
+
+
+def channel_uri(root: str, split: str, sample_id: str, channel: str, ext: str = ".png") -> str:
+    """``{root}/{split}/{Id}_{channel}{ext}``."""
+    return storage.join(root, split, f"{sample_id}_{channel}{ext}")
+
+
+def detect_extension(root: str, split: str, sample_id: str) -> str:
+    """The image extension a data set uses, probed on one sample's red channel."""
+    for ext in EXTENSIONS:
+        if storage.exists(channel_uri(root, split, sample_id, "red", ext)):
+            return ext
+    raise DataError(
+        f"sample {sample_id!r}: no red channel file under {storage.join(root, split)} "
+        f"(looked for {', '.join(sample_id + '_red' + e for e in EXTENSIONS)})"
+    )
+
+
+def decode_channel(data: bytes, sample_id: str, channel: str, source: str) -> Image.Image:
+    """Decode one channel file fully into an 8-bit grayscale Pillow image."""
+    where = f"sample {sample_id!r} channel {channel} ({source})"
+    if not data:
+        raise DataError(f"{where}: file is empty")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img = Image.open(io.BytesIO(data))
+            img.load()  # decode now, so truncation shows here and not later
+    except (
+        UnidentifiedImageError,
+        OSError,
+        SyntaxError,
+        ValueError,
+        Image.DecompressionBombError,
+        Image.DecompressionBombWarning,
+    ) as exc:
+        kind = "truncated" if "truncated" in str(exc).lower() else "corrupt or not an image"
+        raise DataError(f"{where}: {kind} ({type(exc).__name__}: {exc})") from None
+    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+        # 16-bit microscopy exports: keep the top 8 bits.
+        arr = np.asarray(img, dtype=np.uint32) >> (8 if img.mode.startswith("I;16") else 0)
+        img = Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8), mode="L")
+    elif img.mode != "L":
+        img = img.convert("L")
+    return img
+
+
+def load_sample(
+    root: str,
+    split: str,
+    sample_id: str,
+    size: int | None = None,
+    ext: str = ".png",
+) -> np.ndarray:
+    """One sample as a uint8 array (4, H, W) in R, G, B, Y order; resized to (size, size) if given.
+
+    A missing, empty, truncated or corrupt channel file, or channels of different sizes, raise a
+    DataError naming the Id and the channel.
+    """
+    images: list[Image.Image] = []
+    for channel in CHANNELS:
+        uri = channel_uri(root, split, sample_id, channel, ext)
+        try:
+            data = storage.read_bytes(uri)
+        except StorageError as exc:
+            raise DataError(
+                f"sample {sample_id!r} channel {channel}: cannot read ({exc})"
+            ) from None
+        images.append(decode_channel(data, sample_id, channel, uri))
+    sizes = {img.size for img in images}
+    if len(sizes) > 1:
+        detail = ", ".join(
+            f"{c} {img.size[0]}x{img.size[1]}" for c, img in zip(CHANNELS, images, strict=True)
+        )
+        raise DataError(f"sample {sample_id!r}: channels differ in size ({detail})")
+    if size is not None and images[0].size != (size, size):
+        # reducing_gap lets Pillow shrink by an integer factor first: much faster, same look.
+        images = [img.resize((size, size), Image.BILINEAR, reducing_gap=2.0) for img in images]
+    return np.stack([np.asarray(img, dtype=np.uint8) for img in images])

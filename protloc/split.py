@@ -1,0 +1,190 @@
+"""The split step: iterative multilabel stratification and per-sample resampling weights.
+
+Validation gets ``val_fraction`` of the samples by ``iterstrat``'s
+``MultilabelStratifiedShuffleSplit`` (Sechidis et al., the paper's reference [15]). In the train
+fold, a sample that carries a *rare* class (fewer than ``rare_below`` training samples) is drawn
+``rare_factor`` times per epoch; a sample whose labels are all *dominant* classes (present in at
+least ``dominant_share`` of training samples: Nucleoplasm and Cytosol on the real data) is drawn
+``dominant_factor`` times; every other sample once. The weight is the expected number of draws
+per epoch; the train step turns it into a fresh sample list each epoch (protloc.sampling).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from protloc import __version__, storage
+from protloc.classes import CLASS_NAMES, NUM_CLASSES
+from protloc.data import labels_to_matrix, parse_labels
+from protloc.errors import ConfigError, DataError
+from protloc.manifest import write_manifest
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SplitParams:
+    """Parameters of the split step (recorded in the manifest)."""
+
+    val_fraction: float = 0.15
+    seed: int = 0
+    rare_below: int = 100
+    rare_factor: float = 5.0
+    dominant_factor: float = 0.5
+    dominant_share: float = 0.2
+
+    def validate(self) -> None:
+        """Raise ConfigError naming the first parameter out of range."""
+        if not 0.0 < self.val_fraction < 1.0:
+            raise ConfigError(f"val_fraction must be in (0, 1), got {self.val_fraction}")
+        if self.rare_below < 0:
+            raise ConfigError(f"rare_below must be >= 0, got {self.rare_below}")
+        if not 0.0 < self.rare_factor <= 100.0:
+            raise ConfigError(f"rare_factor must be in (0, 100], got {self.rare_factor}")
+        if not 0.0 < self.dominant_factor <= 100.0:
+            raise ConfigError(f"dominant_factor must be in (0, 100], got {self.dominant_factor}")
+        if not 0.0 < self.dominant_share <= 1.0:
+            raise ConfigError(f"dominant_share must be in (0, 1], got {self.dominant_share}")
+
+
+def stratified_split(y: np.ndarray, val_fraction: float, seed: int) -> np.ndarray:
+    """A boolean mask of validation rows for the (N, C) indicator matrix ``y``."""
+    from iterstrat.ml_stratifiers import MultilabelStratifiedShuffleSplit
+
+    n = len(y)
+    if round(n * val_fraction) < 1 or round(n * (1 - val_fraction)) < 1:
+        raise ConfigError(f"val_fraction {val_fraction} leaves an empty fold for {n} samples")
+    splitter = MultilabelStratifiedShuffleSplit(
+        n_splits=1, test_size=val_fraction, random_state=seed
+    )
+    _, val_idx = next(splitter.split(np.zeros(n), y))
+    is_val = np.zeros(n, dtype=bool)
+    is_val[val_idx] = True
+    return is_val
+
+
+def class_roles(y_train: np.ndarray, params: SplitParams) -> tuple[np.ndarray, np.ndarray]:
+    """(rare, dominant) boolean masks over classes, from training-fold counts."""
+    counts = y_train.sum(axis=0)
+    rare = (counts > 0) & (counts < params.rare_below)
+    dominant = counts >= params.dominant_share * len(y_train)
+    return rare, dominant & ~rare
+
+
+def resampling_weights(
+    y_train: np.ndarray, rare: np.ndarray, dominant: np.ndarray, params: SplitParams
+) -> np.ndarray:
+    """Expected draws per epoch for each training sample (float32)."""
+    has_rare = (y_train[:, rare] > 0).any(axis=1)
+    only_dominant = (y_train[:, ~dominant].sum(axis=1) == 0) & (y_train.sum(axis=1) > 0)
+    weights = np.ones(len(y_train), dtype=np.float32)
+    weights[only_dominant] = params.dominant_factor
+    weights[has_rare] = params.rare_factor  # a rare class wins over everything else
+    return weights
+
+
+def make_manifest(labels: pd.DataFrame, params: SplitParams) -> pd.DataFrame:
+    """The manifest rows (id, labels, fold, weight) for a labels frame (id, labels)."""
+    params.validate()
+    y = labels_to_matrix(labels["labels"])
+    is_val = stratified_split(y, params.val_fraction, params.seed)
+    rare, dominant = class_roles(y[~is_val], params)
+    weights = np.zeros(len(y), dtype=np.float32)
+    weights[~is_val] = resampling_weights(y[~is_val], rare, dominant, params)
+    return pd.DataFrame(
+        {
+            "id": labels["id"].to_numpy(),
+            "labels": labels["labels"].to_numpy(),
+            "fold": np.where(is_val, "val", "train"),
+            "weight": weights,
+        }
+    )
+
+
+def split_stats(manifest: pd.DataFrame, params: SplitParams) -> dict[str, Any]:
+    """Per-class train/val counts and expected draws per epoch, plus the imbalance before/after."""
+    y = labels_to_matrix(manifest["labels"])
+    train = (manifest["fold"] == "train").to_numpy()
+    w = manifest["weight"].to_numpy(dtype=np.float64)
+    train_counts = y[train].sum(axis=0)
+    val_counts = y[~train].sum(axis=0)
+    draws = (y[train] * w[train, None]).sum(axis=0)
+    rare, dominant = class_roles(y[train], params)
+    present = train_counts > 0
+
+    def ratio(values: np.ndarray) -> float:
+        return (
+            float(values[present].max() / values[present].min()) if present.any() else float("nan")
+        )
+
+    return {
+        "samples": {
+            "train": int(train.sum()),
+            "val": int((~train).sum()),
+            "draws_per_epoch": float(w[train].sum()),
+        },
+        "rare_classes": [int(c) for c in np.flatnonzero(rare)],
+        "dominant_classes": [int(c) for c in np.flatnonzero(dominant)],
+        "commonest_to_rarest": {"before": ratio(train_counts.astype(float)), "after": ratio(draws)},
+        "classes": [
+            {
+                "index": c,
+                "name": CLASS_NAMES[c],
+                "train": int(train_counts[c]),
+                "val": int(val_counts[c]),
+                "draws_per_epoch": round(float(draws[c]), 3),
+            }
+            for c in range(NUM_CLASSES)
+        ],
+    }
+
+
+def run_split(labels_uri: str, out: str, params: SplitParams) -> dict[str, Any]:
+    """The whole step: read labels, split, write manifest.parquet, stats.json and two plots."""
+    from protloc import plots  # matplotlib is only needed here
+
+    params.validate()
+    t0 = time.perf_counter()
+    raw = storage.read_bytes(labels_uri)
+    labels = parse_labels(raw, source=str(labels_uri))
+    if len(labels) < 2:
+        raise DataError(
+            f"{labels_uri}: need at least 2 labelled samples to split, got {len(labels)}"
+        )
+    manifest = make_manifest(labels, params)
+    meta = {
+        "split": asdict(params),
+        "labels_sha256": hashlib.sha256(raw).hexdigest(),
+        "protloc_version": __version__,
+    }
+    stats = split_stats(manifest, params)
+    write_manifest(manifest, meta, storage.join(out, "manifest.parquet"))
+    storage.write_text(storage.join(out, "stats.json"), json.dumps(stats, indent=2) + "\n")
+    y = labels_to_matrix(manifest["labels"])
+    storage.write_bytes(
+        storage.join(out, "class_distribution.png"), plots.class_distribution(stats)
+    )
+    storage.write_bytes(storage.join(out, "cooccurrence.png"), plots.cooccurrence(y))
+    log.info(
+        "split %d samples: %d train, %d val; %d rare classes x%g, %d dominant x%g; "
+        "commonest/rarest %.0f -> %.1f; %.2f s",
+        len(manifest),
+        stats["samples"]["train"],
+        stats["samples"]["val"],
+        len(stats["rare_classes"]),
+        params.rare_factor,
+        len(stats["dominant_classes"]),
+        params.dominant_factor,
+        stats["commonest_to_rarest"]["before"],
+        stats["commonest_to_rarest"]["after"],
+        time.perf_counter() - t0,
+    )
+    return stats

@@ -1,0 +1,411 @@
+"""One API over local paths and ``s3://bucket/key`` URIs.
+
+Local writes are atomic (temporary file in the target folder, then ``os.replace``). S3 writes are
+atomic by S3's own semantics: a single PUT, or a multipart upload that only becomes visible when it
+is completed (s3transfer aborts it on failure). Transient S3 errors are retried with exponential
+backoff; a missing object or bucket, missing credentials or an unreachable endpoint end in one
+:class:`StorageError` that names the URI (and the endpoint), never a credential.
+
+The endpoint comes from ``AWS_ENDPOINT_URL`` (MinIO, moto) or boto3's defaults. Retries are set by
+``PROTLOC_S3_ATTEMPTS`` (default 5) and ``PROTLOC_S3_BACKOFF_S`` (first delay, default 0.5 s).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import shutil
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TypeVar
+
+from protloc.errors import StorageError
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+_MULTIPART_THRESHOLD = 16 * 1024 * 1024
+_TRANSIENT_CODES = {
+    "InternalError",
+    "ServiceUnavailable",
+    "SlowDown",
+    "RequestTimeout",
+    "RequestTimeoutException",
+    "Throttling",
+    "ThrottlingException",
+    "500",
+    "502",
+    "503",
+    "504",
+}
+_MISSING_CODES = {"NoSuchKey", "404", "NotFound"}
+_DENIED_CODES = {
+    "AccessDenied",
+    "InvalidAccessKeyId",
+    "SignatureDoesNotMatch",
+    "403",
+    "ExpiredToken",
+    "InvalidToken",
+}
+
+
+# ----------------------------------------------------------------------------- URIs
+
+
+def is_s3(uri: str) -> bool:
+    """True for ``s3://`` URIs."""
+    return str(uri).startswith("s3://")
+
+
+def split_s3(uri: str) -> tuple[str, str]:
+    """``s3://bucket/a/b`` -> ``("bucket", "a/b")``."""
+    rest = str(uri)[len("s3://") :]
+    bucket, _, key = rest.partition("/")
+    if not bucket:
+        raise StorageError(f"{uri}: not a valid s3:// URI (no bucket)")
+    return bucket, key
+
+
+def _local(uri: str) -> Path:
+    uri = str(uri)
+    return Path(uri[len("file://") :] if uri.startswith("file://") else uri)
+
+
+def join(base: str, *parts: str) -> str:
+    """Join URI parts with '/', for S3 and local paths alike."""
+    base = str(base)
+    if not is_s3(base):
+        return str(_local(base).joinpath(*parts))
+    out = base.rstrip("/")
+    for part in parts:
+        out = f"{out}/{str(part).strip('/')}"
+    return out
+
+
+def endpoint() -> str:
+    """The S3 endpoint in use, for messages (never includes credentials)."""
+    return os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or "AWS S3"
+
+
+# ----------------------------------------------------------------------------- the S3 client
+
+_clients: dict[tuple, object] = {}
+_clients_lock = threading.Lock()
+
+
+def _client():
+    """A boto3 S3 client for the current endpoint, shared by threads (boto3 clients are
+    thread-safe), rebuilt when the endpoint or credentials env changes."""
+    import boto3
+    from botocore.config import Config
+
+    key = (
+        endpoint(),
+        os.environ.get("AWS_ACCESS_KEY_ID"),
+        os.environ.get("AWS_SECRET_ACCESS_KEY"),
+        os.environ.get("AWS_DEFAULT_REGION"),
+    )
+    with _clients_lock:
+        client = _clients.get(key)
+        if client is None:
+            config = Config(
+                # protloc retries itself (with logging); botocore retries once more inside a call
+                # so a multipart part that hiccups does not restart the whole upload.
+                retries={"max_attempts": 2, "mode": "standard"},
+                connect_timeout=float(os.environ.get("PROTLOC_S3_CONNECT_TIMEOUT_S", "5")),
+                read_timeout=float(os.environ.get("PROTLOC_S3_READ_TIMEOUT_S", "60")),
+                s3={"addressing_style": "path"},  # MinIO and moto need path-style addressing
+                max_pool_connections=32,
+            )
+            session = boto3.session.Session()
+            client = session.client(
+                "s3",
+                endpoint_url=os.environ.get("AWS_ENDPOINT_URL_S3")
+                or os.environ.get("AWS_ENDPOINT_URL"),
+                region_name=os.environ.get("AWS_DEFAULT_REGION") or "us-east-1",
+                config=config,
+            )
+            _clients[key] = client
+        return client
+
+
+def _classify(exc: BaseException, uri: str) -> tuple[bool, StorageError]:
+    """(is_transient, the error to raise) for an exception from boto3."""
+    from boto3.exceptions import S3UploadFailedError
+    from botocore.exceptions import (
+        BotoCoreError,
+        ClientError,
+        NoCredentialsError,
+        PartialCredentialsError,
+    )
+    from botocore.exceptions import (
+        ConnectionError as BotoConnectionError,
+    )
+
+    if isinstance(exc, (NoCredentialsError, PartialCredentialsError)):
+        return False, StorageError(
+            f"{uri}: no S3 credentials found (set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY)"
+        )
+    if isinstance(exc, ClientError):
+        code = str(exc.response.get("Error", {}).get("Code", ""))
+        if code == "NoSuchBucket":
+            return False, StorageError(f"{uri}: bucket does not exist at {endpoint()}")
+        if code in _MISSING_CODES:
+            return False, StorageError(f"{uri}: no such object at {endpoint()}")
+        if code in _DENIED_CODES:
+            return False, StorageError(
+                f"{uri}: access denied by {endpoint()} ({code}); check the S3 credentials"
+            )
+        if code in _TRANSIENT_CODES:
+            return True, StorageError(f"{uri}: {endpoint()} kept failing ({code})")
+        return False, StorageError(f"{uri}: S3 error {code} from {endpoint()}")
+    if isinstance(exc, S3UploadFailedError):
+        text = str(exc)
+        if "NoSuchBucket" in text:
+            return False, StorageError(f"{uri}: bucket does not exist at {endpoint()}")
+        if any(code in text for code in ("AccessDenied", "InvalidAccessKeyId", "Signature")):
+            return False, StorageError(f"{uri}: access denied by {endpoint()}")
+        return True, StorageError(f"{uri}: upload to {endpoint()} kept failing")
+    if isinstance(exc, (BotoConnectionError, BotoCoreError, ConnectionError, TimeoutError)):
+        return True, StorageError(
+            f"{uri}: cannot reach S3 endpoint {endpoint()} ({type(exc).__name__})"
+        )
+    return False, StorageError(f"{uri}: {type(exc).__name__} from {endpoint()}")
+
+
+def _with_retries(uri: str, what: str, fn: Callable[[], T]) -> T:
+    """Run one S3 operation, retrying transient failures with exponential backoff and jitter."""
+    attempts = max(1, int(os.environ.get("PROTLOC_S3_ATTEMPTS", "5")))
+    delay = float(os.environ.get("PROTLOC_S3_BACKOFF_S", "0.5"))
+    for attempt in range(1, attempts + 1):
+        try:
+            return fn()
+        except StorageError:
+            raise
+        except Exception as exc:
+            transient, error = _classify(exc, uri)
+            if not transient:
+                raise error from None
+            if attempt == attempts:
+                raise StorageError(f"{error} after {attempts} attempts to {what}") from None
+            log.warning(
+                "%s %s failed (%s), attempt %d/%d; retrying in %.1f s",
+                what,
+                uri,
+                type(exc).__name__,
+                attempt,
+                attempts,
+                delay,
+            )
+            time.sleep(delay * (1 + 0.25 * random.random()))
+            delay *= 2
+    raise AssertionError("unreachable")
+
+
+# ----------------------------------------------------------------------------- local helpers
+
+# mkstemp creates files 0600; finished files get the mode a plain open() would give them.
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+_FILE_MODE = 0o666 & ~_UMASK
+
+
+@contextmanager
+def _atomic_local_path(path: Path) -> Iterator[Path]:
+    """Yield a temporary path next to ``path``; on success rename it into place, else remove it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.chmod(tmp_path, _FILE_MODE)
+        os.replace(tmp_path, path)
+    except BaseException:
+        tmp_path.unlink(missing_ok=True)
+        raise
+
+
+def _local_error(uri: str, exc: OSError) -> StorageError:
+    if isinstance(exc, FileNotFoundError):
+        return StorageError(f"{uri}: no such file")
+    if isinstance(exc, IsADirectoryError):
+        return StorageError(f"{uri}: is a folder, expected a file")
+    if isinstance(exc, PermissionError):
+        return StorageError(f"{uri}: permission denied")
+    return StorageError(f"{uri}: {exc.strerror or exc}")
+
+
+# ----------------------------------------------------------------------------- public API
+
+
+def read_bytes(uri: str) -> bytes:
+    """The whole content of a file or object."""
+    if not is_s3(uri):
+        try:
+            return _local(uri).read_bytes()
+        except OSError as exc:
+            raise _local_error(uri, exc) from None
+    bucket, key = split_s3(uri)
+
+    def get() -> bytes:
+        return _client().get_object(Bucket=bucket, Key=key)["Body"].read()
+
+    return _with_retries(uri, "read", get)
+
+
+def read_text(uri: str, encoding: str = "utf-8") -> str:
+    """The content of a text file; an undecodable file is a StorageError naming it."""
+    data = read_bytes(uri)
+    try:
+        return data.decode(encoding)
+    except UnicodeDecodeError as exc:
+        raise StorageError(f"{uri}: not valid {encoding} text (byte {exc.start})") from None
+
+
+def write_bytes(uri: str, data: bytes) -> None:
+    """Write atomically: readers see the old content or the whole new one, never a part."""
+    if not is_s3(uri):
+        path = _local(uri)
+        try:
+            with _atomic_local_path(path) as tmp:
+                tmp.write_bytes(data)
+        except OSError as exc:
+            raise _local_error(uri, exc) from None
+        return
+    bucket, key = split_s3(uri)
+    _with_retries(uri, "write", lambda: _client().put_object(Bucket=bucket, Key=key, Body=data))
+
+
+def write_text(uri: str, text: str) -> None:
+    """Write a UTF-8 text file atomically."""
+    write_bytes(uri, text.encode("utf-8"))
+
+
+def exists(uri: str) -> bool:
+    """True if a file or object exists at ``uri``."""
+    if not is_s3(uri):
+        return _local(uri).is_file()
+    bucket, key = split_s3(uri)
+
+    def head() -> bool:
+        from botocore.exceptions import ClientError
+
+        try:
+            _client().head_object(Bucket=bucket, Key=key)
+            return True
+        except ClientError as exc:
+            if str(exc.response.get("Error", {}).get("Code")) in _MISSING_CODES:
+                return False
+            raise
+
+    return _with_retries(uri, "check", head)
+
+
+def upload_file(local_path: str | os.PathLike, uri: str) -> None:
+    """Copy a local file to ``uri`` (multipart above 16 MB on S3; atomic either way)."""
+    src = Path(local_path)
+    if not src.is_file():
+        raise StorageError(f"{src}: no such file to upload to {uri}")
+    if not is_s3(uri):
+        dst = _local(uri)
+        if dst.resolve() == src.resolve():
+            return
+        try:
+            with _atomic_local_path(dst) as tmp:
+                shutil.copyfile(src, tmp)
+        except OSError as exc:
+            raise _local_error(uri, exc) from None
+        return
+    from boto3.s3.transfer import TransferConfig
+
+    bucket, key = split_s3(uri)
+    config = TransferConfig(multipart_threshold=_MULTIPART_THRESHOLD, use_threads=True)
+    _with_retries(
+        uri, "upload", lambda: _client().upload_file(str(src), bucket, key, Config=config)
+    )
+
+
+def download_file(uri: str, local_path: str | os.PathLike) -> Path:
+    """Copy ``uri`` to a local file atomically; returns the local path."""
+    dst = Path(local_path)
+    if not is_s3(uri):
+        src = _local(uri)
+        if not src.is_file():
+            raise StorageError(f"{uri}: no such file")
+        if dst.exists() and dst.resolve() == src.resolve():
+            return dst
+        with _atomic_local_path(dst) as tmp:
+            shutil.copyfile(src, tmp)
+        return dst
+    from boto3.s3.transfer import TransferConfig
+
+    bucket, key = split_s3(uri)
+    config = TransferConfig(multipart_threshold=_MULTIPART_THRESHOLD, use_threads=True)
+
+    def fetch() -> None:
+        with _atomic_local_path(dst) as tmp:
+            _client().download_file(bucket, key, str(tmp), Config=config)
+
+    _with_retries(uri, "download", fetch)
+    return dst
+
+
+def list_files(uri: str) -> list[str]:
+    """Every file or object under the folder or prefix ``uri`` (recursive), as full URIs, sorted."""
+    if not is_s3(uri):
+        root = _local(uri)
+        if not root.is_dir():
+            return []
+        return sorted(str(p) for p in root.rglob("*") if p.is_file())
+    bucket, prefix = split_s3(uri)
+    prefix = prefix.rstrip("/") + "/" if prefix else ""
+
+    def list_all() -> list[str]:
+        out: list[str] = []
+        paginator = _client().get_paginator("list_objects_v2")
+        for page in paginator.paginate(Bucket=bucket, Prefix=prefix):
+            out.extend(f"s3://{bucket}/{obj['Key']}" for obj in page.get("Contents", []))
+        return sorted(out)
+
+    return _with_retries(uri, "list", list_all)
+
+
+def _parallel(fn: Callable[[tuple[str, str]], None], jobs: list[tuple[str, str]]) -> None:
+    workers = min(16, max(1, len(jobs)))
+    with ThreadPoolExecutor(workers) as pool:
+        for _ in pool.map(fn, jobs):
+            pass
+
+
+def upload_dir(local_dir: str | os.PathLike, uri: str) -> int:
+    """Copy every file under a local folder to ``uri``/relative path; returns the file count."""
+    root = Path(local_dir)
+    if not root.is_dir():
+        raise StorageError(f"{root}: no such folder to upload to {uri}")
+    jobs = [
+        (str(p), join(uri, p.relative_to(root).as_posix()))
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    ]
+    _parallel(lambda job: upload_file(job[0], job[1]), jobs)
+    return len(jobs)
+
+
+def download_dir(uri: str, local_dir: str | os.PathLike) -> int:
+    """Copy every file under ``uri`` into a local folder; returns the file count."""
+    files = list_files(uri)
+    if not files:
+        raise StorageError(f"{uri}: no files under this prefix")
+    base = str(uri).rstrip("/")
+    root = Path(local_dir)
+    jobs = [(f, str(root / f[len(base) :].lstrip("/"))) for f in files]
+    _parallel(lambda job: download_file(job[0], job[1]), jobs)
+    return len(jobs)

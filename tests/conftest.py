@@ -1,0 +1,73 @@
+"""Shared fixtures: the real HPA files, a real S3 API (moto on 127.0.0.1), tiny data sets."""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+HPA = Path(os.environ.get("PROTLOC_SHARED", ROOT.parent / "shared")) / "data" / "hpa"
+
+# Credentials that exist only in tests; a secrets test greps logs and artifacts for them.
+TEST_KEY_ID = "protlocTESTKEYID0001"
+TEST_SECRET = "protlocTESTSECRETdoNotLeak0001"
+
+
+@pytest.fixture(scope="session")
+def hpa_dir() -> Path:
+    if not (HPA / "train.csv").is_file():
+        pytest.fail(f"real HPA files not found at {HPA} (set PROTLOC_SHARED to the shared/ folder)")
+    return HPA
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """moto's S3 server on 127.0.0.1, for the whole session; yields its endpoint URL."""
+    from moto.server import ThreadedMotoServer
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    yield f"http://127.0.0.1:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def s3_env(s3_server, monkeypatch):
+    """Point boto3 at the moto server with test credentials."""
+    monkeypatch.setenv("AWS_ENDPOINT_URL", s3_server)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", TEST_KEY_ID)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", TEST_SECRET)
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.setenv("PROTLOC_S3_BACKOFF_S", "0.05")
+    return s3_server
+
+
+@pytest.fixture
+def bucket(s3_env) -> str:
+    """A fresh bucket; yields its s3:// URI."""
+    import boto3
+
+    name = f"protloc-test-{uuid.uuid4().hex[:12]}"
+    boto3.client("s3", endpoint_url=s3_env).create_bucket(Bucket=name)
+    return f"s3://{name}"
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory) -> Path:
+    """A small synthetic data set at 64 px (60 train, 12 test), shared by the session."""
+    from protloc.synthetic import SyntheticSpec, generate
+
+    out = tmp_path_factory.mktemp("tiny-data")
+    generate(SyntheticSpec(n_train=60, n_test=12, size=64, seed=3, temper=0.8), str(out))
+    return out

@@ -1,0 +1,145 @@
+import json
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from protloc import storage
+from protloc.data import labels_to_matrix, parse_labels
+from protloc.errors import ConfigError
+from protloc.manifest import read_manifest
+from protloc.split import SplitParams, make_manifest, run_split
+from tests.conftest import ROOT
+
+
+@pytest.fixture(scope="module")
+def real_split(hpa_dir, tmp_path_factory):
+    """The split CLI on the real train.csv, timed as a user would see it."""
+    out = tmp_path_factory.mktemp("split")
+    t0 = time.perf_counter()
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "components.split",
+            "--labels",
+            str(hpa_dir / "train.csv"),
+            "--out",
+            str(out),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    wall = time.perf_counter() - t0
+    assert proc.returncode == 0, proc.stderr
+    return out, wall
+
+
+def test_real_split_is_fast_and_stratified(real_split):
+    out, wall = real_split
+    assert wall < 10, f"split CLI took {wall:.1f} s"
+    m = read_manifest(str(out / "manifest.parquet"))
+    y = labels_to_matrix(m.frame["labels"])
+    val = (m.frame["fold"] == "val").to_numpy()
+    totals = y.sum(axis=0)
+    for c in np.flatnonzero(totals >= 20):
+        assert y[val, c].sum() > 0 and y[~val, c].sum() > 0, f"class {c} missing from a fold"
+    for c in np.flatnonzero(totals >= 100):
+        share = y[val, c].sum() / totals[c]
+        assert abs(share - 0.15) <= 0.01, f"class {c}: validation share {share:.3f}"
+    assert m.meta["split"]["val_fraction"] == 0.15 and len(m.meta["labels_sha256"]) == 64
+
+
+def test_real_split_weights(real_split):
+    out, _ = real_split
+    m = read_manifest(str(out / "manifest.parquet"))
+    stats = json.loads((out / "stats.json").read_text())
+    train = m.fold("train")
+    y = labels_to_matrix(train["labels"])
+    counts = y.sum(axis=0)
+    rare = (counts > 0) & (counts < 100)
+    assert stats["rare_classes"] == [int(c) for c in np.flatnonzero(rare)] == [8, 9, 10, 15, 27]
+    assert stats["dominant_classes"] == [0, 25]
+    w = train["weight"].to_numpy()
+    has_rare = y[:, rare].any(axis=1)
+    only_dominant = ~y[:, [c for c in range(28) if c not in (0, 25)]].any(axis=1)
+    assert (w[has_rare] == 5).all()
+    assert (w[only_dominant & ~has_rare] == 0.5).all()
+    assert (w[~only_dominant & ~has_rare] == 1).all()
+    assert (m.fold("val")["weight"] == 0).all()
+    draws = (y * w[:, None]).sum(axis=0)
+    for c, entry in enumerate(stats["classes"]):
+        assert entry["train"] == counts[c]
+        assert entry["draws_per_epoch"] == pytest.approx(draws[c], abs=1e-3)
+    ratio = stats["commonest_to_rarest"]
+    assert ratio["before"] == pytest.approx(counts.max() / counts[counts > 0].min())
+    assert ratio["after"] < ratio["before"] / 4
+    for png in ("class_distribution.png", "cooccurrence.png"):
+        assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_s3_split_gives_identical_manifest(real_split, hpa_dir, bucket):
+    out, _ = real_split
+    storage.upload_file(hpa_dir / "train.csv", f"{bucket}/hpa/train.csv")
+    run_split(f"{bucket}/hpa/train.csv", f"{bucket}/split", SplitParams())
+    assert (
+        storage.read_bytes(f"{bucket}/split/manifest.parquet")
+        == (out / "manifest.parquet").read_bytes()
+    )
+    assert storage.exists(f"{bucket}/split/stats.json") and storage.exists(
+        f"{bucket}/split/cooccurrence.png"
+    )
+
+
+def test_split_is_seeded():
+    labels = parse_labels(
+        ("Id,Target\n" + "".join(f"s{i},{i % 5} {5 + i % 3}\n" for i in range(200))).encode()
+    )
+    a = make_manifest(labels, SplitParams(seed=1))
+    b = make_manifest(labels, SplitParams(seed=1))
+    c = make_manifest(labels, SplitParams(seed=2))
+    assert a.equals(b) and not a["fold"].equals(c["fold"])
+
+
+@pytest.mark.parametrize(
+    ("params", "name"),
+    [
+        (SplitParams(val_fraction=0.0), "val_fraction"),
+        (SplitParams(val_fraction=1.0), "val_fraction"),
+        (SplitParams(rare_factor=0), "rare_factor"),
+        (SplitParams(dominant_factor=-1), "dominant_factor"),
+        (SplitParams(rare_below=-3), "rare_below"),
+        (SplitParams(dominant_share=0), "dominant_share"),
+    ],
+)
+def test_bad_params_name_the_parameter(params, name):
+    with pytest.raises(ConfigError, match=name):
+        params.validate()
+
+
+def test_cli_bad_labels_exit_2_and_nothing_written(tmp_path):
+    bad = tmp_path / "train.csv"
+    bad.write_text("Id,Target\na,1\nb,99\n")
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "components.split",
+            "--labels",
+            str(bad),
+            "--out",
+            str(tmp_path / "out"),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == 2
+    assert "error: " in proc.stderr and "line 3 (Id 'b'): class 99" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "out").exists()

@@ -1,0 +1,112 @@
+import hashlib
+import os
+from pathlib import Path
+
+import boto3
+import pytest
+
+from protloc import storage
+from protloc.errors import StorageError
+
+
+def test_local_roundtrip_and_listing(tmp_path):
+    uri = str(tmp_path / "a" / "b" / "x.bin")
+    storage.write_bytes(uri, b"hello")
+    assert storage.read_bytes(uri) == b"hello"
+    assert storage.exists(uri) and not storage.exists(uri + ".nope")
+    storage.write_text(str(tmp_path / "a" / "y.txt"), "t")
+    assert storage.list_files(str(tmp_path / "a")) == sorted([uri, str(tmp_path / "a" / "y.txt")])
+    assert oct(os.stat(uri).st_mode & 0o777) != oct(0o600)  # not mkstemp's private mode
+
+
+def test_local_write_is_atomic_on_failure(tmp_path):
+    target = tmp_path / "out.bin"
+    target.write_bytes(b"old")
+    with pytest.raises(RuntimeError), storage._atomic_local_path(target) as tmp:
+        tmp.write_bytes(b"partial")
+        raise RuntimeError("killed mid-write")
+    assert target.read_bytes() == b"old"
+    assert [p.name for p in tmp_path.iterdir()] == ["out.bin"]  # no temp file left behind
+
+
+def test_local_missing_file_names_it(tmp_path):
+    with pytest.raises(StorageError, match=r"nothere\.csv: no such file"):
+        storage.read_bytes(str(tmp_path / "nothere.csv"))
+
+
+def test_s3_roundtrip_exists_list(bucket):
+    storage.write_bytes(f"{bucket}/d/x.txt", b"abc")
+    storage.write_text(f"{bucket}/d/sub/y.txt", "xyz")
+    assert storage.read_bytes(f"{bucket}/d/x.txt") == b"abc"
+    assert storage.exists(f"{bucket}/d/x.txt")
+    assert not storage.exists(f"{bucket}/d/nope.txt")
+    assert storage.list_files(f"{bucket}/d") == [f"{bucket}/d/sub/y.txt", f"{bucket}/d/x.txt"]
+
+
+def test_s3_multipart_50mb_roundtrip(bucket, tmp_path):
+    src = tmp_path / "big.bin"
+    src.write_bytes(os.urandom(50 * 1024 * 1024))
+    uri = f"{bucket}/big/big.bin"
+    storage.upload_file(src, uri)
+    b, key = storage.split_s3(uri)
+    etag = boto3.client("s3", endpoint_url=os.environ["AWS_ENDPOINT_URL"]).head_object(
+        Bucket=b, Key=key
+    )["ETag"]
+    assert "-" in etag  # a multipart upload's ETag is "<md5>-<parts>"
+    out = storage.download_file(uri, tmp_path / "back.bin")
+    assert hashlib.sha256(out.read_bytes()).digest() == hashlib.sha256(src.read_bytes()).digest()
+
+
+def test_s3_folder_of_200_files(bucket, tmp_path):
+    src = tmp_path / "src"
+    for i in range(200):
+        (src / f"g{i % 7}").mkdir(parents=True, exist_ok=True)
+        (src / f"g{i % 7}" / f"f{i}.txt").write_text(f"file {i}")
+    assert storage.upload_dir(src, f"{bucket}/folder") == 200
+    assert len(storage.list_files(f"{bucket}/folder")) == 200
+    assert storage.download_dir(f"{bucket}/folder", tmp_path / "dst") == 200
+    for p in src.rglob("*.txt"):
+        assert (tmp_path / "dst" / p.relative_to(src)).read_text() == p.read_text()
+
+
+def test_s3_missing_object_and_bucket_name_the_uri(bucket):
+    with pytest.raises(StorageError, match=r"s3://.*/nope\.bin: no such object"):
+        storage.read_bytes(f"{bucket}/nope.bin")
+    with pytest.raises(StorageError, match=r"s3://no-such-bucket-x/k: bucket does not exist"):
+        storage.read_bytes("s3://no-such-bucket-x/k")
+    with pytest.raises(StorageError, match="bucket does not exist"):
+        storage.write_bytes("s3://no-such-bucket-x/k", b"1")
+
+
+def test_s3_missing_credentials_is_one_clear_error(s3_env, monkeypatch, tmp_path):
+    for var in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_PROFILE"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    with pytest.raises(StorageError, match=r"s3://b/k: no S3 credentials"):
+        storage.read_bytes("s3://b/k")
+
+
+def test_s3_endpoint_down_retries_then_names_endpoint(monkeypatch, caplog):
+    from tests.conftest import free_port
+
+    endpoint = f"http://127.0.0.1:{free_port()}"  # nothing listens here
+    monkeypatch.setenv("AWS_ENDPOINT_URL", endpoint)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "k")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "s")
+    monkeypatch.setenv("PROTLOC_S3_ATTEMPTS", "3")
+    monkeypatch.setenv("PROTLOC_S3_BACKOFF_S", "0.01")
+    with pytest.raises(StorageError) as err:
+        storage.read_bytes("s3://bucket/data/train.csv")
+    msg = str(err.value)
+    assert "s3://bucket/data/train.csv" in msg and endpoint in msg and "3 attempts" in msg
+    assert sum("retrying" in r.message for r in caplog.records) == 2
+
+
+def test_join_and_split():
+    assert storage.join("s3://b/p/", "train", "x.png") == "s3://b/p/train/x.png"
+    assert storage.join("/tmp/a", "b") == str(Path("/tmp/a/b"))
+    assert storage.split_s3("s3://b/a/b") == ("b", "a/b")
+    with pytest.raises(StorageError):
+        storage.split_s3("s3:///key")
