@@ -65,9 +65,27 @@ def bucket(s3_env) -> str:
 
 @pytest.fixture(scope="session")
 def tiny_data(tmp_path_factory) -> Path:
-    """A small synthetic data set at 64 px (60 train, 12 test), shared by the session."""
+    """A small synthetic data set at 96 px (64 train, 12 test), shared by the session."""
     from protloc.synthetic import SyntheticSpec, generate
 
     out = tmp_path_factory.mktemp("tiny-data")
-    generate(SyntheticSpec(n_train=60, n_test=12, size=64, seed=3, temper=0.8), str(out))
+    generate(SyntheticSpec(n_train=64, n_test=12, size=96, seed=3, temper=0.8), str(out))
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_split(tiny_data, tmp_path_factory) -> Path:
+    """The split of tiny_data (no class counts as rare: one draw per sample); returns the folder."""
+    from protloc.split import SplitParams, run_split
+
+    out = tmp_path_factory.mktemp("tiny-split")
+    run_split(str(tiny_data / "train.csv"), str(out), SplitParams(val_fraction=0.25, rare_below=0))
+    return out
+
+
+@pytest.fixture
+def cache_dir(tmp_path, monkeypatch) -> Path:
+    """A private image cache folder for one test."""
+    path = tmp_path / "cache"
+    monkeypatch.setenv("PROTLOC_CACHE_DIR", str(path))
+    return path

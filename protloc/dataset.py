@@ -1,0 +1,48 @@
+"""A torch Dataset over the image cache."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from protloc.cache import ImageCache
+from protloc.transforms import D4_SIZE, d4
+
+
+class CachedImages(Dataset):
+    """Samples ``rows`` of an image cache as (uint8 image, float target) pairs.
+
+    With ``augment``, each item gets a random D4 transform drawn from (seed, epoch, position), so
+    an epoch's augmentations are reproducible whatever the number of workers.
+    """
+
+    def __init__(
+        self,
+        cache: ImageCache,
+        rows: np.ndarray,
+        targets: np.ndarray | None = None,
+        augment: bool = False,
+        seed: int = 0,
+        epoch: int = 0,
+    ):
+        self.cache = cache
+        self.rows = np.asarray(rows, dtype=np.int64)
+        self.targets = targets
+        self.augment = augment
+        self.seed = seed
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, i: int):
+        row = int(self.rows[i])
+        x = np.asarray(self.cache.array[row])
+        if self.augment:
+            k = int(np.random.default_rng([self.seed, self.epoch, i]).integers(D4_SIZE))
+            x = d4(x, k)
+        image = torch.from_numpy(np.array(x))  # a writable copy out of the read-only memmap
+        if self.targets is None:
+            return image
+        return image, torch.from_numpy(self.targets[row].astype(np.float32))

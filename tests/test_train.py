@@ -1,0 +1,178 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from protloc import train as train_mod
+from protloc.checkpoint import load_checkpoint
+from protloc.errors import ArtifactError, ConfigError
+from protloc.manifest import read_manifest
+from protloc.train import TrainConfig, TrainingError, train_cycle
+from tests.conftest import ROOT
+
+
+def _cfg(**kw):
+    base = {"size": 96, "batch_size": 8, "epochs": 2, "workers": 0, "log_every": 5}
+    return TrainConfig(**{**base, **kw})
+
+
+@pytest.fixture(scope="module")
+def cycle0(tiny_data, tiny_split, tmp_path_factory):
+    """One cycle on the 64-sample set at 96 px for 2 epochs, timed."""
+    out = tmp_path_factory.mktemp("cycle0")
+    os.environ.setdefault("PROTLOC_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
+    t0 = time.perf_counter()
+    metrics = train_cycle(str(tiny_split / "manifest.parquet"), str(tiny_data), str(out), _cfg())
+    return out, metrics, time.perf_counter() - t0
+
+
+def test_one_cycle_is_fast_lowers_loss_and_writes_the_contract(cycle0):
+    out, metrics, seconds = cycle0
+    assert seconds < 60, f"one cycle took {seconds:.0f} s"
+    first, last = metrics["history"][0]["loss"], metrics["history"][-1]["loss"]
+    assert last < first, (first, last)
+    state = torch.load(out / "checkpoint.pt", map_location="cpu", weights_only=True)
+    assert state["complete"] and state["epochs_done"] == 2 and state["size"] == 96
+    assert state["cycle"] == 0 and len(state["class_names"]) == 28 and "optimizer" not in state
+    assert len(state["norm"]["mean"]) == 4 and state["config"]["clip_norm_type"] == "l2"
+    saved = json.loads((out / "metrics.json").read_text())
+    assert 0 <= saved["val"]["macro_f1_at_0.5"] <= 1 and len(saved["val"]["per_class_f1"]) == 28
+    assert saved["val"]["loss"] == pytest.approx(metrics["val"]["loss"])
+
+
+def test_finished_cycle_rerun_is_a_noop(cycle0, tiny_data, tiny_split, caplog):
+    out, metrics, _ = cycle0
+    mtime = (out / "checkpoint.pt").stat().st_mtime_ns
+    t0 = time.perf_counter()
+    again = train_cycle(
+        str(tiny_split / "manifest.parquet"), str(tiny_data), str(out), _cfg(workers=3)
+    )
+    assert time.perf_counter() - t0 < 5
+    assert again["val"] == metrics["val"] and (out / "checkpoint.pt").stat().st_mtime_ns == mtime
+    assert any("already complete" in r.message for r in caplog.records)
+
+
+def test_rerun_with_another_config_is_refused(cycle0, tiny_data, tiny_split):
+    out, _, _ = cycle0
+    with pytest.raises(
+        ArtifactError, match=r"holds a cycle with lr_max=0.05, this run asks lr_max=0.1"
+    ):
+        train_cycle(
+            str(tiny_split / "manifest.parquet"), str(tiny_data), str(out), _cfg(lr_max=0.1)
+        )
+
+
+def test_warm_start_at_another_size_keeps_the_weights(cycle0, tiny_data, tiny_split, tmp_path):
+    out, _, _ = cycle0
+    init = load_checkpoint(str(out / "checkpoint.pt"))
+    cfg = _cfg(
+        size=112,
+        epochs=1,
+        cycle=1,
+        init=str(out / "checkpoint.pt"),
+        lr_max=1e-12,
+        lr_min=0.0,
+        momentum=0.0,
+        weight_decay=0.0,
+    )
+    train_cycle(str(tiny_split / "manifest.parquet"), str(tiny_data), str(tmp_path), cfg)
+    state = load_checkpoint(str(tmp_path / "checkpoint.pt"))
+    assert state["size"] == 112 and state["cycle"] == 1 and state["norm"] == init["norm"]
+    for key, value in init["model"].items():
+        if "running" in key or "num_batches" in key:
+            continue  # BatchNorm statistics follow the new size's batches
+        assert torch.allclose(state["model"][key], value, atol=1e-6), key
+
+
+def _train_cmd(tiny_data, tiny_split, out, epochs=3):
+    return [
+        sys.executable,
+        "-m",
+        "components.train",
+        "--manifest",
+        str(tiny_split / "manifest.parquet"),
+        "--data",
+        str(tiny_data),
+        "--out",
+        str(out),
+        "--size",
+        "80",
+        "--batch-size",
+        "8",
+        "--epochs",
+        str(epochs),
+        "--workers",
+        "0",
+    ]
+
+
+def test_killed_cycle_resumes_from_last_epoch(tiny_data, tiny_split, tmp_path, cache_dir):
+    cmd = _train_cmd(tiny_data, tiny_split, tmp_path / "out")
+    env = {**os.environ, "PROTLOC_CACHE_DIR": str(cache_dir)}
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True)
+    ckpt = tmp_path / "out" / "checkpoint.pt"
+    deadline = time.time() + 120
+    while time.time() < deadline and not ckpt.exists():
+        time.sleep(0.2)
+    os.kill(proc.pid, signal.SIGKILL)  # mid-cycle, after the first epoch's checkpoint
+    proc.wait()
+    done_before = load_checkpoint(str(ckpt))["epochs_done"]
+    assert 1 <= done_before < 3
+    rerun = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, check=False)
+    assert rerun.returncode == 0, rerun.stderr
+    assert f"resuming cycle 0 from {ckpt} after epoch {done_before} of 3" in rerun.stderr
+    state = load_checkpoint(str(ckpt))
+    assert state["complete"] and state["epochs_done"] == 3
+    assert [h["epoch"] for h in state["history"]] == [1, 2, 3]
+
+
+def test_nan_loss_stops_with_batch_and_keeps_last_checkpoint(
+    tiny_data, tiny_split, tmp_path, monkeypatch, cache_dir
+):
+    real = train_mod.get_loss("soft_f1")
+    calls = {"n": 0}
+
+    def flaky(name):
+        def loss(logits, targets):
+            calls["n"] += 1
+            value = real(logits, targets)
+            return value * float("nan") if calls["n"] == steps + 2 else value
+
+        return loss
+
+    cfg = _cfg(size=80, epochs=2)
+    weights = read_manifest(str(tiny_split / "manifest.parquet")).fold("train")["weight"].to_numpy()
+    steps = train_mod._per_epoch(weights, cfg.batch_size, 1)[1]
+    monkeypatch.setattr(train_mod, "get_loss", flaky)
+    with pytest.raises(
+        TrainingError, match=r"loss is nan at epoch 2 batch 2 .*\(after epoch 1\) is kept"
+    ):
+        train_cycle(str(tiny_split / "manifest.parquet"), str(tiny_data), str(tmp_path), cfg)
+    state = load_checkpoint(str(tmp_path / "checkpoint.pt"))
+    assert state["epochs_done"] == 1 and not state["complete"]
+
+
+def test_bad_inputs_are_clear_errors(tiny_data, tiny_split, tmp_path):
+    with pytest.raises(ConfigError, match="size 60 px is under"):
+        train_cycle("m", "d", str(tmp_path), _cfg(size=60))
+    with pytest.raises(ConfigError, match="batch_size must be >= 1"):
+        train_cycle("m", "d", str(tmp_path), _cfg(batch_size=0))
+    with pytest.raises(ArtifactError, match=r"nope/checkpoint\.pt"):
+        train_cycle(
+            str(tiny_split / "manifest.parquet"),
+            str(tiny_data),
+            str(tmp_path),
+            _cfg(init=str(tmp_path / "nope" / "checkpoint.pt")),
+        )
+    cmd = [
+        *_train_cmd(tiny_data, tiny_split, tmp_path / "o"),
+        "--size",
+        "50",
+    ]  # the last --size wins
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=False)
+    assert proc.returncode == 2 and "error: size 50 px is under" in proc.stderr
