@@ -40,7 +40,7 @@ def run(setting, cache, y, weights, args):
     norms, losses = [], []
     rng = np.random.default_rng(0)
     for step in range(args.steps):
-        idx = rows[(step * 16) % len(rows):][:16]
+        idx = rows[(step * 16) % len(rows) :][:16]
         if len(idx) < 16:
             idx = rows[:16]
         x = torch.from_numpy(np.stack([d4(cache.array[i], int(rng.integers(8))) for i in idx]))
@@ -76,13 +76,18 @@ def main() -> None:
         y = labels_to_matrix(m["labels"]).astype(np.float32)
         w = m["weight"].to_numpy()
         print(f"{args.steps} steps, batch 16, {args.size} px, {args.loss}, SGD lr {args.lr}")
-        print(f"{'clipping':<16} {'L1 norm@init':>13} {'L2 norm@init':>13} {'loss first10':>13} {'loss last10':>12} {'s':>5}")
+        print(
+            f"{'clipping':<16} {'L1 norm@init':>13} {'L2 norm@init':>13} {'loss first10':>13} {'loss last10':>12} {'s':>5}"
+        )
         for setting in (None, ("l1", 10.0), ("l2", 10.0), ("l2", 1.0)):
             t0 = time.perf_counter()
             norms, losses = run(setting, cache, y, w, args)
             name = "none" if setting is None else f"{setting[0]} at {setting[1]:g}"
-            print(f"{name:<16} {norms[0][0]:>13.3g} {norms[0][1]:>13.3g} {np.mean(losses[:10]):>13.4f} "
-                  f"{np.mean(losses[-10:]):>12.4f} {time.perf_counter() - t0:>5.0f}", flush=True)
+            print(
+                f"{name:<16} {norms[0][0]:>13.3g} {norms[0][1]:>13.3g} {np.mean(losses[:10]):>13.4f} "
+                f"{np.mean(losses[-10:]):>12.4f} {time.perf_counter() - t0:>5.0f}",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

@@ -28,7 +28,9 @@ from protloc.train import TrainConfig, train_cycle
 def prior_baseline(y_train: np.ndarray, y_val: np.ndarray, draws: int = 50) -> float:
     prior = y_train.mean(axis=0)
     rng = np.random.default_rng(0)
-    return float(np.mean([macro_f1(y_val, rng.random(y_val.shape) < prior, 0.5) for _ in range(draws)]))
+    return float(
+        np.mean([macro_f1(y_val, rng.random(y_val.shape) < prior, 0.5) for _ in range(draws)])
+    )
 
 
 def main() -> None:
@@ -44,20 +46,48 @@ def main() -> None:
     cycles = parse_schedule(args.schedule)
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
-        generate(SyntheticSpec(args.n_train, 0, cycles[-1].size, seed=0, temper=args.temper), f"{tmp}/data", workers=2)
+        generate(
+            SyntheticSpec(args.n_train, 0, cycles[-1].size, seed=0, temper=args.temper),
+            f"{tmp}/data",
+            workers=2,
+        )
         run_split(f"{tmp}/data/train.csv", f"{tmp}/split", SplitParams(rare_below=10))
         m = read_manifest(f"{tmp}/split/manifest.parquet")
-        y_tr, y_va = labels_to_matrix(m.fold("train")["labels"]), labels_to_matrix(m.fold("val")["labels"])
+        y_tr, y_va = (
+            labels_to_matrix(m.fold("train")["labels"]),
+            labels_to_matrix(m.fold("val")["labels"]),
+        )
         rows = []
         init = None
         for i, c in enumerate(cycles):
-            cfg = TrainConfig(size=c.size, batch_size=c.batch_size, epochs=c.epochs, cycle=i, init=init,
-                              lr_max=args.lr_max, loss=args.loss, workers=args.workers, cache_dir=f"{tmp}/cache")
-            metrics = train_cycle(f"{tmp}/split/manifest.parquet", f"{tmp}/data", f"{tmp}/c{i}", cfg)
+            cfg = TrainConfig(
+                size=c.size,
+                batch_size=c.batch_size,
+                epochs=c.epochs,
+                cycle=i,
+                init=init,
+                lr_max=args.lr_max,
+                loss=args.loss,
+                workers=args.workers,
+                cache_dir=f"{tmp}/cache",
+            )
+            metrics = train_cycle(
+                f"{tmp}/split/manifest.parquet", f"{tmp}/data", f"{tmp}/c{i}", cfg
+            )
             init = f"{tmp}/c{i}/checkpoint.pt"
-            rows.append((c, metrics["history"][0]["loss"], metrics["history"][-1]["loss"], metrics["val"]["macro_f1_at_0.5"], metrics["val"]["per_class_f1"]))
+            rows.append(
+                (
+                    c,
+                    metrics["history"][0]["loss"],
+                    metrics["history"][-1]["loss"],
+                    metrics["val"]["macro_f1_at_0.5"],
+                    metrics["val"]["per_class_f1"],
+                )
+            )
         base = prior_baseline(y_tr, y_va)
-        print(f"\n{args.n_train} synthetic samples ({len(y_tr)} train / {len(y_va)} val), {args.loss}, lr_max {args.lr_max}; {time.perf_counter() - t0:.0f} s in all")
+        print(
+            f"\n{args.n_train} synthetic samples ({len(y_tr)} train / {len(y_va)} val), {args.loss}, lr_max {args.lr_max}; {time.perf_counter() - t0:.0f} s in all"
+        )
         print(f"{'cycle':<16} {'train loss first->last epoch':>30} {'val macro F1@0.5':>18}")
         for c, first, last, f1, _ in rows:
             print(f"{c.size}px x{c.epochs} ep   {first:>16.4f} -> {last:.4f} {f1:>18.4f}")

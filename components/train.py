@@ -21,8 +21,11 @@ from protloc.train import NORM_TYPES, TrainConfig, train_cycle
 
 def main(argv: Sequence[str] | None = None) -> dict:
     d = TrainConfig(size=0, batch_size=0, epochs=0)
-    p = argparse.ArgumentParser(prog="python -m components.train", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m components.train",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--manifest", required=True, help="manifest.parquet from the split step")
     p.add_argument("--data", required=True, help="data root (Kaggle layout), local or s3://")
     p.add_argument("--out", required=True, help="output folder for checkpoint.pt and metrics.json")
@@ -43,15 +46,33 @@ def main(argv: Sequence[str] | None = None) -> dict:
     p.add_argument("--jitter", type=float, default=d.jitter, help="intensity jitter (+- share)")
     p.add_argument("--pretrained", default=None, help="local torchvision inception_v3 weights")
     p.add_argument("--workers", type=int, default=d.workers, help="data loader processes")
-    p.add_argument("--cache-dir", default=None, help="image cache folder (default $PROTLOC_CACHE_DIR)")
-    p.add_argument("--skip-bad", action="store_true", help="skip unreadable samples, list them in metrics")
+    p.add_argument(
+        "--cache-dir", default=None, help="image cache folder (default $PROTLOC_CACHE_DIR)"
+    )
+    p.add_argument(
+        "--skip-bad", action="store_true", help="skip unreadable samples, list them in metrics"
+    )
     a = p.parse_args(argv)
     cfg = TrainConfig(
-        size=a.size, batch_size=a.batch_size, epochs=a.epochs, cycle=a.cycle, lr_max=a.lr_max,
-        lr_min=a.lr_min, momentum=a.momentum, weight_decay=a.weight_decay, clip_norm=a.clip_norm,
-        clip_norm_type=a.clip_norm_type, loss=a.loss, seed=a.seed, dropout=a.dropout,
-        jitter=a.jitter, init=a.init, pretrained=a.pretrained, workers=a.workers,
-        cache_dir=a.cache_dir, skip_bad=a.skip_bad,
+        size=a.size,
+        batch_size=a.batch_size,
+        epochs=a.epochs,
+        cycle=a.cycle,
+        lr_max=a.lr_max,
+        lr_min=a.lr_min,
+        momentum=a.momentum,
+        weight_decay=a.weight_decay,
+        clip_norm=a.clip_norm,
+        clip_norm_type=a.clip_norm_type,
+        loss=a.loss,
+        seed=a.seed,
+        dropout=a.dropout,
+        jitter=a.jitter,
+        init=a.init,
+        pretrained=a.pretrained,
+        workers=a.workers,
+        cache_dir=a.cache_dir,
+        skip_bad=a.skip_bad,
     )
     return train_cycle(a.manifest, a.data, a.out, cfg)
 

@@ -23,7 +23,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from protloc import storage
-from protloc.cache import ImageCache, build_cache
+from protloc.cache import build_cache
 from protloc.checkpoint import load_checkpoint, save_checkpoint
 from protloc.classes import CLASS_NAMES, NUM_CLASSES
 from protloc.data import labels_to_matrix
@@ -33,6 +33,7 @@ from protloc.loss import LOSSES, get_loss, soft_f1_from_probs
 from protloc.manifest import Manifest, read_manifest
 from protloc.metrics import per_class_scores
 from protloc.model import ARCH, InceptionV3BN, check_size, create_model, init_head, load_weights
+from protloc.predict import autocast, predict
 from protloc.sampling import epoch_indices
 from protloc.schedule import cosine_lr
 from protloc.transforms import channel_stats, normalize
@@ -56,7 +57,7 @@ class TrainConfig:
     batch_size: int
     epochs: int
     cycle: int = 0
-    lr_max: float = 0.05
+    lr_max: float = 0.2  # measured: bench/learnability.py, soft F1 (see bench/README.md)
     lr_min: float = 0.0005
     momentum: float = 0.9
     weight_decay: float = 1e-4
@@ -79,8 +80,10 @@ class TrainConfig:
         for name in ("batch_size", "epochs"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if not 0 < self.lr_max or not 0 <= self.lr_min <= self.lr_max:
-            raise ConfigError(f"need 0 <= lr_min <= lr_max and lr_max > 0, got lr_max={self.lr_max}, lr_min={self.lr_min}")
+        if not self.lr_max > 0 or not 0 <= self.lr_min <= self.lr_max:
+            raise ConfigError(
+                f"need 0 <= lr_min <= lr_max and lr_max > 0, got lr_max={self.lr_max}, lr_min={self.lr_min}"
+            )
         if not 0 <= self.momentum < 1:
             raise ConfigError(f"momentum must be in [0, 1), got {self.momentum}")
         if self.weight_decay < 0:
@@ -88,7 +91,9 @@ class TrainConfig:
         if self.clip_norm < 0:
             raise ConfigError(f"clip_norm must be >= 0 (0 = off), got {self.clip_norm}")
         if self.clip_norm_type not in NORM_TYPES:
-            raise ConfigError(f"clip_norm_type must be one of {', '.join(NORM_TYPES)}, got {self.clip_norm_type!r}")
+            raise ConfigError(
+                f"clip_norm_type must be one of {', '.join(NORM_TYPES)}, got {self.clip_norm_type!r}"
+            )
         if self.loss not in LOSSES:
             raise ConfigError(f"loss must be one of {', '.join(LOSSES)}, got {self.loss!r}")
         if not 0 <= self.jitter < 1:
@@ -137,16 +142,12 @@ def _barrier(d: Dist) -> None:
 
 
 def device_for(d: Dist) -> torch.device:
-    return torch.device(f"cuda:{d.local_rank}") if torch.cuda.is_available() else torch.device("cpu")
+    return (
+        torch.device(f"cuda:{d.local_rank}") if torch.cuda.is_available() else torch.device("cpu")
+    )
 
 
 # ----------------------------------------------------------------------------- pieces
-
-
-def _autocast(device: torch.device):
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return torch.autocast("cpu", enabled=False)
 
 
 def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
@@ -155,15 +156,20 @@ def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
     for p in model.parameters():
         if p.requires_grad:
             (no_decay if p.ndim <= 1 else decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return [
+        {"params": decay, "weight_decay": weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
 
 
 def _per_epoch(weights: np.ndarray, batch: int, world: int) -> tuple[int, int]:
     """(samples, steps) per epoch: the expected draws, in whole batches."""
-    n = int(round(float(weights.sum())))
+    n = round(float(weights.sum()))
     steps = n // (batch * world)
     if steps < 1:
-        raise ConfigError(f"batch_size {batch} x {world} process(es) is larger than an epoch ({n} draws)")
+        raise ConfigError(
+            f"batch_size {batch} x {world} process(es) is larger than an epoch ({n} draws)"
+        )
     return n, steps
 
 
@@ -176,38 +182,6 @@ def _epoch_rows(weights: np.ndarray, cfg: TrainConfig, epoch: int, n: int, d: Di
     return idx[d.rank :: d.world][:per_rank]
 
 
-@torch.no_grad()
-def predict(
-    model: torch.nn.Module,
-    cache: ImageCache,
-    norm: dict[str, list[float]],
-    batch_size: int,
-    device: torch.device,
-    tta: int = 1,
-    workers: int = 0,
-) -> np.ndarray:
-    """Sigmoid probabilities (N, C) for every cached image, averaged over the first ``tta`` D4
-    transforms."""
-    from protloc.transforms import d4_torch
-
-    model.eval()
-    mean = torch.tensor(norm["mean"], device=device)
-    std = torch.tensor(norm["std"], device=device)
-    loader = DataLoader(CachedImages(cache, np.arange(len(cache))), batch_size=batch_size,
-                        num_workers=workers, pin_memory=device.type == "cuda")
-    out = []
-    for images in loader:
-        x = normalize(images.to(device, non_blocking=True), mean, std)
-        if device.type == "cuda":
-            x = x.contiguous(memory_format=torch.channels_last)
-        probs = torch.zeros(x.shape[0], NUM_CLASSES, device=device)
-        for k in range(tta):
-            with _autocast(device):
-                probs += torch.sigmoid(model(d4_torch(x, k)).float())
-        out.append((probs / tta).cpu().numpy())
-    return np.concatenate(out).astype(np.float32)
-
-
 def evaluate(probs: np.ndarray, y: np.ndarray, loss: str) -> dict[str, Any]:
     """Validation loss, BCE, macro F1 at 0.5 and per-class F1."""
     p = torch.from_numpy(probs.astype(np.float64)).clamp(1e-7, 1 - 1e-7)
@@ -218,7 +192,9 @@ def evaluate(probs: np.ndarray, y: np.ndarray, loss: str) -> dict[str, Any]:
         "loss": float(soft_f1_from_probs(p, t)) if loss == "soft_f1" else bce,
         "bce": bce,
         "macro_f1_at_0.5": float(scores["f1"].mean()),
-        "per_class_f1": {name: round(float(f), 4) for name, f in zip(CLASS_NAMES, scores["f1"], strict=True)},
+        "per_class_f1": {
+            name: round(float(f), 4) for name, f in zip(CLASS_NAMES, scores["f1"], strict=True)
+        },
     }
 
 
@@ -250,21 +226,49 @@ def train_cycle(manifest_uri: str, data_root: str, out: str, cfg: TrainConfig) -
     if state is not None:
         _check_resumable(state, cfg, ckpt_uri)
         if state["complete"]:
-            log.info("cycle %d at %d px is already complete in %s: nothing to do", cfg.cycle, cfg.size, out)
+            log.info(
+                "cycle %d at %d px is already complete in %s: nothing to do",
+                cfg.cycle,
+                cfg.size,
+                out,
+            )
             metrics = state["val_metrics"]
             if d.main and not storage.exists(metrics_uri):
                 _write_json(metrics_uri, metrics)
             return metrics
-        log.info("resuming cycle %d from %s after epoch %d of %d", cfg.cycle, ckpt_uri, state["epochs_done"], cfg.epochs)
+        log.info(
+            "resuming cycle %d from %s after epoch %d of %d",
+            cfg.cycle,
+            ckpt_uri,
+            state["epochs_done"],
+            cfg.epochs,
+        )
 
     manifest: Manifest = read_manifest(manifest_uri)
     train_rows, val_rows = manifest.fold("train"), manifest.fold("val")
     t_start = time.perf_counter()
-    train_cache = build_cache(data_root, "train", list(train_rows["id"]), cfg.size, cfg.cache_dir,
-                              workers=max(cfg.workers, 2), skip_bad=cfg.skip_bad)
-    val_cache = (build_cache(data_root, "train", list(val_rows["id"]), cfg.size, cfg.cache_dir,
-                             workers=max(cfg.workers, 2), skip_bad=cfg.skip_bad)
-                 if len(val_rows) else None)
+    train_cache = build_cache(
+        data_root,
+        "train",
+        list(train_rows["id"]),
+        cfg.size,
+        cfg.cache_dir,
+        workers=max(cfg.workers, 2),
+        skip_bad=cfg.skip_bad,
+    )
+    val_cache = (
+        build_cache(
+            data_root,
+            "train",
+            list(val_rows["id"]),
+            cfg.size,
+            cfg.cache_dir,
+            workers=max(cfg.workers, 2),
+            skip_bad=cfg.skip_bad,
+        )
+        if len(val_rows)
+        else None
+    )
     skipped = train_cache.skipped + (val_cache.skipped if val_cache else [])
     # Rows of the caches (bad samples left out) and their targets and weights.
     kept = train_rows.set_index("id").loc[train_cache.ids]
@@ -279,7 +283,9 @@ def train_cycle(manifest_uri: str, data_root: str, out: str, cfg: TrainConfig) -
         init = load_checkpoint(cfg.init)
         load_weights(model, init["model"], cfg.init)
         norm = init["norm"]
-        log.info("warm start from %s (cycle %s at %s px)", cfg.init, init.get("cycle"), init["size"])
+        log.info(
+            "warm start from %s (cycle %s at %s px)", cfg.init, init.get("cycle"), init["size"]
+        )
     else:
         mean, std = channel_stats(train_cache.array, seed=cfg.seed)
         norm = {"mean": mean, "std": std}
@@ -289,9 +295,13 @@ def train_cycle(manifest_uri: str, data_root: str, out: str, cfg: TrainConfig) -
         model = model.to(memory_format=torch.channels_last)
     net = model
     if d.world > 1:
-        net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[d.local_rank] if device.type == "cuda" else None)
+        net = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[d.local_rank] if device.type == "cuda" else None
+        )
 
-    optimizer = torch.optim.SGD(_param_groups(model, cfg.weight_decay), lr=cfg.lr_max, momentum=cfg.momentum)
+    optimizer = torch.optim.SGD(
+        _param_groups(model, cfg.weight_decay), lr=cfg.lr_max, momentum=cfg.momentum
+    )
     if state is not None and "optimizer" in state:
         optimizer.load_state_dict(state["optimizer"])
     loss_fn = get_loss(cfg.loss)
@@ -301,16 +311,36 @@ def train_cycle(manifest_uri: str, data_root: str, out: str, cfg: TrainConfig) -
     total_steps = steps * cfg.epochs
     start_epoch = state["epochs_done"] if state is not None else 0
     history: list[dict] = list(state.get("history", [])) if state is not None else []
-    log.info("cycle %d: %d px, batch %d, %d epochs x %d steps (%d draws/epoch from %d samples), %s, lr %.4g -> %.4g, clip %s %.3g, device %s x%d",
-             cfg.cycle, cfg.size, cfg.batch_size, cfg.epochs, steps, n_epoch, len(weights), cfg.loss,
-             cfg.lr_max, cfg.lr_min, cfg.clip_norm_type, cfg.clip_norm, device.type, d.world)
+    log.info(
+        "cycle %d: %d px, batch %d, %d epochs x %d steps (%d draws/epoch from %d samples), %s, lr %.4g -> %.4g, clip %s %.3g, device %s x%d",
+        cfg.cycle,
+        cfg.size,
+        cfg.batch_size,
+        cfg.epochs,
+        steps,
+        n_epoch,
+        len(weights),
+        cfg.loss,
+        cfg.lr_max,
+        cfg.lr_min,
+        cfg.clip_norm_type,
+        cfg.clip_norm,
+        device.type,
+        d.world,
+    )
 
     for epoch in range(start_epoch, cfg.epochs):
         rows = _epoch_rows(weights, cfg, epoch, n_epoch, d)
         data = CachedImages(train_cache, rows, y_train, augment=True, seed=cfg.seed, epoch=epoch)
-        loader = DataLoader(data, batch_size=cfg.batch_size, shuffle=False, drop_last=True,
-                            num_workers=cfg.workers, pin_memory=device.type == "cuda",
-                            persistent_workers=False)
+        loader = DataLoader(
+            data,
+            batch_size=cfg.batch_size,
+            shuffle=False,
+            drop_last=True,
+            num_workers=cfg.workers,
+            pin_memory=device.type == "cuda",
+            persistent_workers=False,
+        )
         jitter_gen = torch.Generator().manual_seed(cfg.seed * 1000 + epoch)
         net.train()
         t0, seen = time.perf_counter(), 0
@@ -320,10 +350,12 @@ def train_cycle(manifest_uri: str, data_root: str, out: str, cfg: TrainConfig) -
             lr = cosine_lr(step, total_steps, cfg.lr_max, cfg.lr_min)
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            x = normalize(images.to(device, non_blocking=True), mean_t, std_t, cfg.jitter, jitter_gen)
+            x = normalize(
+                images.to(device, non_blocking=True), mean_t, std_t, cfg.jitter, jitter_gen
+            )
             if device.type == "cuda":
                 x = x.contiguous(memory_format=torch.channels_last)
-            with _autocast(device):
+            with autocast(device):
                 logits = net(x)
             loss = loss_fn(logits, targets.to(device))
             if not torch.isfinite(loss):
@@ -335,40 +367,88 @@ def train_cycle(manifest_uri: str, data_root: str, out: str, cfg: TrainConfig) -
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             max_norm = cfg.clip_norm if cfg.clip_norm > 0 else math.inf
-            grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm, NORM_TYPES[cfg.clip_norm_type]))
+            grad_norm = float(
+                torch.nn.utils.clip_grad_norm_(
+                    model.parameters(), max_norm, NORM_TYPES[cfg.clip_norm_type]
+                )
+            )
             optimizer.step()
             losses.append(float(loss.detach()))
             norms.append(grad_norm)
             seen += len(images) * d.world
             if d.main and ((i + 1) % cfg.log_every == 0 or i + 1 == steps):
                 rate = seen / (time.perf_counter() - t0)
-                log.info("cycle %d epoch %d/%d step %d/%d: loss %.4f lr %.4g grad-norm(%s) %.3g, %.1f images/s",
-                         cfg.cycle, epoch + 1, cfg.epochs, i + 1, steps, np.mean(losses[-cfg.log_every:]),
-                         lr, cfg.clip_norm_type, grad_norm, rate)
-        history.append({"epoch": epoch + 1, "loss": float(np.mean(losses)), "grad_norm_median": float(np.median(norms)),
-                        "clipped_share": float(np.mean(np.array(norms) > cfg.clip_norm)) if cfg.clip_norm > 0 else 0.0,
-                        "images_per_s": seen / (time.perf_counter() - t0), "lr_end": lr})
+                log.info(
+                    "cycle %d epoch %d/%d step %d/%d: loss %.4f lr %.4g grad-norm(%s) %.3g, %.1f images/s",
+                    cfg.cycle,
+                    epoch + 1,
+                    cfg.epochs,
+                    i + 1,
+                    steps,
+                    np.mean(losses[-cfg.log_every :]),
+                    lr,
+                    cfg.clip_norm_type,
+                    grad_norm,
+                    rate,
+                )
+        history.append(
+            {
+                "epoch": epoch + 1,
+                "loss": float(np.mean(losses)),
+                "grad_norm_median": float(np.median(norms)),
+                "clipped_share": float(np.mean(np.array(norms) > cfg.clip_norm))
+                if cfg.clip_norm > 0
+                else 0.0,
+                "images_per_s": seen / (time.perf_counter() - t0),
+                "lr_end": lr,
+            }
+        )
         if d.main:
-            save_checkpoint(_state(model, optimizer, cfg, norm, epoch + 1, False, None, history), ckpt_uri)
-            log.info("cycle %d epoch %d/%d done: loss %.4f, checkpoint written", cfg.cycle, epoch + 1, cfg.epochs, history[-1]["loss"])
+            save_checkpoint(
+                _state(model, optimizer, cfg, norm, epoch + 1, False, None, history), ckpt_uri
+            )
+            log.info(
+                "cycle %d epoch %d/%d done: loss %.4f, checkpoint written",
+                cfg.cycle,
+                epoch + 1,
+                cfg.epochs,
+                history[-1]["loss"],
+            )
         _barrier(d)
 
-    metrics: dict[str, Any] = {"cycle": cfg.cycle, "size": cfg.size, "epochs": cfg.epochs, "history": history,
-                               "skipped_ids": skipped, "config": asdict(cfg)}
+    metrics: dict[str, Any] = {
+        "cycle": cfg.cycle,
+        "size": cfg.size,
+        "epochs": cfg.epochs,
+        "history": history,
+        "skipped_ids": skipped,
+        "config": asdict(cfg),
+    }
     if val_cache is not None and d.main:
-        probs = predict(model, val_cache, norm, cfg.batch_size, device, workers=cfg.workers)
+        probs = predict(
+            model, val_cache, norm, cfg.batch_size, device, workers=cfg.workers, label="validation"
+        )
         y_val = labels_to_matrix(val_rows.set_index("id").loc[val_cache.ids]["labels"])
         metrics["val"] = evaluate(probs, y_val, cfg.loss)
-        log.info("cycle %d validation: loss %.4f, macro F1 at 0.5 %.4f", cfg.cycle, metrics["val"]["loss"], metrics["val"]["macro_f1_at_0.5"])
+        log.info(
+            "cycle %d validation: loss %.4f, macro F1 at 0.5 %.4f",
+            cfg.cycle,
+            metrics["val"]["loss"],
+            metrics["val"]["macro_f1_at_0.5"],
+        )
     metrics["seconds"] = time.perf_counter() - t_start
     if d.main:
-        save_checkpoint(_state(model, None, cfg, norm, cfg.epochs, True, metrics, history), ckpt_uri)
+        save_checkpoint(
+            _state(model, None, cfg, norm, cfg.epochs, True, metrics, history), ckpt_uri
+        )
         _write_json(metrics_uri, metrics)
     _barrier(d)
     return metrics
 
 
-def _state(model, optimizer, cfg: TrainConfig, norm, epochs_done: int, complete: bool, metrics, history) -> dict:
+def _state(
+    model, optimizer, cfg: TrainConfig, norm, epochs_done: int, complete: bool, metrics, history
+) -> dict:
     state = {
         "arch": ARCH,
         "num_classes": NUM_CLASSES,
@@ -386,4 +466,3 @@ def _state(model, optimizer, cfg: TrainConfig, norm, epochs_done: int, complete:
     if optimizer is not None:
         state["optimizer"] = optimizer.state_dict()
     return state
-

@@ -89,3 +89,32 @@ def cache_dir(tmp_path, monkeypatch) -> Path:
     path = tmp_path / "cache"
     monkeypatch.setenv("PROTLOC_CACHE_DIR", str(path))
     return path
+
+
+TINY_CYCLE = {"size": 96, "batch_size": 16, "epochs": 2, "workers": 0, "log_every": 5}
+
+
+@pytest.fixture(scope="session")
+def weighted_split(tiny_data, tmp_path_factory) -> Path:
+    """tiny_data split with resampling (classes under 5 training samples drawn 5x): ~190 draws
+    per epoch, enough steps to see the loss fall. Same validation fold as tiny_split."""
+    from protloc.split import SplitParams, run_split
+
+    out = tmp_path_factory.mktemp("weighted-split")
+    run_split(str(tiny_data / "train.csv"), str(out), SplitParams(val_fraction=0.25, rare_below=5))
+    return out
+
+
+@pytest.fixture(scope="session")
+def cycle0(tiny_data, weighted_split, tmp_path_factory):
+    """One cycle on the 64-sample set at 96 px for 2 epochs: (out folder, metrics, seconds)."""
+    import time
+
+    from protloc.train import TrainConfig, train_cycle
+
+    out = tmp_path_factory.mktemp("cycle0")
+    cache = tmp_path_factory.mktemp("cycle-cache")
+    t0 = time.perf_counter()
+    cfg = TrainConfig(**TINY_CYCLE, cache_dir=str(cache))
+    metrics = train_cycle(str(weighted_split / "manifest.parquet"), str(tiny_data), str(out), cfg)
+    return out, metrics, time.perf_counter() - t0

@@ -1,3 +1,5 @@
+import itertools
+
 import numpy as np
 import pytest
 import torch
@@ -41,7 +43,7 @@ def test_cosine_lr_starts_at_max_ends_at_min():
     total = 37
     lrs = [cosine_lr(s, total, 0.05, 0.0005) for s in range(total)]
     assert lrs[0] == pytest.approx(0.05) and lrs[-1] == pytest.approx(0.0005)
-    assert all(a >= b for a, b in zip(lrs, lrs[1:], strict=False))
+    assert all(a >= b for a, b in itertools.pairwise(lrs))
 
 
 def test_schedule_is_the_paper_table_and_validates():

@@ -89,5 +89,5 @@ def test_checkpoint_of_other_class_count_or_arch_refused(tmp_path):
     save_checkpoint({**state, "arch": "inception_v3_bn", "num_classes": 10}, str(tmp_path / "d.pt"))
     with pytest.raises(ArtifactError, match="checkpoint has 10 classes, expected 28"):
         load_checkpoint(str(tmp_path / "d.pt"))
-    with pytest.raises(ArtifactError, match="missing.pt"):
+    with pytest.raises(ArtifactError, match=r"missing\.pt"):
         load_checkpoint(str(tmp_path / "missing.pt"))

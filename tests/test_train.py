@@ -13,22 +13,11 @@ from protloc.checkpoint import load_checkpoint
 from protloc.errors import ArtifactError, ConfigError
 from protloc.manifest import read_manifest
 from protloc.train import TrainConfig, TrainingError, train_cycle
-from tests.conftest import ROOT
+from tests.conftest import ROOT, TINY_CYCLE
 
 
 def _cfg(**kw):
-    base = {"size": 96, "batch_size": 8, "epochs": 2, "workers": 0, "log_every": 5}
-    return TrainConfig(**{**base, **kw})
-
-
-@pytest.fixture(scope="module")
-def cycle0(tiny_data, tiny_split, tmp_path_factory):
-    """One cycle on the 64-sample set at 96 px for 2 epochs, timed."""
-    out = tmp_path_factory.mktemp("cycle0")
-    os.environ.setdefault("PROTLOC_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
-    t0 = time.perf_counter()
-    metrics = train_cycle(str(tiny_split / "manifest.parquet"), str(tiny_data), str(out), _cfg())
-    return out, metrics, time.perf_counter() - t0
+    return TrainConfig(**{**TINY_CYCLE, **kw})
 
 
 def test_one_cycle_is_fast_lowers_loss_and_writes_the_contract(cycle0):
@@ -45,25 +34,25 @@ def test_one_cycle_is_fast_lowers_loss_and_writes_the_contract(cycle0):
     assert saved["val"]["loss"] == pytest.approx(metrics["val"]["loss"])
 
 
-def test_finished_cycle_rerun_is_a_noop(cycle0, tiny_data, tiny_split, caplog):
+def test_finished_cycle_rerun_is_a_noop(cycle0, tiny_data, weighted_split, caplog):
     out, metrics, _ = cycle0
     mtime = (out / "checkpoint.pt").stat().st_mtime_ns
     t0 = time.perf_counter()
     again = train_cycle(
-        str(tiny_split / "manifest.parquet"), str(tiny_data), str(out), _cfg(workers=3)
+        str(weighted_split / "manifest.parquet"), str(tiny_data), str(out), _cfg(workers=3)
     )
     assert time.perf_counter() - t0 < 5
     assert again["val"] == metrics["val"] and (out / "checkpoint.pt").stat().st_mtime_ns == mtime
     assert any("already complete" in r.message for r in caplog.records)
 
 
-def test_rerun_with_another_config_is_refused(cycle0, tiny_data, tiny_split):
+def test_rerun_with_another_config_is_refused(cycle0, tiny_data, weighted_split):
     out, _, _ = cycle0
     with pytest.raises(
-        ArtifactError, match=r"holds a cycle with lr_max=0.05, this run asks lr_max=0.1"
+        ArtifactError, match=r"holds a cycle with lr_max=0.2, this run asks lr_max=0.1"
     ):
         train_cycle(
-            str(tiny_split / "manifest.parquet"), str(tiny_data), str(out), _cfg(lr_max=0.1)
+            str(weighted_split / "manifest.parquet"), str(tiny_data), str(out), _cfg(lr_max=0.1)
         )
 
 

@@ -1,0 +1,284 @@
+"""Per-class decision thresholds (numpy and pandas only: the step runs on the slim CPU image).
+
+Macro F1 is a mean of per-class F1s, so each class is searched on its own. The search is exact:
+sort the class's scores once, take cumulative true and false positives, and evaluate every cut
+between two distinct scores, maximising F1 - alpha * |P - R| (the paper's penalty, which keeps
+precision and recall close so the threshold generalises; its printed formula is garbled, this is
+its stated intent). The chosen threshold is the midpoint between the last score kept and the
+first score dropped; a sample is positive when its probability is above the threshold.
+
+A class with no positive in the fitting data cannot be fitted: it keeps FALLBACK_THRESHOLD (0.5,
+the threshold the training loss aims at).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from protloc import storage
+from protloc.classes import CLASS_NAMES, NUM_CLASSES
+from protloc.errors import ArtifactError, ConfigError
+from protloc.metrics import macro_f1, per_class_scores
+
+log = logging.getLogger(__name__)
+
+FALLBACK_THRESHOLD = 0.5
+# Chosen by the 2-fold cross-fit in bench/thresholds.py (see bench/README.md).
+DEFAULT_ALPHA = 0.1
+METHOD = "exact per-class search over distinct scores maximising F1 - alpha*|P-R|"
+
+
+@dataclass(frozen=True)
+class ClassFit:
+    """The best cut for one class."""
+
+    threshold: float
+    objective: float
+    precision: float
+    recall: float
+    f1: float
+    fitted: bool  # False: no positive to fit on, the fallback threshold is used
+
+
+def search_class(scores: np.ndarray, y: np.ndarray, alpha: float) -> ClassFit:
+    """Exact search for one class: O(N log N) for the sort, O(N) for every cut."""
+    scores = np.asarray(scores, dtype=np.float64)
+    y = np.asarray(y, dtype=bool)
+    n_pos = int(y.sum())
+    if n_pos == 0:
+        return ClassFit(FALLBACK_THRESHOLD, 0.0, 0.0, 0.0, 0.0, fitted=False)
+    order = np.argsort(-scores, kind="stable")
+    s, t = scores[order], y[order]
+    tp = np.cumsum(t)
+    fp = np.arange(1, len(s) + 1) - tp
+    # A cut can only fall between two distinct scores: keep the last row of each group of ties.
+    last = np.r_[s[:-1] != s[1:], True]
+    tp, fp, kept = tp[last], fp[last], s[last]
+    dropped = np.r_[kept[1:], -np.inf]
+    precision = tp / (tp + fp)
+    recall = tp / n_pos
+    f1 = 2 * tp / (tp + fp + n_pos)
+    objective = f1 - alpha * np.abs(precision - recall)
+    k = int(np.argmax(objective))
+    if objective[k] < 0:  # predicting nothing (objective 0) beats every cut
+        return ClassFit(float(s[0]), 0.0, 0.0, 0.0, 0.0, fitted=True)
+    if np.isfinite(dropped[k]):
+        threshold = 0.5 * (kept[k] + dropped[k])
+    else:  # every sample positive: just below the lowest score
+        threshold = float(np.nextafter(kept[k], -np.inf))
+    return ClassFit(
+        float(threshold),
+        float(objective[k]),
+        float(precision[k]),
+        float(recall[k]),
+        float(f1[k]),
+        fitted=True,
+    )
+
+
+def fit_thresholds(
+    probs: np.ndarray, y: np.ndarray, alpha: float
+) -> tuple[np.ndarray, list[ClassFit]]:
+    """Per-class thresholds for (N, C) probabilities and 0/1 targets."""
+    if alpha < 0:
+        raise ConfigError(f"alpha must be >= 0, got {alpha}")
+    fits = [search_class(probs[:, c], y[:, c], alpha) for c in range(probs.shape[1])]
+    return np.array([f.threshold for f in fits]), fits
+
+
+def grid_search_class(
+    scores: np.ndarray, y: np.ndarray, alpha: float, grid: np.ndarray
+) -> tuple[float, float]:
+    """(threshold, objective) of the best grid point for one class (the yardstick)."""
+    pred = scores[None, :] > grid[:, None]
+    yb = np.asarray(y, dtype=bool)
+    tp = (pred & yb).sum(axis=1)
+    fp = (pred & ~yb).sum(axis=1)
+    n_pos = yb.sum()
+    with np.errstate(invalid="ignore", divide="ignore"):
+        precision = np.where(tp + fp > 0, tp / np.maximum(tp + fp, 1), 0.0)
+        recall = tp / n_pos if n_pos else np.zeros_like(tp, dtype=float)
+        f1 = np.where(tp + fp + n_pos > 0, 2 * tp / np.maximum(tp + fp + n_pos, 1), 0.0)
+    objective = f1 - alpha * np.abs(precision - recall)
+    k = int(np.argmax(objective))
+    return float(grid[k]), float(objective[k])
+
+
+def grid_macro_f1(probs: np.ndarray, y: np.ndarray, grid: np.ndarray) -> np.ndarray:
+    """Macro F1 of one threshold for all classes, at every grid point: (G,).
+
+    Sorting each class once and counting with searchsorted costs O(N log N + G log N) per class,
+    instead of a full pass over the (N, C) matrix per grid point.
+    """
+    yb = np.asarray(y, dtype=bool)
+    f1 = np.zeros((len(grid), probs.shape[1]))
+    for c in range(probs.shape[1]):
+        pos = np.sort(probs[yb[:, c], c])
+        neg = np.sort(probs[~yb[:, c], c])
+        tp = len(pos) - np.searchsorted(pos, grid, side="right")  # scores above t
+        fp = len(neg) - np.searchsorted(neg, grid, side="right")
+        den = tp + fp + len(pos)
+        f1[:, c] = np.divide(2 * tp, den, out=np.zeros(len(grid)), where=den > 0)
+    return f1.mean(axis=1)
+
+
+def best_global_threshold(
+    probs: np.ndarray, y: np.ndarray, grid: np.ndarray | None = None
+) -> float:
+    """The single threshold for all classes with the best macro F1 (grid 0.01..0.99)."""
+    grid = np.round(np.arange(0.01, 1.0, 0.01), 2) if grid is None else grid
+    return float(grid[int(np.argmax(grid_macro_f1(probs, y, grid)))])
+
+
+def cross_fit(probs: np.ndarray, y: np.ndarray, fit, seed: int = 0) -> float:
+    """Macro F1 of thresholds fitted on one half of the rows and applied to the other, both ways,
+    pooled: what tells whether thresholds generalise."""
+    n = len(y)
+    order = np.random.default_rng(seed).permutation(n)
+    halves = (order[: n // 2], order[n // 2 :])
+    predicted = np.zeros_like(y, dtype=bool)
+    for a, b in (halves, halves[::-1]):
+        thresholds = fit(probs[a], y[a])
+        predicted[b] = probs[b] > thresholds
+    return macro_f1(y, predicted.astype(float), 0.5)
+
+
+def compare(probs: np.ndarray, y: np.ndarray, alpha: float) -> dict[str, Any]:
+    """Macro F1 of the four threshold strategies, fitted and cross-fitted."""
+    half = np.full(NUM_CLASSES, 0.5)
+    strategies = {
+        "0.5": lambda p, t: half,
+        "global": lambda p, t: np.full(NUM_CLASSES, best_global_threshold(p, t)),
+        "per_class_alpha_0": lambda p, t: fit_thresholds(p, t, 0.0)[0],
+        "per_class_alpha": lambda p, t: fit_thresholds(p, t, alpha)[0],
+    }
+    out: dict[str, Any] = {}
+    for name, fit in strategies.items():
+        thresholds = fit(probs, y)
+        out[name] = {"fit": macro_f1(y, probs, thresholds), "crossfit": cross_fit(probs, y, fit)}
+        scores = per_class_scores(y, probs, thresholds)
+        has_pos = scores["support"] > 0
+        out[name]["mean_abs_p_minus_r"] = float(
+            np.abs(scores["precision"] - scores["recall"])[has_pos].mean()
+        )
+    out["global"]["threshold"] = best_global_threshold(probs, y)
+    out["per_class_alpha"]["alpha"] = alpha
+    return out
+
+
+def thresholds_report(probs: np.ndarray, y: np.ndarray, alpha: float) -> dict[str, Any]:
+    """The thresholds.json contract: thresholds, alpha, method, per-class P/R/F1, macro F1s."""
+    thresholds, fits = fit_thresholds(probs, y, alpha)
+    scores = per_class_scores(y, probs, thresholds)
+    return {
+        "thresholds": [round(float(t), 6) for t in thresholds],
+        "alpha": alpha,
+        "method": METHOD,
+        "fallback_threshold": FALLBACK_THRESHOLD,
+        "fallback_classes": [c for c, f in enumerate(fits) if not f.fitted],
+        "n_val": len(y),
+        "macro_f1_at_0.5": macro_f1(y, probs, 0.5),
+        "macro_f1": macro_f1(y, probs, thresholds),
+        "classes": [
+            {
+                "index": c,
+                "name": CLASS_NAMES[c],
+                "threshold": round(float(thresholds[c]), 6),
+                "precision": round(float(scores["precision"][c]), 4),
+                "recall": round(float(scores["recall"][c]), 4),
+                "f1": round(float(scores["f1"][c]), 4),
+                "support": int(scores["support"][c]),
+            }
+            for c in range(NUM_CLASSES)
+        ],
+        "comparison": compare(probs, y, alpha),
+    }
+
+
+def read_thresholds(uri: str) -> np.ndarray:
+    """The 28 thresholds of a thresholds.json, validated."""
+    text = storage.read_text(uri)
+    try:
+        doc = json.loads(text)
+    except ValueError as exc:
+        raise ArtifactError(f"{uri}: not valid JSON ({exc})") from None
+    values = doc.get("thresholds") if isinstance(doc, dict) else None
+    if not isinstance(values, list):
+        raise ArtifactError(f"{uri}: no 'thresholds' list")
+    if len(values) != NUM_CLASSES:
+        raise ArtifactError(
+            f"{uri}: has {len(values)} thresholds, expected {NUM_CLASSES} (one per class)"
+        )
+    try:
+        out = np.array(values, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ArtifactError(f"{uri}: thresholds must be numbers") from None
+    bad = ~np.isfinite(out) | (out < 0) | (out > 1)
+    if bad.any():
+        c = int(np.flatnonzero(bad)[0])
+        raise ArtifactError(
+            f"{uri}: threshold of class {c} ({CLASS_NAMES[c]}) is {values[c]}; expected a number in [0, 1]"
+        )
+    return out
+
+
+def run_thresholds(
+    predictions_uri: str, manifest_uri: str, out: str, alpha: float = DEFAULT_ALPHA
+) -> dict[str, Any]:
+    """The whole step: fit on the ensemble's validation rows, write thresholds.json and plots."""
+    from protloc.plot_worker import BackgroundPlots
+
+    figures = BackgroundPlots()  # starts importing matplotlib now, in parallel
+    from protloc.data import labels_to_matrix
+    from protloc.manifest import read_manifest
+    from protloc.predictions import probabilities, read_predictions, select
+
+    if alpha < 0:
+        raise ConfigError(f"alpha must be >= 0, got {alpha}")
+    t0 = time.perf_counter()
+    rows = select(read_predictions(predictions_uri), "val")
+    val = read_manifest(manifest_uri).fold("val")
+    if rows.empty:
+        raise ArtifactError(f"{predictions_uri}: no ensemble rows for the validation split")
+    missing = set(val["id"]) - set(rows["id"])
+    extra = set(rows["id"]) - set(val["id"])
+    if missing or extra:
+        example = sorted(missing or extra)[0]
+        raise ArtifactError(
+            f"{predictions_uri} does not match the validation fold of {manifest_uri}: "
+            f"{len(missing)} validation ids missing, {len(extra)} ids not in it (e.g. {example!r})"
+        )
+    truth = val.set_index("id").loc[rows["id"], "labels"]
+    y = labels_to_matrix(truth)
+    probs = probabilities(rows)
+    report = thresholds_report(probs, y, alpha)
+    storage.write_text(storage.join(out, "thresholds.json"), json.dumps(report, indent=2) + "\n")
+    chosen = np.array(report["thresholds"])
+    figures.render("threshold_curves", storage.join(out, "threshold_curves.png"), probs, y, chosen)
+    figures.render("per_class_f1", storage.join(out, "per_class_f1.png"), report)
+    figures.close()
+    cmp = report["comparison"]
+    log.info(
+        "thresholds on %d validation rows (alpha %g): macro F1 %.4f at 0.5, %.4f global (t=%.2f), "
+        "%.4f per class alpha 0, %.4f per class alpha %g; cross-fit %.4f / %.4f / %.4f / %.4f; %.2f s",
+        len(y),
+        alpha,
+        cmp["0.5"]["fit"],
+        cmp["global"]["fit"],
+        cmp["global"]["threshold"],
+        cmp["per_class_alpha_0"]["fit"],
+        cmp["per_class_alpha"]["fit"],
+        alpha,
+        cmp["0.5"]["crossfit"],
+        cmp["global"]["crossfit"],
+        cmp["per_class_alpha_0"]["crossfit"],
+        cmp["per_class_alpha"]["crossfit"],
+        time.perf_counter() - t0,
+    )
+    return report

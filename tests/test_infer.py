@@ -1,0 +1,96 @@
+import numpy as np
+import pytest
+
+from protloc.data import read_test_ids
+from protloc.errors import ArtifactError, ConfigError
+from protloc.infer import run_infer
+from protloc.manifest import read_manifest
+from protloc.predictions import ENSEMBLE, PROB_COLUMNS, read_predictions
+from protloc.train import TrainConfig, train_cycle
+from tests.conftest import TINY_CYCLE
+
+
+@pytest.fixture(scope="module")
+def two_snapshots(cycle0, tiny_data, tiny_split, tmp_path_factory):
+    out0, _, _ = cycle0
+    out1 = tmp_path_factory.mktemp("cycle1")
+    cfg = TrainConfig(
+        **{**TINY_CYCLE, "size": 112, "epochs": 1, "cycle": 1}, init=str(out0 / "checkpoint.pt")
+    )
+    train_cycle(str(tiny_split / "manifest.parquet"), str(tiny_data), str(out1), cfg)
+    return [str(out0 / "checkpoint.pt"), str(out1 / "checkpoint.pt")]
+
+
+def test_ensemble_predictions_follow_the_contract(
+    two_snapshots, tiny_data, tiny_split, tmp_path, caplog
+):
+    rows = run_infer(
+        str(tiny_split / "manifest.parquet"),
+        str(tiny_data),
+        two_snapshots,
+        str(tmp_path),
+        tta=2,
+        batch_size=8,
+        workers=0,
+    )
+    back = read_predictions(str(tmp_path / "predictions.parquet"))
+    assert back.shape == rows.shape
+    val_ids = list(read_manifest(str(tiny_split / "manifest.parquet")).fold("val")["id"])
+    test_ids = read_test_ids(str(tiny_data / "sample_submission.csv"))
+    assert set(back["snapshot"]) == {"cycle0_96px", "cycle1_112px", ENSEMBLE}
+    for split, ids in (("val", val_ids), ("test", test_ids)):
+        part = back[back["split"] == split]
+        assert len(part) == 3 * len(ids)
+        per_snap = [
+            part[part["snapshot"] == s].set_index("id").loc[ids, list(PROB_COLUMNS)].to_numpy()
+            for s in ("cycle0_96px", "cycle1_112px")
+        ]
+        ens = (
+            part[part["snapshot"] == ENSEMBLE]
+            .set_index("id")
+            .loc[ids, list(PROB_COLUMNS)]
+            .to_numpy()
+        )
+        assert np.allclose(ens, (per_snap[0] + per_snap[1]) / 2, atol=1e-6)
+        assert not np.allclose(per_snap[0], per_snap[1])  # each snapshot at its own size
+    assert back[list(PROB_COLUMNS)].dtypes.eq(np.float32).all()
+    assert any("images/s" in r.message for r in caplog.records)
+
+
+def test_tta_averages_d4_transforms(two_snapshots, tiny_data, tiny_split, tmp_path):
+    one = run_infer(
+        str(tiny_split / "manifest.parquet"),
+        str(tiny_data),
+        two_snapshots[:1],
+        str(tmp_path / "a"),
+        tta=1,
+        workers=0,
+    )
+    eight = run_infer(
+        str(tiny_split / "manifest.parquet"),
+        str(tiny_data),
+        two_snapshots[:1],
+        str(tmp_path / "b"),
+        tta=8,
+        workers=0,
+    )
+    a, b = one[list(PROB_COLUMNS)].to_numpy(), eight[list(PROB_COLUMNS)].to_numpy()
+    assert a.shape == b.shape and not np.allclose(a, b)
+    with pytest.raises(ConfigError, match=r"tta must be in 1\.\.8"):
+        run_infer(
+            str(tiny_split / "manifest.parquet"),
+            str(tiny_data),
+            two_snapshots[:1],
+            str(tmp_path / "c"),
+            tta=9,
+        )
+
+
+def test_unfinished_or_missing_snapshot_refused(tiny_data, tiny_split, tmp_path):
+    with pytest.raises(ArtifactError, match=r"nope\.pt"):
+        run_infer(
+            str(tiny_split / "manifest.parquet"),
+            str(tiny_data),
+            [str(tmp_path / "nope.pt")],
+            str(tmp_path),
+        )
