@@ -10,7 +10,10 @@ TORCH_PIN ?= torch==2.14.1 torchvision==0.29.1
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install test lint demo clean
+ALPHA ?= 0.1
+DEMO_ROOT ?= runs/local
+
+.PHONY: help install test lint demo thresholds compile clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | \
@@ -30,8 +33,14 @@ test: install ## run the whole test suite (about 10 minutes on 2 cores)
 lint: install ## ruff
 	$(BIN)/ruff check .
 
-demo: install ## the whole pipeline on synthetic data, locally (not yet: see the pipeline issue)
-	@echo "make demo: not yet - the pipeline lands with the pipeline issue"
+demo: install ## the whole pipeline on synthetic HPA data through kfp.local, then a summary
+	$(BIN)/python pipeline.py local --root $(DEMO_ROOT)
+
+thresholds: install ## rerun the demo with a new ALPHA: only thresholds and submit execute
+	$(BIN)/python pipeline.py local --root $(DEMO_ROOT) --alpha $(ALPHA)
+
+compile: install ## write pipeline.yaml for a cluster (the paper's Table 1 schedule)
+	$(BIN)/python pipeline.py compile -o pipeline.yaml
 
 clean: ## remove caches and local outputs (keeps .venv)
-	rm -rf .pytest_cache .ruff_cache build *.egg-info
+	rm -rf .pytest_cache .ruff_cache build *.egg-info runs

@@ -37,7 +37,7 @@ def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--n-train", type=int, default=600)
     p.add_argument("--schedule", default="96:16:5,128:16:2,160:16:1")
-    p.add_argument("--lr-max", type=float, default=0.05)
+    p.add_argument("--lr-max", type=float, default=TrainConfig.lr_max)
     p.add_argument("--loss", default="soft_f1")
     p.add_argument("--temper", type=float, default=0.7)
     p.add_argument("--workers", type=int, default=1)

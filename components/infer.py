@@ -4,8 +4,6 @@ python -m components.infer --manifest URI --data URI --snapshots URI [URI ...] -
     [--tta 8] [--batch-size 64] [--workers 2]
 """
 
-from __future__ import annotations
-
 import argparse
 import sys
 from collections.abc import Sequence
@@ -34,6 +32,34 @@ def main(argv: Sequence[str] | None = None):
     return run_infer(
         a.manifest, a.data, a.snapshots, a.out, a.tta, a.batch_size, a.workers, a.cache_dir
     )
+
+
+def kfp_component(image: str):
+    """The infer step as a KFP component on ``image`` (kfp is imported only here)."""
+    from kfp import dsl
+    from kfp.dsl import Artifact, Input, Output
+
+    @dsl.component(base_image=image, install_kfp_package=False)
+    def infer(
+        split: Input[Artifact],
+        last_cycle: Input[Artifact],
+        data_root: str,
+        tta: int,
+        batch_size: int,
+        workers: int,
+        code_version: str,
+        out: Output[Artifact],
+    ):
+        """Every snapshot of the chain predicts validation and test ids; the ensemble is the mean."""
+        from protloc.cli import setup_logging
+        from protloc.steps import infer_step
+
+        setup_logging()
+        infer_step(
+            split.path, data_root, last_cycle.path, out.path, tta, batch_size, workers, code_version
+        )
+
+    return infer
 
 
 if __name__ == "__main__":

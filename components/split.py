@@ -4,8 +4,6 @@ python -m components.split --labels URI --out URI [--val-fraction 0.15] [--seed 
     [--rare-below 100] [--rare-factor 5] [--dominant-factor 0.5] [--dominant-share 0.2]
 """
 
-from __future__ import annotations
-
 import argparse
 import sys
 from collections.abc import Sequence
@@ -54,6 +52,34 @@ def main(argv: Sequence[str] | None = None) -> dict:
         a.val_fraction, a.seed, a.rare_below, a.rare_factor, a.dominant_factor, a.dominant_share
     )
     return run_split(a.labels, a.out, params)
+
+
+def kfp_component(image: str):
+    """The split step as a KFP component on ``image`` (kfp is imported only here)."""
+    from kfp import dsl
+    from kfp.dsl import Artifact, Output
+
+    @dsl.component(base_image=image, install_kfp_package=False)
+    def split(
+        data_root: str,
+        val_fraction: float,
+        seed: int,
+        rare_below: int,
+        rare_factor: float,
+        dominant_factor: float,
+        code_version: str,
+        out: Output[Artifact],
+    ):
+        """Stratified split and resampling weights: manifest.parquet, stats.json, plots."""
+        from protloc.cli import setup_logging
+        from protloc.split import SplitParams
+        from protloc.steps import split_step
+
+        setup_logging()
+        params = SplitParams(val_fraction, seed, rare_below, rare_factor, dominant_factor)
+        split_step(data_root, out.path, params, code_version)
+
+    return split
 
 
 if __name__ == "__main__":

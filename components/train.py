@@ -9,8 +9,6 @@ Run it again with the same arguments after an interruption: it resumes from the 
 epoch; on a finished cycle it does nothing. Under torchrun it trains on every GPU of the node.
 """
 
-from __future__ import annotations
-
 import argparse
 import sys
 from collections.abc import Sequence
@@ -75,6 +73,70 @@ def main(argv: Sequence[str] | None = None) -> dict:
         skip_bad=a.skip_bad,
     )
     return train_cycle(a.manifest, a.data, a.out, cfg)
+
+
+def kfp_component(image: str):
+    """The train step as a KFP component on ``image`` (kfp is imported only here)."""
+    from kfp import dsl
+    from kfp.dsl import Artifact, Input, Output
+
+    @dsl.component(base_image=image, install_kfp_package=False)
+    def train(
+        split: Input[Artifact],
+        data_root: str,
+        size: int,
+        batch_size: int,
+        epochs: int,
+        cycle: int,
+        lr_max: float,
+        lr_min: float,
+        momentum: float,
+        weight_decay: float,
+        clip_norm: float,
+        clip_norm_type: str,
+        loss: str,
+        seed: int,
+        workers: int,
+        work_root: str,
+        code_version: str,
+        out: Output[Artifact],
+        previous: Input[Artifact] = None,
+    ):
+        """One SGDR cycle, warm-started from the previous cycle's snapshot."""
+        from protloc.cli import setup_logging
+        from protloc.steps import train_step
+        from protloc.storage import join
+        from protloc.train import TrainConfig
+
+        setup_logging()
+        cfg = TrainConfig(
+            size=size,
+            batch_size=batch_size,
+            epochs=epochs,
+            cycle=cycle,
+            lr_max=lr_max,
+            lr_min=lr_min,
+            momentum=momentum,
+            weight_decay=weight_decay,
+            clip_norm=clip_norm,
+            clip_norm_type=clip_norm_type,
+            loss=loss,
+            seed=seed,
+            workers=workers,
+        )
+        work = join(work_root, f"cycle{cycle}-{size}px") if work_root else ""
+        train_step(
+            split.path,
+            data_root,
+            out.path,
+            out.uri,
+            cfg,
+            code_version,
+            previous.path if previous is not None else None,
+            work,
+        )
+
+    return train
 
 
 if __name__ == "__main__":

@@ -5,7 +5,8 @@ sort the class's scores once, take cumulative true and false positives, and eval
 between two distinct scores, maximising F1 - alpha * |P - R| (the paper's penalty, which keeps
 precision and recall close so the threshold generalises; its printed formula is garbled, this is
 its stated intent). The chosen threshold is the midpoint between the last score kept and the
-first score dropped; a sample is positive when its probability is above the threshold.
+first score dropped; a sample is positive when its probability is above the threshold (so a
+threshold just below 0 marks a class predicted for every image, one at the top score none).
 
 A class with no positive in the fitting data cannot be fitted: it keeps FALLBACK_THRESHOLD (0.5,
 the threshold the training loss aims at).
@@ -177,7 +178,7 @@ def thresholds_report(probs: np.ndarray, y: np.ndarray, alpha: float) -> dict[st
     thresholds, fits = fit_thresholds(probs, y, alpha)
     scores = per_class_scores(y, probs, thresholds)
     return {
-        "thresholds": [round(float(t), 6) for t in thresholds],
+        "thresholds": [float(t) for t in thresholds],  # exact: rounding would move decisions
         "alpha": alpha,
         "method": METHOD,
         "fallback_threshold": FALLBACK_THRESHOLD,
@@ -189,7 +190,7 @@ def thresholds_report(probs: np.ndarray, y: np.ndarray, alpha: float) -> dict[st
             {
                 "index": c,
                 "name": CLASS_NAMES[c],
-                "threshold": round(float(thresholds[c]), 6),
+                "threshold": float(thresholds[c]),
                 "precision": round(float(scores["precision"][c]), 4),
                 "recall": round(float(scores["recall"][c]), 4),
                 "f1": round(float(scores["f1"][c]), 4),
@@ -219,11 +220,11 @@ def read_thresholds(uri: str) -> np.ndarray:
         out = np.array(values, dtype=np.float64)
     except (TypeError, ValueError):
         raise ArtifactError(f"{uri}: thresholds must be numbers") from None
-    bad = ~np.isfinite(out) | (out < 0) | (out > 1)
+    bad = ~np.isfinite(out) | (out < -1) | (out > 1)
     if bad.any():
         c = int(np.flatnonzero(bad)[0])
         raise ArtifactError(
-            f"{uri}: threshold of class {c} ({CLASS_NAMES[c]}) is {values[c]}; expected a number in [0, 1]"
+            f"{uri}: threshold of class {c} ({CLASS_NAMES[c]}) is {values[c]}; expected a number in [-1, 1]"
         )
     return out
 

@@ -1,0 +1,177 @@
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+import pipeline
+from protloc.data import read_test_ids
+from protloc.schedule import Cycle, paper_schedule
+from tests.conftest import ROOT
+
+
+@pytest.fixture(scope="module")
+def compiled(tmp_path_factory):
+    path = tmp_path_factory.mktemp("compile") / "pipeline.yaml"
+    pipeline.compile_pipeline(paper_schedule(), str(path))
+    docs = list(yaml.safe_load_all(path.read_text()))
+    return docs[0], (docs[1] if len(docs) > 1 else {})
+
+
+def test_compiled_dag(compiled):
+    spec, platform = compiled
+    tasks = spec["root"]["dag"]["tasks"]
+    trains = [f"train{'' if i == 0 else f'-{i + 1}'}" for i in range(7)]
+    assert set(tasks) == {"split", *trains, "infer", "thresholds", "submit"}
+    # K train tasks chained in schedule order, each warm-started from the one before.
+    assert "previous" not in tasks["train"]["inputs"].get("artifacts", {})
+    for i in range(1, 7):
+        prev = tasks[trains[i]]["inputs"]["artifacts"]["previous"]["taskOutputArtifact"][
+            "producerTask"
+        ]
+        assert prev == trains[i - 1]
+        assert (
+            tasks[trains[i]]["inputs"]["parameters"]["size"]["runtimeValue"]["constant"]
+            == [221, 256, 296, 320, 384, 440, 512][i]
+        )
+    assert (
+        tasks["infer"]["inputs"]["artifacts"]["last_cycle"]["taskOutputArtifact"]["producerTask"]
+        == trains[-1]
+    )
+    assert (
+        tasks["thresholds"]["inputs"]["artifacts"]["predictions"]["taskOutputArtifact"][
+            "producerTask"
+        ]
+        == "infer"
+    )
+    assert (
+        tasks["submit"]["inputs"]["artifacts"]["thresholds"]["taskOutputArtifact"]["producerTask"]
+        == "thresholds"
+    )
+    for name, task in tasks.items():
+        assert task["cachingOptions"]["enableCache"] is True, name
+        assert task["taskInfo"]["name"], name
+        assert task["inputs"]["parameters"]["code_version"]["runtimeValue"]["constant"].startswith(
+            "0.1.0+"
+        )
+    assert tasks["train-3"]["taskInfo"]["name"] == "train cycle 3/7 (296 px)"
+    executors = spec["deploymentSpec"]["executors"]
+    for name, task in tasks.items():
+        container = executors[spec["components"][task["componentRef"]["name"]]["executorLabel"]][
+            "container"
+        ]
+        gpu = name.startswith(("train", "infer"))
+        assert container["image"].endswith(f":0.1.0-{'gpu' if gpu else 'cpu'}"), name
+        assert ("accelerator" in container.get("resources", {})) == gpu, name
+        if gpu:
+            assert container["resources"]["accelerator"]["resourceType"] == "nvidia.com/gpu"
+            assert task["retryPolicy"]["maxRetryCount"] == 3
+    k8s = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    train_k8s = k8s[spec["components"][tasks["train"]["componentRef"]["name"]]["executorLabel"]]
+    assert train_k8s["nodeSelector"]["labels"] == {"nvidia.com/gpu.present": "true"}
+    assert train_k8s["tolerations"][0]["key"] == "nvidia.com/gpu"
+    assert {m["mountPath"] for m in train_k8s["emptyDirMounts"]} == {"/dev/shm", "/scratch"}
+    assert train_k8s["secretAsEnv"][0]["secretName"] == "protloc-s3"
+    split_k8s = k8s[spec["components"][tasks["split"]["componentRef"]["name"]]["executorLabel"]]
+    assert (
+        "nodeSelector" not in split_k8s
+        and split_k8s["secretAsEnv"][0]["secretName"] == "protloc-s3"
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--schedule", "128:8:1,96:8:1"], "sizes must increase"),
+        (["--schedule", "96:0:1"], "batch size must be >= 1"),
+        (["--schedule", "64:8:1"], "size 64 is under 75"),
+        (["--alpha", "-0.1"], "alpha must be >= 0"),
+        (["--val-fraction", "1.5"], r"val_fraction must be in \(0, 1\)"),
+    ],
+)
+def test_bad_parameters_fail_before_anything_runs(args, message, tmp_path):
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "pipeline.py",
+            "local",
+            "--data",
+            str(tmp_path / "none"),
+            "--root",
+            str(tmp_path / "root"),
+            *args,
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == 2
+    assert re.search(message, proc.stderr), proc.stderr
+    assert not (tmp_path / "root").exists()
+
+
+@pytest.fixture(scope="module")
+def local_runs(tiny_data, tmp_path_factory):
+    """The whole pipeline through kfp.local, twice: the second time with only alpha changed."""
+    root = tmp_path_factory.mktemp("kfp-root")
+    schedule = [Cycle(80, 8, 1), Cycle(96, 8, 1)]
+    base = pipeline.Params(data_root=str(tiny_data), rare_below=0, workers=0, tta=2, alpha=0.0)
+    first = pipeline.run_local(schedule, base, str(root))
+    second = pipeline.run_local(
+        schedule, pipeline.Params(**{**base.__dict__, "alpha": 0.5}), str(root)
+    )
+    return first, second
+
+
+def test_local_pipeline_writes_a_valid_submission(local_runs, tiny_data):
+    first, _ = local_runs
+    sub = pd.read_csv(first["submission"], dtype=str)
+    assert list(sub["Id"]) == read_test_ids(str(tiny_data / "sample_submission.csv"))
+    assert sub["Predicted"].str.fullmatch(r"\d+( \d+)*").all()
+    assert [c["size"] for c in first["cycles"]] == [80, 96]
+    assert all(s["ran"] for s in first["steps"])
+    assert len(first["plots"]) == 4
+
+
+def test_alpha_only_rerun_serves_split_train_infer_from_cache(local_runs):
+    first, second = local_runs
+    ran = {s["step"]: s["ran"] for s in second["steps"]}
+    assert ran == {
+        "split": False,
+        "train cycle 1": False,
+        "train cycle 2": False,
+        "infer": False,
+        "thresholds": True,
+        "submit": True,
+    }
+    t1, t2 = (
+        json.loads(
+            (
+                Path(r["submission"]).parents[2] / "thresholds" / "out" / "thresholds.json"
+            ).read_text()
+        )
+        for r in (first, second)
+    )
+    assert t1["alpha"] == 0.0 and t2["alpha"] == 0.5
+    assert t1["thresholds"] != t2["thresholds"]
+
+
+def test_code_change_is_never_served_stale(monkeypatch):
+    """The code version is a task argument, so it is part of every cache key."""
+    v1 = pipeline.build_pipeline([Cycle(80, 8, 1)], cluster=False)
+    monkeypatch.setattr(pipeline, "code_version", lambda: "0.1.0+changed")
+    v2 = pipeline.build_pipeline([Cycle(80, 8, 1)], cluster=False)
+
+    def arg(p):
+        return (
+            p.pipeline_spec.root.dag.tasks["split"]
+            .inputs.parameters["code_version"]
+            .runtime_value.constant.string_value
+        )
+
+    assert arg(v1) != arg(v2) and arg(v2) == "0.1.0+changed"
