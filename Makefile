@@ -13,7 +13,7 @@ STAMP := $(VENV)/.installed
 ALPHA ?= 0.1
 DEMO_ROOT ?= runs/local
 
-.PHONY: help install test lint demo thresholds compile clean
+.PHONY: help install test lint validate demo thresholds compile e2e-docker clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | \
@@ -32,6 +32,13 @@ test: install ## run the whole test suite (about 10 minutes on 2 cores)
 
 lint: install ## ruff
 	$(BIN)/ruff check .
+
+validate: install ## render and check what runs outside Python: compose file, k8s manifests, pipeline YAML
+	docker-compose -f docker/compose.yaml --env-file docker/.env.example config -q
+	mkdir -p build && kubectl kustomize k8s/ > build/k8s.yaml
+	$(BIN)/kubernetes-validate --strict --quiet build/k8s.yaml
+	$(BIN)/python pipeline.py compile -o build/pipeline.yaml
+	@echo "compose file, $$(grep -c '^kind:' build/k8s.yaml) k8s objects and the pipeline YAML are valid"
 
 demo: install ## the whole pipeline on synthetic HPA data through kfp.local, then a summary
 	$(BIN)/python pipeline.py local --root $(DEMO_ROOT)

@@ -125,6 +125,8 @@ def _with_s3_secret(task):
     kubernetes.use_secret_as_env(
         task, secret_name=S3_SECRET, secret_key_to_env={k: k for k in S3_SECRET_KEYS}
     )
+    # The images run as the unprivileged user 1000 (docker/Dockerfile); enforce it in the pod too.
+    kubernetes.set_security_context(task, run_as_user=1000, run_as_group=1000, run_as_non_root=True)
 
 
 # ----------------------------------------------------------------------------- the DAG
@@ -404,7 +406,7 @@ def ensure_demo_data(path: Path, size: int) -> str:
     if not (path / "sample_submission.csv").is_file():
         log.info("generating synthetic HPA data in %s", path)
         generate(
-            SyntheticSpec(n_train=600, n_test=100, size=size, seed=0, temper=0.7),
+            SyntheticSpec(n_train=600, n_test=60, size=size, seed=0, temper=0.7),
             str(path),
             workers=2,
         )
@@ -465,11 +467,13 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "local":
             schedule = parse_schedule(args.schedule or DEMO_SCHEDULE)
             data = args.data or ensure_demo_data(ROOT / "runs" / "demo-data", schedule[-1].size)
-            overrides = (
-                {}
-                if args.data
-                else {"rare_below": args.rare_below or 10, "workers": args.workers or 0}
-            )
+            # The embedded default: small data (rare = under 10 samples), TTA 2 to keep it brisk.
+            demo = {
+                "rare_below": args.rare_below or 10,
+                "workers": args.workers or 0,
+                "tta": args.tta or 2,
+            }
+            overrides = {} if args.data else demo
             params = _params_from_args(args, data, **overrides)
             params.validate()
             run_local(schedule, params, args.root)

@@ -76,6 +76,10 @@ def test_compiled_dag(compiled):
     assert train_k8s["tolerations"][0]["key"] == "nvidia.com/gpu"
     assert {m["mountPath"] for m in train_k8s["emptyDirMounts"]} == {"/dev/shm", "/scratch"}
     assert train_k8s["secretAsEnv"][0]["secretName"] == "protloc-s3"
+    assert (
+        train_k8s["securityContext"]["runAsNonRoot"] is True
+        and int(train_k8s["securityContext"]["runAsUser"]) == 1000
+    )
     split_k8s = k8s[spec["components"][tasks["split"]["componentRef"]["name"]]["executorLabel"]]
     assert (
         "nodeSelector" not in split_k8s
