@@ -35,6 +35,7 @@ lint: install ## ruff
 
 validate: install ## render and check what runs outside Python: compose file, k8s manifests, pipeline YAML
 	docker-compose -f docker/compose.yaml --env-file docker/.env.example config -q
+	docker-compose -f docker/compose.yaml -f docker/e2e/compose.e2e.yaml --env-file docker/.env.example config -q
 	mkdir -p build && kubectl kustomize k8s/ > build/k8s.yaml
 	$(BIN)/kubernetes-validate --strict --quiet build/k8s.yaml
 	$(BIN)/python pipeline.py compile -o build/pipeline.yaml
@@ -48,6 +49,9 @@ thresholds: install ## rerun the demo with a new ALPHA: only thresholds and subm
 
 compile: install ## write pipeline.yaml for a cluster (the paper's Table 1 schedule)
 	$(BIN)/python pipeline.py compile -o pipeline.yaml
+
+e2e-docker: install ## opt-in: build the images and run the compose flow for real (needs Docker)
+	bash docker/e2e/run.sh
 
 clean: ## remove caches and local outputs (keeps .venv)
 	rm -rf .pytest_cache .ruff_cache build *.egg-info runs

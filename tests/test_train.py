@@ -165,3 +165,19 @@ def test_bad_inputs_are_clear_errors(tiny_data, tiny_split, tmp_path):
     ]  # the last --size wins
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=False)
     assert proc.returncode == 2 and "error: size 50 px is under" in proc.stderr
+
+
+def test_torchrun_two_processes_trains_with_ddp(tiny_data, tiny_split, tmp_path, cache_dir):
+    """WORLD_SIZE > 1: DistributedDataParallel (gloo on the CPU), each rank its share of the
+    epoch, only rank 0 writes."""
+    out = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "0",
+           "-m", "components.train", "--manifest", str(tiny_split / "manifest.parquet"), "--data", str(tiny_data),
+           "--out", str(out), "--size", "80", "--batch-size", "4", "--epochs", "1", "--workers", "0"]
+    env = {**os.environ, "PROTLOC_CACHE_DIR": str(cache_dir), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, check=False, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "device cpu x2" in proc.stderr
+    state = load_checkpoint(str(out / "checkpoint.pt"))
+    assert state["complete"] and state["epochs_done"] == 1
+    assert sorted(p.name for p in out.iterdir()) == ["checkpoint.pt", "metrics.json"]
