@@ -443,6 +443,10 @@ def train_cycle(manifest_uri: str, data_root: str, out: str, cfg: TrainConfig) -
         )
         _write_json(metrics_uri, metrics)
     _barrier(d)
+    if d.world > 1:
+        import torch.distributed as dist
+
+        dist.destroy_process_group()  # else gloo can keep the processes from exiting
     return metrics
 
 

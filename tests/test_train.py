@@ -13,7 +13,7 @@ from protloc.checkpoint import load_checkpoint
 from protloc.errors import ArtifactError, ConfigError
 from protloc.manifest import read_manifest
 from protloc.train import TrainConfig, TrainingError, train_cycle
-from tests.conftest import ROOT, TINY_CYCLE
+from tests.conftest import ROOT, TINY_CYCLE, free_port
 
 
 def _cfg(**kw):
@@ -171,11 +171,35 @@ def test_torchrun_two_processes_trains_with_ddp(tiny_data, tiny_split, tmp_path,
     """WORLD_SIZE > 1: DistributedDataParallel (gloo on the CPU), each rank its share of the
     epoch, only rank 0 writes."""
     out = tmp_path / "ddp"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "0",
-           "-m", "components.train", "--manifest", str(tiny_split / "manifest.parquet"), "--data", str(tiny_data),
-           "--out", str(out), "--size", "80", "--batch-size", "4", "--epochs", "1", "--workers", "0"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_port",
+        str(free_port()),
+        "-m",
+        "components.train",
+        "--manifest",
+        str(tiny_split / "manifest.parquet"),
+        "--data",
+        str(tiny_data),
+        "--out",
+        str(out),
+        "--size",
+        "80",
+        "--batch-size",
+        "4",
+        "--epochs",
+        "1",
+        "--workers",
+        "0",
+    ]
     env = {**os.environ, "PROTLOC_CACHE_DIR": str(cache_dir), "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, check=False, timeout=300)
+    proc = subprocess.run(
+        cmd, cwd=ROOT, env=env, capture_output=True, text=True, check=False, timeout=300
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "device cpu x2" in proc.stderr
     state = load_checkpoint(str(out / "checkpoint.pt"))
