@@ -22,8 +22,11 @@ from typing import NamedTuple
 
 from components import infer, split, submit, thresholds, train
 from protloc import __version__
+from protloc.config import TrainConfig
 from protloc.errors import ConfigError, ProtlocError
 from protloc.schedule import Cycle, format_schedule, paper_schedule, parse_schedule
+from protloc.split import SplitParams
+from protloc.thresholds import DEFAULT_ALPHA
 from protloc.version import code_version
 
 ROOT = Path(__file__).resolve().parent
@@ -46,24 +49,25 @@ def images(version: str = __version__) -> dict[str, str]:
 class Params:
     """The pipeline's runtime parameters, with their defaults."""
 
+    # Defaults come from the steps' own settings, so the two can never disagree.
     data_root: str = "s3://protloc/hpa"
-    seed: int = 0
-    val_fraction: float = 0.15
-    rare_below: int = 100
-    rare_factor: float = 5.0
-    dominant_factor: float = 0.5
-    lr_max: float = 0.2
-    lr_min: float = 0.0005
-    momentum: float = 0.9
-    weight_decay: float = 1e-4
-    clip_norm: float = 10.0
-    clip_norm_type: str = "l2"
-    loss: str = "soft_f1"
+    seed: int = SplitParams.seed
+    val_fraction: float = SplitParams.val_fraction
+    rare_below: int = SplitParams.rare_below
+    rare_factor: float = SplitParams.rare_factor
+    dominant_factor: float = SplitParams.dominant_factor
+    lr_max: float = TrainConfig.lr_max
+    lr_min: float = TrainConfig.lr_min
+    momentum: float = TrainConfig.momentum
+    weight_decay: float = TrainConfig.weight_decay
+    clip_norm: float = TrainConfig.clip_norm
+    clip_norm_type: str = TrainConfig.clip_norm_type
+    loss: str = TrainConfig.loss
     workers: int = 8
     work_root: str = ""
     tta: int = 8
     infer_batch_size: int = 64
-    alpha: float = 0.1
+    alpha: float = DEFAULT_ALPHA
 
     def validate(self) -> None:
         """Raise ConfigError naming the first bad parameter, before anything runs."""

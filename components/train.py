@@ -14,7 +14,8 @@ import sys
 from collections.abc import Sequence
 
 from protloc import cli
-from protloc.train import NORM_TYPES, TrainConfig, train_cycle
+from protloc.config import NORM_TYPES, TrainConfig
+from protloc.train import train_cycle
 
 
 def main(argv: Sequence[str] | None = None) -> dict:
@@ -104,9 +105,9 @@ def kfp_component(image: str):
     ):
         """One SGDR cycle, warm-started from the previous cycle's snapshot."""
         from protloc.cli import setup_logging
+        from protloc.config import TrainConfig
         from protloc.steps import train_step
         from protloc.storage import join
-        from protloc.train import TrainConfig
 
         setup_logging()
         cfg = TrainConfig(

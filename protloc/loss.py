@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-LOSSES = ("soft_f1", "bce")
+from protloc.config import LOSSES
 
 
 def soft_f1_from_probs(
