@@ -41,3 +41,20 @@ def per_class_scores(
 def macro_f1(y_true: np.ndarray, probs: np.ndarray, thresholds: np.ndarray | float = 0.5) -> float:
     """Macro F1 over all classes (a class with no positives and none predicted scores 0)."""
     return float(per_class_scores(y_true, probs, thresholds)["f1"].mean())
+
+
+def threshold_curve(
+    scores: np.ndarray, y: np.ndarray, grid: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Precision, recall and F1 of one class at every threshold of ``grid`` (predicting
+    ``scores > t``; 0 where undefined, as scikit-learn's zero_division=0)."""
+    pred = np.asarray(scores)[None, :] > np.asarray(grid)[:, None]
+    truth = np.asarray(y, dtype=bool)
+    tp = (pred & truth).sum(axis=1)
+    fp = (pred & ~truth).sum(axis=1)
+    n_pos = truth.sum()
+    return (
+        _safe_div(tp, tp + fp),
+        _safe_div(tp, np.full_like(tp, n_pos)),
+        _safe_div(2 * tp, tp + fp + n_pos),
+    )

@@ -10,6 +10,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from protloc.classes import CLASS_NAMES
+from protloc.metrics import threshold_curve
 
 # The object API (Figure + Agg canvas), not pyplot: no global state, no GUI backend, and about
 # half a second less import time in the CPU steps.
@@ -67,7 +68,7 @@ def cooccurrence(y: np.ndarray) -> bytes:
 
 
 def threshold_curves(
-    probs: np.ndarray, y: np.ndarray, thresholds: np.ndarray, classes: int = 6
+    probs: np.ndarray, y: np.ndarray, thresholds: np.ndarray, classes: int = 4
 ) -> bytes:
     """Precision, recall and F1 against the threshold for the classes with most validation
     positives, with the chosen threshold marked (the paper's Fig. 6)."""
@@ -77,18 +78,8 @@ def threshold_curves(
     fig, axes = _subplots(2, 2, figsize=(10, 6.5), squeeze=False, sharex=True, sharey=True)
     fig.subplots_adjust(hspace=0.35, wspace=0.2, left=0.05, right=0.98, top=0.88, bottom=0.07)
     for ax, c in zip(axes.ravel(), picked, strict=False):
-        pred = probs[:, c][None, :] > grid[:, None]
         truth = y[:, c].astype(bool)
-        tp = (pred & truth).sum(axis=1)
-        fp = (pred & ~truth).sum(axis=1)
-        precision = np.divide(tp, tp + fp, out=np.zeros(len(grid)), where=(tp + fp) > 0)
-        recall = tp / max(truth.sum(), 1)
-        f1 = np.divide(
-            2 * tp,
-            tp + fp + truth.sum(),
-            out=np.zeros(len(grid)),
-            where=(tp + fp + truth.sum()) > 0,
-        )
+        precision, recall, f1 = threshold_curve(probs[:, c], truth, grid)
         ax.plot(grid, precision, label="precision")
         ax.plot(grid, recall, label="recall")
         ax.plot(grid, f1, label="F1", linewidth=2)

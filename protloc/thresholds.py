@@ -25,7 +25,7 @@ import numpy as np
 from protloc import storage
 from protloc.classes import CLASS_NAMES, NUM_CLASSES
 from protloc.errors import ArtifactError, ConfigError
-from protloc.metrics import macro_f1, per_class_scores
+from protloc.metrics import macro_f1, per_class_scores, threshold_curve
 
 log = logging.getLogger(__name__)
 
@@ -97,15 +97,7 @@ def grid_search_class(
     scores: np.ndarray, y: np.ndarray, alpha: float, grid: np.ndarray
 ) -> tuple[float, float]:
     """(threshold, objective) of the best grid point for one class (the yardstick)."""
-    pred = scores[None, :] > grid[:, None]
-    yb = np.asarray(y, dtype=bool)
-    tp = (pred & yb).sum(axis=1)
-    fp = (pred & ~yb).sum(axis=1)
-    n_pos = yb.sum()
-    with np.errstate(invalid="ignore", divide="ignore"):
-        precision = np.where(tp + fp > 0, tp / np.maximum(tp + fp, 1), 0.0)
-        recall = tp / n_pos if n_pos else np.zeros_like(tp, dtype=float)
-        f1 = np.where(tp + fp + n_pos > 0, 2 * tp / np.maximum(tp + fp + n_pos, 1), 0.0)
+    precision, recall, f1 = threshold_curve(scores, y, grid)
     objective = f1 - alpha * np.abs(precision - recall)
     k = int(np.argmax(objective))
     return float(grid[k]), float(objective[k])

@@ -187,28 +187,20 @@ def train_cycle(manifest_uri: str, data_root: str, out: str, cfg: TrainConfig) -
     manifest: Manifest = read_manifest(manifest_uri)
     train_rows, val_rows = manifest.fold("train"), manifest.fold("val")
     t_start = time.perf_counter()
-    train_cache = build_cache(
-        data_root,
-        "train",
-        list(train_rows["id"]),
-        cfg.size,
-        cfg.cache_dir,
-        workers=max(cfg.workers, 2),
-        skip_bad=cfg.skip_bad,
-    )
-    val_cache = (
-        build_cache(
+
+    def cache_of(ids: list[str]):
+        return build_cache(
             data_root,
             "train",
-            list(val_rows["id"]),
+            ids,
             cfg.size,
             cfg.cache_dir,
             workers=max(cfg.workers, 2),
             skip_bad=cfg.skip_bad,
         )
-        if len(val_rows)
-        else None
-    )
+
+    train_cache = cache_of(list(train_rows["id"]))
+    val_cache = cache_of(list(val_rows["id"])) if len(val_rows) else None
     skipped = train_cache.skipped + (val_cache.skipped if val_cache else [])
     # Rows of the caches (bad samples left out) and their targets and weights.
     kept = train_rows.set_index("id").loc[train_cache.ids]

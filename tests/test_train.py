@@ -171,7 +171,7 @@ def test_torchrun_two_processes_trains_with_ddp(tiny_data, tiny_split, tmp_path,
     """WORLD_SIZE > 1: DistributedDataParallel (gloo on the CPU), each rank its share of the
     epoch, only rank 0 writes."""
     out = tmp_path / "ddp"
-    cmd = [
+    launcher = [
         sys.executable,
         "-m",
         "torch.distributed.run",
@@ -179,22 +179,13 @@ def test_torchrun_two_processes_trains_with_ddp(tiny_data, tiny_split, tmp_path,
         "2",
         "--master_port",
         str(free_port()),
-        "-m",
-        "components.train",
-        "--manifest",
-        str(tiny_split / "manifest.parquet"),
-        "--data",
-        str(tiny_data),
-        "--out",
-        str(out),
-        "--size",
-        "80",
+    ]
+    # The same train command as above (its first item is the interpreter); later flags win.
+    cmd = [
+        *launcher,
+        *_train_cmd(tiny_data, tiny_split, out, epochs=1)[1:],
         "--batch-size",
         "4",
-        "--epochs",
-        "1",
-        "--workers",
-        "0",
     ]
     env = {**os.environ, "PROTLOC_CACHE_DIR": str(cache_dir), "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(
