@@ -3,7 +3,7 @@
 python -m components.train --manifest URI --data URI --out URI --size S --batch-size B --epochs E
     [--init CHECKPOINT_URI] [--cycle I] [--lr-max] [--lr-min] [--momentum] [--weight-decay]
     [--clip-norm 10] [--clip-norm-type l2|l1|inf] [--loss soft_f1|bce] [--seed] [--workers]
-    [--pretrained FILE] [--skip-bad]
+    [--pretrained FILE] [--skip-bad] [--log-every N]
 
 Run it again with the same arguments after an interruption: it resumes from the last completed
 epoch; on a finished cycle it does nothing. Under torchrun it trains on every GPU of the node.
@@ -48,6 +48,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     p.add_argument(
         "--cache-dir", default=None, help="image cache folder (default $PROTLOC_CACHE_DIR)"
     )
+    p.add_argument("--log-every", type=int, default=d.log_every, help="log every N steps")
     p.add_argument(
         "--skip-bad", action="store_true", help="skip unreadable samples, list them in metrics"
     )
@@ -72,6 +73,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
         workers=a.workers,
         cache_dir=a.cache_dir,
         skip_bad=a.skip_bad,
+        log_every=a.log_every,
     )
     return train_cycle(a.manifest, a.data, a.out, cfg)
 
@@ -107,7 +109,6 @@ def kfp_component(image: str):
         from protloc.cli import setup_logging
         from protloc.config import TrainConfig
         from protloc.steps import train_step
-        from protloc.storage import join
 
         setup_logging()
         cfg = TrainConfig(
@@ -125,7 +126,6 @@ def kfp_component(image: str):
             seed=seed,
             workers=workers,
         )
-        work = join(work_root, f"cycle{cycle}-{size}px") if work_root else ""
         train_step(
             split.path,
             data_root,
@@ -134,7 +134,7 @@ def kfp_component(image: str):
             cfg,
             code_version,
             previous.path if previous is not None else None,
-            work,
+            work_root,
         )
 
     return train

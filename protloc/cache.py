@@ -93,6 +93,10 @@ def _open_existing(base: Path, size: int) -> ImageCache | None:
     return cache
 
 
+def _size(nbytes: int) -> str:
+    return f"{nbytes / 1e9:.2f} GB" if nbytes >= 1e9 else f"{nbytes / 1e6:.1f} MB"
+
+
 def _reserve(path: Path, nbytes: int, cache_dir: Path) -> None:
     with open(path, "wb") as f:
         try:
@@ -101,7 +105,7 @@ def _reserve(path: Path, nbytes: int, cache_dir: Path) -> None:
         except OSError as exc:
             if exc.errno in (errno.ENOSPC, errno.EDQUOT):
                 raise StorageError(
-                    f"disk full: the image cache needs {nbytes / 1e9:.2f} GB in {cache_dir} "
+                    f"disk full: the image cache needs {_size(nbytes)} in {cache_dir} "
                     f"(set PROTLOC_CACHE_DIR to a larger disk)"
                 ) from None
             if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL):

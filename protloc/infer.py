@@ -13,9 +13,9 @@ import torch
 from protloc import predictions
 from protloc.cache import build_cache
 from protloc.checkpoint import load_checkpoint
-from protloc.data import read_test_ids, sample_submission_uri
+from protloc.data import labels_uri, read_test_ids, sample_submission_uri
 from protloc.errors import ArtifactError, ConfigError
-from protloc.manifest import read_manifest
+from protloc.manifest import check_labels, read_manifest
 from protloc.model import create_model, load_weights
 from protloc.predict import predict
 from protloc.storage import join
@@ -52,7 +52,9 @@ def run_infer(
     names = [snapshot_name(s) for s in states]
     if len(set(names)) != len(names):
         raise ArtifactError(f"two snapshots share a cycle and size: {names}")
-    val_ids = list(read_manifest(manifest_uri).fold("val")["id"])
+    manifest = read_manifest(manifest_uri)
+    check_labels(manifest, labels_uri(data_root), manifest_uri)
+    val_ids = list(manifest.fold("val")["id"])
     test_ids = read_test_ids(sample_submission_uri(data_root))
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     t0 = time.perf_counter()

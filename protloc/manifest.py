@@ -7,8 +7,10 @@ the labels file and the class names are stored as JSON in the schema metadata un
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
+import logging
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,9 +21,12 @@ import pyarrow.parquet as pq
 
 from protloc import storage
 from protloc.classes import CLASS_NAMES, NUM_CLASSES
+from protloc.data import parse_labels
 from protloc.errors import ArtifactError
 
 FOLDS = ("train", "val")
+log = logging.getLogger(__name__)
+
 _META_KEY = b"protloc"
 SCHEMA = pa.schema(
     [
@@ -74,16 +79,27 @@ def read_manifest(uri: str) -> Manifest:
     return _validate(table, str(uri))
 
 
+def _compatible(got: pa.DataType, want: pa.DataType) -> bool:
+    """Accept what other writers produce for the same content (pandas writes large_string, a
+    float64 weight, a list of int64), not other kinds of data."""
+    if pa.types.is_string(want):
+        return pa.types.is_string(got) or pa.types.is_large_string(got)
+    if pa.types.is_floating(want):
+        return pa.types.is_floating(got)
+    if pa.types.is_list(want):
+        return (pa.types.is_list(got) or pa.types.is_large_list(got)) and pa.types.is_integer(
+            got.value_type
+        )
+    return got == want
+
+
 def _validate(table: pa.Table, uri: str) -> Manifest:
     missing = [f.name for f in SCHEMA if f.name not in table.column_names]
     if missing:
         raise ArtifactError(f"{uri}: manifest lacks column(s) {', '.join(missing)}")
     for f in SCHEMA:
         got = table.schema.field(f.name).type
-        ok = got == f.type or (
-            f.name == "labels" and pa.types.is_list(got) and pa.types.is_integer(got.value_type)
-        )
-        if not ok:
+        if not _compatible(got, f.type):
             raise ArtifactError(
                 f"{uri}: manifest column {f.name!r} has type {got}, expected {f.type}"
             )
@@ -131,11 +147,39 @@ def _validate(table: pa.Table, uri: str) -> Manifest:
     return Manifest(frame=frame, meta=meta)
 
 
-def check_labels_hash(manifest: Manifest, labels_sha256: str, labels_uri: str) -> None:
-    """Refuse a manifest that was made from another labels file."""
+def check_labels(manifest: Manifest, labels_uri: str, source: str = "manifest") -> None:
+    """Refuse a manifest made from labels other than ``labels_uri``'s (if that file exists).
+
+    The SHA-256 recorded by the split step is the fast path. When it differs (the manifest was
+    made from a subset, or from another file), every manifest row must still be in the labels
+    file with the same classes; the first one that is not is named.
+    """
+    if not storage.exists(labels_uri):
+        log.warning("%s: no labels file at %s to check the manifest against", source, labels_uri)
+        return
+    raw = storage.read_bytes(labels_uri)
     recorded = manifest.meta.get("labels_sha256")
-    if recorded and recorded != labels_sha256:
-        raise ArtifactError(
-            f"manifest was made from a different labels file than {labels_uri} "
-            f"(sha256 {recorded[:12]}... recorded, {labels_sha256[:12]}... now)"
-        )
+    digest = hashlib.sha256(raw).hexdigest()
+    if recorded == digest:
+        return
+    labels_frame = parse_labels(raw, labels_uri)
+    truth = dict(zip(labels_frame["id"], labels_frame["labels"], strict=True))
+    for sample_id, labels in zip(manifest.frame["id"], manifest.frame["labels"], strict=True):
+        if sample_id not in truth or list(labels) != truth[sample_id]:
+            now = truth.get(sample_id)
+            raise ArtifactError(
+                f"{source} was made from another labels file than {labels_uri}: id "
+                f"{sample_id!r} has labels {list(labels)} in the manifest, "
+                + (
+                    f"{now} in the labels file"
+                    if now is not None
+                    else "and is not in the labels file"
+                )
+                + f" (labels sha256 {str(recorded)[:12]}... recorded, {digest[:12]}... now)"
+            )
+    log.info(
+        "%s was made from another labels file than %s, but its %d rows agree with it",
+        source,
+        labels_uri,
+        len(manifest.frame),
+    )

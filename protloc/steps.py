@@ -9,6 +9,7 @@ reaches the ensemble: the infer step reads the last cycle's list. Every step als
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import time
@@ -52,9 +53,9 @@ def train_step(
     cfg,
     code_version: str,
     previous_dir: str | None = None,
-    work_uri: str = "",
+    work_root: str = "",
 ) -> None:
-    """One cycle, warm-started from ``previous_dir``'s checkpoint. With ``work_uri`` (durable
+    """One cycle, warm-started from ``previous_dir``'s checkpoint. With ``work_root`` (durable
     storage, e.g. s3://) the per-epoch checkpoints live there, so a retried pod resumes."""
     from protloc.train import train_cycle
 
@@ -63,8 +64,9 @@ def train_step(
         if previous_dir:
             chain = read_snapshot_list(previous_dir)
             cfg = replace(cfg, init=storage.join(previous_dir, "checkpoint.pt"))
-        work = work_uri or out
-        train_cycle(storage.join(split_dir, "manifest.parquet"), data_root, work, cfg)
+        manifest = storage.join(split_dir, "manifest.parquet")
+        work = work_folder(work_root, manifest, cfg, code_version) if work_root else out
+        train_cycle(manifest, data_root, work, cfg)
         if work != out:
             for name in ("checkpoint.pt", "metrics.json"):
                 storage.write_bytes(
@@ -74,6 +76,22 @@ def train_step(
         storage.write_text(
             storage.join(out, "snapshots.json"), json.dumps({"snapshots": chain}, indent=2) + "\n"
         )
+
+
+def work_folder(work_root: str, manifest_uri: str, cfg, code_version: str) -> str:
+    """The durable folder of one cycle's per-epoch checkpoints under ``work_root``.
+
+    Keyed by everything the cycle's result depends on (manifest, warm-start weights, settings,
+    code), not by where those live: a retried pod, or the same run submitted again, resumes; a
+    run with other data or settings never picks up a stale checkpoint.
+    """
+    h = hashlib.sha256(storage.read_bytes(manifest_uri))
+    if cfg.init:
+        h.update(storage.read_bytes(cfg.init))
+    settings = {k: v for k, v in cfg.result_fields().items() if k != "init"}
+    h.update(json.dumps(settings, sort_keys=True).encode())
+    h.update(code_version.encode())
+    return storage.join(work_root, f"cycle{cfg.cycle}-{cfg.size}px-{h.hexdigest()[:16]}")
 
 
 def read_snapshot_list(train_dir: str) -> list[str]:

@@ -27,11 +27,11 @@ from protloc.cache import build_cache
 from protloc.checkpoint import load_checkpoint, save_checkpoint
 from protloc.classes import CLASS_NAMES, NUM_CLASSES
 from protloc.config import _OPERATIONAL, NORM_TYPES, TrainConfig
-from protloc.data import labels_to_matrix
+from protloc.data import labels_to_matrix, labels_uri
 from protloc.dataset import CachedImages
 from protloc.errors import ArtifactError, ConfigError, ProtlocError
 from protloc.loss import get_loss, soft_f1_from_probs
-from protloc.manifest import Manifest, read_manifest
+from protloc.manifest import Manifest, check_labels, read_manifest
 from protloc.metrics import per_class_scores
 from protloc.model import ARCH, InceptionV3BN, create_model, init_head, load_weights
 from protloc.predict import autocast, predict
@@ -185,6 +185,7 @@ def train_cycle(manifest_uri: str, data_root: str, out: str, cfg: TrainConfig) -
         )
 
     manifest: Manifest = read_manifest(manifest_uri)
+    check_labels(manifest, labels_uri(data_root), manifest_uri)
     train_rows, val_rows = manifest.fold("train"), manifest.fold("val")
     t_start = time.perf_counter()
 
@@ -207,6 +208,8 @@ def train_cycle(manifest_uri: str, data_root: str, out: str, cfg: TrainConfig) -
     y_train = labels_to_matrix(kept["labels"])
     weights = kept["weight"].to_numpy(dtype=np.float64)
 
+    # Seeded so a run is reproducible and a resumed run continues like an uninterrupted one.
+    torch.manual_seed(cfg.seed)
     model: InceptionV3BN = create_model(dropout=cfg.dropout, pretrained=cfg.pretrained)
     if state is not None:
         load_weights(model, state["model"], ckpt_uri)
@@ -274,6 +277,9 @@ def train_cycle(manifest_uri: str, data_root: str, out: str, cfg: TrainConfig) -
             persistent_workers=False,
         )
         jitter_gen = torch.Generator().manual_seed(cfg.seed * 1000 + epoch)
+        # Dropout draws from the global generator: one seed per (epoch, rank), so resuming at an
+        # epoch boundary replays exactly what an uninterrupted run would have drawn.
+        torch.manual_seed((cfg.seed * 1000 + epoch) * 1000 + d.rank)
         net.train()
         t0, seen = time.perf_counter(), 0
         losses, norms = [], []
