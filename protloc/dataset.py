@@ -38,11 +38,13 @@ class CachedImages(Dataset):
 
     def __getitem__(self, i: int):
         row = int(self.rows[i])
-        x = np.asarray(self.cache.array[row])
+        x = self.cache.array[row]
         if self.augment:
             k = int(np.random.default_rng([self.seed, self.epoch, i]).integers(D4_SIZE))
-            x = d4(x, k)
-        image = torch.from_numpy(np.array(x))  # a writable copy out of the read-only memmap
+            x = d4(x, k)  # a new array
+        else:
+            x = np.array(x)  # a writable copy out of the read-only memmap
+        image = torch.from_numpy(x)
         if self.targets is None:
             return image
         return image, torch.from_numpy(self.targets[row].astype(np.float32))
