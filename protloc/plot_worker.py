@@ -19,7 +19,8 @@ _CHILD = "from protloc.plot_worker import serve; serve()"
 
 
 class BackgroundPlots:
-    """Start the helper now; ``render`` queues a figure; ``close`` waits and raises on failure."""
+    """Start the helper now; ``render`` queues a figure; ``close`` waits and raises on failure.
+    As a context manager it stops the helper if the step fails before ``close``."""
 
     def __init__(self) -> None:
         self._jobs: list[tuple[str, str, tuple]] = []
@@ -29,6 +30,14 @@ class BackgroundPlots:
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
         )
+
+    def __enter__(self) -> BackgroundPlots:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is not None and self._proc.poll() is None:  # the step failed: no figures
+            self._proc.kill()
+            self._proc.communicate()
 
     def render(self, figure: str, uri: str, *args: Any) -> None:
         """Write ``protloc.plots.<figure>(*args)`` to ``uri``."""

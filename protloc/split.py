@@ -149,30 +149,30 @@ def split_stats(manifest: pd.DataFrame, params: SplitParams) -> dict[str, Any]:
 
 def run_split(labels_uri: str, out: str, params: SplitParams) -> dict[str, Any]:
     """The whole step: read labels, split, write manifest.parquet, stats.json and two plots."""
-    from protloc import plots  # matplotlib is only needed here
+    from protloc.plot_worker import BackgroundPlots
 
     params.validate()
     t0 = time.perf_counter()
-    raw = storage.read_bytes(labels_uri)
-    labels = parse_labels(raw, source=str(labels_uri))
-    if len(labels) < 2:
-        raise DataError(
-            f"{labels_uri}: need at least 2 labelled samples to split, got {len(labels)}"
-        )
-    manifest = make_manifest(labels, params)
-    meta = {
-        "split": asdict(params),
-        "labels_sha256": hashlib.sha256(raw).hexdigest(),
-        "protloc_version": __version__,
-    }
-    stats = split_stats(manifest, params)
-    write_manifest(manifest, meta, storage.join(out, "manifest.parquet"))
-    storage.write_text(storage.join(out, "stats.json"), json.dumps(stats, indent=2) + "\n")
-    y = labels_to_matrix(manifest["labels"])
-    storage.write_bytes(
-        storage.join(out, "class_distribution.png"), plots.class_distribution(stats)
-    )
-    storage.write_bytes(storage.join(out, "cooccurrence.png"), plots.cooccurrence(y))
+    with BackgroundPlots() as figures:  # imports matplotlib in a helper while this splits
+        raw = storage.read_bytes(labels_uri)
+        labels = parse_labels(raw, source=str(labels_uri))
+        if len(labels) < 2:
+            raise DataError(
+                f"{labels_uri}: need at least 2 labelled samples to split, got {len(labels)}"
+            )
+        manifest = make_manifest(labels, params)
+        meta = {
+            "split": asdict(params),
+            "labels_sha256": hashlib.sha256(raw).hexdigest(),
+            "protloc_version": __version__,
+        }
+        stats = split_stats(manifest, params)
+        y_all = labels_to_matrix(manifest["labels"])
+        write_manifest(manifest, meta, storage.join(out, "manifest.parquet"))
+        storage.write_text(storage.join(out, "stats.json"), json.dumps(stats, indent=2) + "\n")
+        figures.render("class_distribution", storage.join(out, "class_distribution.png"), stats)
+        figures.render("cooccurrence", storage.join(out, "cooccurrence.png"), y_all)
+        figures.close()
     log.info(
         "split %d samples: %d train, %d val; %d rare classes x%g, %d dominant x%g; "
         "commonest/rarest %.0f -> %.1f; %.2f s",

@@ -227,35 +227,39 @@ def run_thresholds(
     """The whole step: fit on the ensemble's validation rows, write thresholds.json and plots."""
     from protloc.plot_worker import BackgroundPlots
 
-    figures = BackgroundPlots()  # starts importing matplotlib now, in parallel
-    from protloc.data import labels_to_matrix
-    from protloc.manifest import read_manifest
-    from protloc.predictions import probabilities, read_predictions, select
+    with BackgroundPlots() as figures:  # starts importing matplotlib now, in parallel
+        from protloc.data import labels_to_matrix
+        from protloc.manifest import read_manifest
+        from protloc.predictions import probabilities, read_predictions, select
 
-    if alpha < 0:
-        raise ConfigError(f"alpha must be >= 0, got {alpha}")
-    t0 = time.perf_counter()
-    rows = select(read_predictions(predictions_uri), "val")
-    val = read_manifest(manifest_uri).fold("val")
-    if rows.empty:
-        raise ArtifactError(f"{predictions_uri}: no ensemble rows for the validation split")
-    missing = set(val["id"]) - set(rows["id"])
-    extra = set(rows["id"]) - set(val["id"])
-    if missing or extra:
-        example = sorted(missing or extra)[0]
-        raise ArtifactError(
-            f"{predictions_uri} does not match the validation fold of {manifest_uri}: "
-            f"{len(missing)} validation ids missing, {len(extra)} ids not in it (e.g. {example!r})"
+        if alpha < 0:
+            raise ConfigError(f"alpha must be >= 0, got {alpha}")
+        t0 = time.perf_counter()
+        rows = select(read_predictions(predictions_uri), "val")
+        val = read_manifest(manifest_uri).fold("val")
+        if rows.empty:
+            raise ArtifactError(f"{predictions_uri}: no ensemble rows for the validation split")
+        missing = set(val["id"]) - set(rows["id"])
+        extra = set(rows["id"]) - set(val["id"])
+        if missing or extra:
+            example = sorted(missing or extra)[0]
+            raise ArtifactError(
+                f"{predictions_uri} does not match the validation fold of {manifest_uri}: "
+                f"{len(missing)} validation ids missing, {len(extra)} ids not in it (e.g. {example!r})"
+            )
+        truth = val.set_index("id").loc[rows["id"], "labels"]
+        y = labels_to_matrix(truth)
+        probs = probabilities(rows)
+        report = thresholds_report(probs, y, alpha)
+        storage.write_text(
+            storage.join(out, "thresholds.json"), json.dumps(report, indent=2) + "\n"
         )
-    truth = val.set_index("id").loc[rows["id"], "labels"]
-    y = labels_to_matrix(truth)
-    probs = probabilities(rows)
-    report = thresholds_report(probs, y, alpha)
-    storage.write_text(storage.join(out, "thresholds.json"), json.dumps(report, indent=2) + "\n")
-    chosen = np.array(report["thresholds"])
-    figures.render("threshold_curves", storage.join(out, "threshold_curves.png"), probs, y, chosen)
-    figures.render("per_class_f1", storage.join(out, "per_class_f1.png"), report)
-    figures.close()
+        chosen = np.array(report["thresholds"])
+        figures.render(
+            "threshold_curves", storage.join(out, "threshold_curves.png"), probs, y, chosen
+        )
+        figures.render("per_class_f1", storage.join(out, "per_class_f1.png"), report)
+        figures.close()
     cmp = report["comparison"]
     log.info(
         "thresholds on %d validation rows (alpha %g): macro F1 %.4f at 0.5, %.4f global (t=%.2f), "
