@@ -13,7 +13,7 @@ STAMP := $(VENV)/.installed
 ALPHA ?= 0.1
 DEMO_ROOT ?= runs/local
 
-.PHONY: help install test lint validate demo thresholds compile e2e-docker clean
+.PHONY: help install test lint validate demo thresholds compile bench e2e-docker clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | \
@@ -27,7 +27,7 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/python -m pip install --quiet -e '.[torch,dev]'
 	touch $(STAMP)
 
-test: install ## run the whole test suite (about 4 minutes on 2 cores)
+test: install ## run the whole test suite (about 5 minutes on 2 cores)
 	$(BIN)/python -m pytest -q
 
 lint: install ## ruff
@@ -49,6 +49,9 @@ thresholds: install ## rerun the demo with a new ALPHA: only thresholds and subm
 
 compile: install ## write pipeline.yaml for a cluster (the paper's Table 1 schedule)
 	$(BIN)/python pipeline.py compile -o pipeline.yaml
+
+bench: install ## every performance case against its yardstick, one table (about 2 min on 2 cores)
+	$(BIN)/python bench/run.py --demo-root $(DEMO_ROOT) --json build/bench.json
 
 e2e-docker: install ## opt-in: build the images and run the compose flow for real (needs Docker)
 	bash docker/e2e/run.sh

@@ -277,7 +277,7 @@ def compile_pipeline(schedule: list[Cycle], path: str) -> str:
 
 def run_local(schedule: list[Cycle], params: Params, root: str) -> dict:
     """Run the whole DAG through kfp.local (SubprocessRunner in this environment, cache on);
-    returns the summary (also printed)."""
+    returns the summary (also printed, and written to ``{root}/last_summary.json``)."""
     from kfp import local
 
     params.validate()
@@ -296,6 +296,8 @@ def run_local(schedule: list[Cycle], params: Params, root: str) -> dict:
     new_runs = [root_path / p for p in {p.name for p in root_path.iterdir()} - before]
     outputs = {name: Path(task.outputs[name].path) for name in Outputs._fields}
     summary = summarize(outputs, new_runs, wall)
+    # The latest summary, for `make bench`'s end-to-end row.
+    (root_path / "last_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     print_summary(summary)
     return summary
 

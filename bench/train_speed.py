@@ -56,15 +56,10 @@ def images_per_s(model, dataset, batch, steps) -> float:
     return seen / (time.perf_counter() - t0)
 
 
-def main() -> None:
-    p = argparse.ArgumentParser()
-    p.add_argument("--sizes", default="96,221")
-    p.add_argument("--steps", type=int, default=6)
-    p.add_argument("--batch", type=int, default=8)
-    args = p.parse_args()
-    logging.basicConfig(level=logging.WARNING)
-    sizes = [int(s) for s in args.sizes.split(",")]
-    n = args.batch * (args.steps + 1)
+def measure(sizes: list[int], steps: int = 6, batch: int = 8) -> list[tuple[int, float, float]]:
+    """(size, images/s decoding PNGs, images/s from the cache) for each size."""
+    n = batch * (steps + 1)
+    out = []
     with tempfile.TemporaryDirectory() as tmp:
         generate(SyntheticSpec(n, 0, 512, seed=0, temper=0.5), f"{tmp}/data", workers=2)
         labels = read_labels(f"{tmp}/data/train.csv")
@@ -72,22 +67,32 @@ def main() -> None:
         y = np.zeros((n, 28), np.float32)
         for i, lab in enumerate(labels["labels"]):
             y[i, lab] = 1
-        print(
-            f"Inception-v3 training step, batch {args.batch}, {torch.get_num_threads()} threads, from 512-px PNGs"
-        )
-        print(f"{'size':>5} {'from PNGs img/s':>16} {'from cache img/s':>17} {'ratio':>6}")
         for size in sizes:
             model = create_model()
             cache = build_cache(f"{tmp}/data", "train", ids, size, f"{tmp}/cache")
             cached = images_per_s(
-                model, CachedImages(cache, np.arange(n), y, augment=True), args.batch, args.steps
+                model, CachedImages(cache, np.arange(n), y, augment=True), batch, steps
             )
-            decoded = images_per_s(
-                model, DecodedImages(f"{tmp}/data", ids, size, y), args.batch, args.steps
-            )
-            print(
-                f"{size:>5} {decoded:>16.1f} {cached:>17.1f} {cached / decoded:>5.2f}x", flush=True
-            )
+            decoded = images_per_s(model, DecodedImages(f"{tmp}/data", ids, size, y), batch, steps)
+            out.append((size, decoded, cached))
+    return out
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--sizes", default="96,221")
+    p.add_argument("--steps", type=int, default=6)
+    p.add_argument("--batch", type=int, default=8)
+    args = p.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    print(
+        f"Inception-v3 training step, batch {args.batch}, {torch.get_num_threads()} threads, from 512-px PNGs"
+    )
+    print(f"{'size':>5} {'from PNGs img/s':>16} {'from cache img/s':>17} {'ratio':>6}")
+    for size, decoded, cached in measure(
+        [int(s) for s in args.sizes.split(",")], args.steps, args.batch
+    ):
+        print(f"{size:>5} {decoded:>16.1f} {cached:>17.1f} {cached / decoded:>5.2f}x", flush=True)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,110 @@
+"""Projected wall time of the paper's full schedule on the real data set, from measured costs.
+
+Measured here: the model's FLOPs per image at each Table 1 size (torch's FlopCounterMode on a
+real forward pass; training = 3x forward), the real split's draws per epoch (the resampled train
+fold of the real train.csv), and the per-core rate of building the image cache (bench/input_
+pipeline.py). Assumed, because no GPU was measured: the GPU's sustained bf16 throughput, given
+as a share of its peak (model FLOPs utilisation, MFU). Change the assumption with --mfu / --peak.
+
+    .venv/bin/python bench/projection.py [--epochs 6] [--peak-tflops 989] [--mfu 0.10]
+        [--cpus 8] [--decode-per-core 70] [--tta 8]   (defaults: an H200 at 10 % MFU)
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from protloc.data import read_labels
+from protloc.model import create_model
+from protloc.schedule import PAPER_TABLE_1
+from protloc.split import SplitParams, make_manifest
+
+REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "hpa" / "train.csv"
+TEST_IDS = 11_702
+
+
+@dataclass
+class Projection:
+    epochs: int
+    draws_per_epoch: int
+    val: int
+    gflops: dict[int, float]  # forward GFLOPs per image, by size
+    train_h: float
+    infer_h: float
+    cache_h: float
+    needed_img_s: dict[int, float]  # the GPU's training images/s at each size
+
+    @property
+    def total_h(self) -> float:
+        return self.train_h + self.infer_h + self.cache_h
+
+
+def forward_gflops(sizes: list[int]) -> dict[int, float]:
+    model = create_model().eval()
+    out = {}
+    for size in sizes:
+        with FlopCounterMode(display=False) as counter, torch.no_grad():
+            model(torch.zeros(1, 4, size, size))
+        out[size] = counter.get_total_flops() / 1e9
+    return out
+
+
+def project(
+    epochs: int = 6,
+    peak_tflops: float = 989.0,
+    mfu: float = 0.10,
+    cpus: int = 8,
+    decode_per_core: float = 70.0,
+    tta: int = 8,
+) -> Projection:
+    manifest = make_manifest(read_labels(str(REAL)), SplitParams())
+    train = manifest[manifest["fold"] == "train"]
+    draws = round(float(train["weight"].sum()))
+    val = int((manifest["fold"] == "val").sum())
+    sizes = [s for s, _ in PAPER_TABLE_1]
+    gflops = forward_gflops(sizes)
+    sustained = peak_tflops * 1e12 * mfu
+    train_s = sum(epochs * draws * 3 * gflops[s] * 1e9 / sustained for s in sizes)
+    infer_s = sum((val + TEST_IDS) * tta * gflops[s] * 1e9 / sustained for s in sizes)
+    # Each size's cache: the labelled samples for its cycle, then validation + test for infer.
+    cache_s = sum((len(manifest) + val + TEST_IDS) / (cpus * decode_per_core) for _ in sizes)
+    return Projection(
+        epochs=epochs,
+        draws_per_epoch=draws,
+        val=val,
+        gflops=gflops,
+        train_h=train_s / 3600,
+        infer_h=infer_s / 3600,
+        cache_h=cache_s / 3600,
+        needed_img_s={s: sustained / (3 * gflops[s] * 1e9) for s in sizes},
+    )
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--epochs", type=int, default=6)
+    p.add_argument("--peak-tflops", type=float, default=989.0, help="H100/H200 dense bf16")
+    p.add_argument("--mfu", type=float, default=0.10)
+    p.add_argument("--cpus", type=int, default=8, help="CPU cores of a train pod")
+    p.add_argument("--decode-per-core", type=float, default=70.0)
+    p.add_argument("--tta", type=int, default=8)
+    a = p.parse_args()
+    r = project(a.epochs, a.peak_tflops, a.mfu, a.cpus, a.decode_per_core, a.tta)
+    print(f"draws per epoch {r.draws_per_epoch}, validation {r.val}, test {TEST_IDS}")
+    for size, g in r.gflops.items():
+        print(
+            f"{size:>4} px: {g:6.2f} GFLOPs forward, GPU trains {r.needed_img_s[size]:,.0f} img/s"
+        )
+    print(
+        f"train {r.train_h:.2f} h + infer {r.infer_h:.2f} h + cache builds {r.cache_h:.2f} h "
+        f"= {r.total_h:.2f} h"
+    )
+
+
+if __name__ == "__main__":
+    main()
