@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+import sys
 import uuid
 from pathlib import Path
 
@@ -118,3 +119,26 @@ def cycle0(tiny_data, weighted_split, tmp_path_factory):
     cfg = TrainConfig(**TINY_CYCLE, cache_dir=str(cache))
     metrics = train_cycle(str(weighted_split / "manifest.parquet"), str(tiny_data), str(out), cfg)
     return out, metrics, time.perf_counter() - t0
+
+
+def train_cmd(tiny_data, tiny_split, out, epochs: int = 3) -> list[str]:
+    """The train CLI on tiny_data at 80 px, batch 8, no loader workers, as a command line."""
+    return [
+        sys.executable,
+        "-m",
+        "components.train",
+        "--manifest",
+        str(tiny_split / "manifest.parquet"),
+        "--data",
+        str(tiny_data),
+        "--out",
+        str(out),
+        "--size",
+        "80",
+        "--batch-size",
+        "8",
+        "--epochs",
+        str(epochs),
+        "--workers",
+        "0",
+    ]

@@ -25,7 +25,7 @@ from protloc.checkpoint import load_checkpoint
 from protloc.errors import ArtifactError, StorageError
 from protloc.manifest import check_labels, read_manifest
 from protloc.train import TrainConfig, train_cycle
-from tests.conftest import ROOT, TEST_KEY_ID, TEST_SECRET, TINY_CYCLE, free_port
+from tests.conftest import ROOT, TEST_KEY_ID, TEST_SECRET, TINY_CYCLE, free_port, train_cmd
 from tests.faults import CuttableProxy, kill_at
 
 MB = 1024 * 1024
@@ -59,23 +59,7 @@ def _run(args: list[str], env: dict[str, str], timeout: float = 300):
 
 
 def _train_args(tiny_data: Path, tiny_split: Path, out: str, epochs: int = 2) -> list[str]:
-    return [
-        "components.train",
-        "--manifest",
-        str(tiny_split / "manifest.parquet"),
-        "--data",
-        str(tiny_data),
-        "--out",
-        out,
-        "--size",
-        "80",
-        "--batch-size",
-        "8",
-        "--epochs",
-        str(epochs),
-        "--workers",
-        "0",
-    ]
+    return train_cmd(tiny_data, tiny_split, out, epochs)[2:]  # without "python -m"
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ from protloc.checkpoint import load_checkpoint
 from protloc.errors import ArtifactError, ConfigError
 from protloc.manifest import read_manifest
 from protloc.train import TrainConfig, TrainingError, train_cycle
-from tests.conftest import ROOT, TINY_CYCLE, free_port
+from tests.conftest import ROOT, TINY_CYCLE, free_port, train_cmd
 
 
 def _cfg(**kw):
@@ -78,30 +78,8 @@ def test_warm_start_at_another_size_keeps_the_weights(cycle0, tiny_data, tiny_sp
         assert torch.allclose(state["model"][key], value, atol=1e-6), key
 
 
-def _train_cmd(tiny_data, tiny_split, out, epochs=3):
-    return [
-        sys.executable,
-        "-m",
-        "components.train",
-        "--manifest",
-        str(tiny_split / "manifest.parquet"),
-        "--data",
-        str(tiny_data),
-        "--out",
-        str(out),
-        "--size",
-        "80",
-        "--batch-size",
-        "8",
-        "--epochs",
-        str(epochs),
-        "--workers",
-        "0",
-    ]
-
-
 def test_killed_cycle_resumes_from_last_epoch(tiny_data, tiny_split, tmp_path, cache_dir):
-    cmd = _train_cmd(tiny_data, tiny_split, tmp_path / "out")
+    cmd = train_cmd(tiny_data, tiny_split, tmp_path / "out")
     env = {**os.environ, "PROTLOC_CACHE_DIR": str(cache_dir)}
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True)
     ckpt = tmp_path / "out" / "checkpoint.pt"
@@ -159,7 +137,7 @@ def test_bad_inputs_are_clear_errors(tiny_data, tiny_split, tmp_path):
             _cfg(init=str(tmp_path / "nope" / "checkpoint.pt")),
         )
     cmd = [
-        *_train_cmd(tiny_data, tiny_split, tmp_path / "o"),
+        *train_cmd(tiny_data, tiny_split, tmp_path / "o"),
         "--size",
         "50",
     ]  # the last --size wins
@@ -183,7 +161,7 @@ def test_torchrun_two_processes_trains_with_ddp(tiny_data, tiny_split, tmp_path,
     # The same train command as above (its first item is the interpreter); later flags win.
     cmd = [
         *launcher,
-        *_train_cmd(tiny_data, tiny_split, out, epochs=1)[1:],
+        *train_cmd(tiny_data, tiny_split, out, epochs=1)[1:],
         "--batch-size",
         "4",
     ]
