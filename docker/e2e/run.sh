@@ -17,6 +17,17 @@ export DOCKER_BUILDKIT=0
 echo "== building $IMAGE:$VERSION-cpu and -gpu on $BASE_IMAGE"
 docker build -q -f docker/Dockerfile --target cpu --build-arg BASE_IMAGE="$BASE_IMAGE" -t "$IMAGE:$VERSION-cpu" .
 docker build -q -f docker/Dockerfile --target gpu --build-arg BASE_IMAGE="$BASE_IMAGE" -t "$IMAGE:$VERSION-gpu" .
+echo "== no credential in the images (layers, build history, config) and a non-root user"
+password=$(grep '^MINIO_ROOT_PASSWORD=' "$ENV_FILE" | cut -d= -f2)
+for tag in cpu gpu; do
+    img="$IMAGE:$VERSION-$tag"
+    if docker save "$img" | grep -a -q -F -e "$password" -e "AWS_SECRET_ACCESS_KEY=" \
+        || docker history --no-trunc "$img" | grep -q -E "AWS_(ACCESS_KEY_ID|SECRET_ACCESS_KEY)" \
+        || docker image inspect "$img" --format '{{json .Config.Env}}' | grep -q AWS_; then
+        echo "a credential (or an AWS_* setting) is in $img"; exit 1
+    fi
+    echo "$img: no credential; runs as $(docker run --rm --entrypoint id "$img" -u)"
+done
 files=(-f docker/compose.yaml)
 [ "${E2E_S3:-minio}" = moto ] && files+=(-f docker/e2e/compose.e2e.yaml)
 # Without the NVIDIA runtime, Docker refuses GPU reservations: drop them (train and infer then
