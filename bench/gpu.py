@@ -35,6 +35,7 @@ from protloc.data import read_labels
 from protloc.dataset import CachedImages
 from protloc.loss import soft_f1_loss
 from protloc.model import create_model
+from protloc.predict import autocast
 from protloc.schedule import PAPER_TABLE_1
 from protloc.synthetic import SyntheticSpec, generate
 from protloc.transforms import normalize
@@ -66,11 +67,7 @@ def _step_fn(model, optimizer, device: torch.device, bf16_cl: bool):
         x = normalize(images.to(device, non_blocking=True), mean, std)
         if bf16_cl:
             x = x.contiguous(memory_format=torch.channels_last)
-        amp = (
-            torch.autocast(device.type, dtype=torch.bfloat16)
-            if bf16_cl and device.type == "cuda"
-            else nullcontext()
-        )
+        amp = autocast(device) if bf16_cl else nullcontext()  # bf16 on CUDA, off on the CPU
         with amp:
             logits = model(x)
         loss = soft_f1_loss(logits.float(), targets.to(device, non_blocking=True))

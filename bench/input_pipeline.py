@@ -20,12 +20,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from train_speed import DecodedImages  # the decode-every-time dataset (bench/ is on sys.path)
 
 from protloc.cache import build_cache
-from protloc.classes import CHANNELS
-from protloc.data import load_sample
+from protloc.classes import CHANNELS, NUM_CLASSES
 from protloc.dataset import CachedImages
-from protloc.transforms import D4_SIZE, d4, normalize
+from protloc.transforms import normalize
 
 REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "hpa" / "real_channels"
 LABELLED = 31_072  # samples in the Kaggle train.csv
@@ -72,9 +72,10 @@ class InputFigures:
 def measure(root: str, ids: list[str], size: int, cache_dir: str, seconds: float) -> InputFigures:
     torch.set_num_threads(1)
 
+    yardstick = DecodedImages(root, ids, size, np.zeros((len(ids), NUM_CLASSES), np.float32))
+
     def decoded(i: int) -> torch.Tensor:
-        x = d4(load_sample(root, "train", ids[i], size=size), i % D4_SIZE)
-        return normalize(torch.from_numpy(x)[None], MEAN, STD)
+        return normalize(yardstick[i][0][None], MEAN, STD)
 
     decode_per_s = rate(decoded, len(ids), seconds)  # also brings the files into the page cache
     t0 = time.perf_counter()

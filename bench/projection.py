@@ -72,7 +72,7 @@ def project(
     train_s = sum(epochs * draws * 3 * gflops[s] * 1e9 / sustained for s in sizes)
     infer_s = sum((val + TEST_IDS) * tta * gflops[s] * 1e9 / sustained for s in sizes)
     # Each size's cache: the labelled samples for its cycle, then validation + test for infer.
-    cache_s = sum((len(manifest) + val + TEST_IDS) / (cpus * decode_per_core) for _ in sizes)
+    cache_s = len(sizes) * (len(manifest) + val + TEST_IDS) / (cpus * decode_per_core)
     return Projection(
         epochs=epochs,
         draws_per_epoch=draws,

@@ -39,10 +39,11 @@ def timed(step: str, out: str, code_version: str) -> Iterator[None]:
 
 
 def split_step(data_root: str, out: str, params, code_version: str) -> None:
+    from protloc.data import labels_uri
     from protloc.split import run_split
 
     with timed("split", out, code_version):
-        run_split(storage.join(data_root, "train.csv"), out, params)
+        run_split(labels_uri(data_root), out, params)
 
 
 def train_step(
@@ -149,12 +150,13 @@ def thresholds_step(
 def submit_step(
     infer_dir: str, thresholds_dir: str, data_root: str, out: str, code_version: str
 ) -> None:
+    from protloc.data import sample_submission_uri
     from protloc.submission import run_submit
 
     with timed("submit", out, code_version):
         run_submit(
             storage.join(infer_dir, "predictions.parquet"),
             storage.join(thresholds_dir, "thresholds.json"),
-            storage.join(data_root, "sample_submission.csv"),
+            sample_submission_uri(data_root),
             out,
         )
