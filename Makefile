@@ -10,7 +10,6 @@ TORCH_PIN ?= torch==2.14.1 torchvision==0.29.1
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-ALPHA ?= 0.1
 DEMO_ROOT ?= runs/local
 
 .PHONY: help install test lint validate demo thresholds compile bench e2e-docker clean
@@ -44,7 +43,8 @@ validate: install ## render and check what runs outside Python: compose file, k8
 demo: install ## the whole pipeline on synthetic HPA data through kfp.local, then a summary
 	$(BIN)/python pipeline.py local --root $(DEMO_ROOT)
 
-thresholds: install ## rerun the demo with a new ALPHA: only thresholds and submit execute
+thresholds: install ## rerun the demo with ALPHA=A: only thresholds and submit execute
+	@test -n "$(ALPHA)" || { echo "make thresholds needs ALPHA=A (e.g. ALPHA=0.3)"; exit 2; }
 	$(BIN)/python pipeline.py local --root $(DEMO_ROOT) --alpha $(ALPHA)
 
 compile: install ## write pipeline.yaml for a cluster (the paper's Table 1 schedule)

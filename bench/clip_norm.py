@@ -18,12 +18,13 @@ import numpy as np
 import torch
 
 from protloc.cache import build_cache
+from protloc.config import SplitConfig
 from protloc.data import labels_to_matrix
 from protloc.loss import get_loss
 from protloc.manifest import read_manifest
 from protloc.model import create_model, init_head
 from protloc.sampling import epoch_indices
-from protloc.split import SplitParams, run_split
+from protloc.split import run_split
 from protloc.synthetic import SyntheticSpec, generate
 from protloc.transforms import channel_stats, d4, normalize
 
@@ -70,7 +71,7 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING)
     with tempfile.TemporaryDirectory() as tmp:
         generate(SyntheticSpec(300, 0, args.size, seed=0, temper=0.7), f"{tmp}/data")
-        run_split(f"{tmp}/data/train.csv", f"{tmp}/split", SplitParams(rare_below=10))
+        run_split(f"{tmp}/data/train.csv", f"{tmp}/split", SplitConfig(rare_below=10))
         m = read_manifest(f"{tmp}/split/manifest.parquet").fold("train")
         cache = build_cache(f"{tmp}/data", "train", list(m["id"]), args.size, f"{tmp}/cache")
         y = labels_to_matrix(m["labels"]).astype(np.float32)

@@ -2,7 +2,7 @@
 normalised tensors, decoding the four PNGs (and resizing) every time against reading the image
 cache; the cache's build rate and disk cost. One process, one thread: per core.
 
-The 96 real channel files in ../shared/data/hpa/real_channels hold one channel per Id, so each
+The 20 real channel files in tests/data/hpa/real_channels hold one channel per Id, so each
 benchmark sample is assembled from four Ids (symbolic links in a temporary folder; nothing is
 copied). Fine for decoding and throughput, which is all this measures.
 
@@ -27,7 +27,7 @@ from protloc.classes import CHANNELS, NUM_CLASSES
 from protloc.dataset import CachedImages
 from protloc.transforms import normalize
 
-REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "hpa" / "real_channels"
+REAL = Path(__file__).resolve().parents[1] / "tests" / "data" / "hpa" / "real_channels"
 LABELLED = 31_072  # samples in the Kaggle train.csv
 MEAN, STD = torch.full((4,), 0.08), torch.full((4,), 0.12)
 

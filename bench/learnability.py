@@ -16,11 +16,12 @@ import time
 
 import numpy as np
 
+from protloc.config import SplitConfig
 from protloc.data import labels_to_matrix
 from protloc.manifest import read_manifest
 from protloc.metrics import macro_f1
 from protloc.schedule import parse_schedule
-from protloc.split import SplitParams, run_split
+from protloc.split import run_split
 from protloc.synthetic import SyntheticSpec, generate
 from protloc.train import TrainConfig, train_cycle
 
@@ -51,7 +52,7 @@ def main() -> None:
             f"{tmp}/data",
             workers=2,
         )
-        run_split(f"{tmp}/data/train.csv", f"{tmp}/split", SplitParams(rare_below=10))
+        run_split(f"{tmp}/data/train.csv", f"{tmp}/split", SplitConfig(rare_below=10))
         m = read_manifest(f"{tmp}/split/manifest.parquet")
         y_tr, y_va = (
             labels_to_matrix(m.fold("train")["labels"]),

@@ -19,12 +19,13 @@ from pathlib import Path
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from protloc.config import SplitConfig
 from protloc.data import read_labels
 from protloc.model import create_model
 from protloc.schedule import PAPER_TABLE_1
-from protloc.split import SplitParams, make_manifest
+from protloc.split import make_manifest
 
-REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "hpa" / "train.csv"
+REAL = Path(__file__).resolve().parents[1] / "tests" / "data" / "hpa" / "train.csv"
 TEST_IDS = 11_702
 
 
@@ -62,7 +63,7 @@ def project(
     decode_per_core: float = 70.0,
     tta: int = 8,
 ) -> Projection:
-    manifest = make_manifest(read_labels(str(REAL)), SplitParams())
+    manifest = make_manifest(read_labels(str(REAL)), SplitConfig())
     train = manifest[manifest["fold"] == "train"]
     draws = round(float(train["weight"].sum()))
     val = int((manifest["fold"] == "val").sum())

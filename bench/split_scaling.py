@@ -19,11 +19,12 @@ from pathlib import Path
 import numpy as np
 from iterstrat.ml_stratifiers import MultilabelStratifiedShuffleSplit
 
+from protloc.config import SplitConfig
 from protloc.data import labels_to_matrix, parse_labels
-from protloc.split import SplitParams, run_split
+from protloc.split import run_split
 
 ROOT = Path(__file__).resolve().parents[1]
-REAL = ROOT.parent / "shared" / "data" / "hpa" / "train.csv"
+REAL = ROOT / "tests" / "data" / "hpa" / "train.csv"
 
 
 @dataclass
@@ -53,7 +54,7 @@ def measure(rows: int, real: bytes, tmp: str) -> SplitFigures:
     next(splitter.split(np.zeros(len(y)), y))
     bare = time.perf_counter() - t0
     t0 = time.perf_counter()
-    run_split(str(path), f"{tmp}/out-{rows}", SplitParams())
+    run_split(str(path), f"{tmp}/out-{rows}", SplitConfig())
     return SplitFigures(rows, bare, time.perf_counter() - t0)
 
 

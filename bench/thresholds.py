@@ -3,7 +3,8 @@
 Prints, side by side in one run: the time of both on 10,000 x 28 structured random predictions
 (and at 5k, 50k, 500k rows with --sizes), the ratio, the per-class objective difference, and the
 2-fold cross-fit macro F1 and mean |P - R| for several alphas on 4,661 validation rows (the real
-validation size), which is how DEFAULT_ALPHA was chosen.
+validation size), which is how the default alpha (protloc.config.ThresholdsConfig) was chosen;
+``cli_walls`` times the whole thresholds command (start-up included) on 4,661 validation rows.
 
     .venv/bin/python bench/thresholds.py [--sizes 10000] [--alphas 0,0.05,0.1,0.2,0.3,0.5]
 """
@@ -11,13 +12,20 @@ validation size), which is how DEFAULT_ALPHA was chosen.
 from __future__ import annotations
 
 import argparse
+import subprocess
+import sys
+import tempfile
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
+import pandas as pd
 from sklearn.metrics import f1_score, precision_score, recall_score
 
+from protloc import predictions
 from protloc.classes import NUM_CLASSES
+from protloc.manifest import write_manifest
 from protloc.synthetic.predictions import structured_predictions
 from protloc.thresholds import compare, fit_thresholds, grid_search_class
 
@@ -75,6 +83,32 @@ def speed(n: int, alpha: float, grid_classes: int = NUM_CLASSES) -> ThresholdFig
         min_gain=float((exact_obj - fast)[has_pos].min()),
         sklearn_agrees=bool(np.allclose(sk, fast[classes], atol=1e-9)),
     )
+
+
+CLI_GOAL_S = 2.0  # the thresholds step is the one users rerun when tuning alpha
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def cli_walls(runs: int = 3, n_val: int = 4661) -> list[float]:
+    """Wall seconds of ``python -m components.thresholds`` on ``n_val`` validation rows, per run."""
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        probs, y = structured_predictions(n_val + 100, seed=4)
+        ids = [f"id{i:05d}" for i in range(len(y))]
+        labels = [list(np.flatnonzero(row)) or [0] for row in y]
+        fold = ["val"] * n_val + ["train"] * 100
+        frame = pd.DataFrame({"id": ids, "labels": labels, "fold": fold, "weight": np.float32(1)})
+        write_manifest(frame, {}, str(folder / "manifest.parquet"))
+        rows = predictions.frame(ids[:n_val], "val", "ensemble", probs[:n_val])
+        predictions.write_predictions(rows, str(folder / "predictions.parquet"))
+        cmd = [sys.executable, "-m", "components.thresholds", "--split", tmp]
+        cmd += ["--predictions", tmp, "--out", f"{tmp}/out"]
+        walls = []
+        for _ in range(runs):
+            t0 = time.perf_counter()
+            subprocess.run(cmd, cwd=ROOT, check=True, capture_output=True)
+            walls.append(time.perf_counter() - t0)
+        return walls
 
 
 def main() -> None:

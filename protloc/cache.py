@@ -113,6 +113,51 @@ def _reserve(path: Path, nbytes: int, cache_dir: Path) -> None:
             f.truncate(nbytes)  # file systems without fallocate
 
 
+def _decode_into(
+    out: np.ndarray,
+    root: str,
+    split: str,
+    ids: list[str],
+    size: int,
+    ext: str,
+    workers: int,
+    skip_bad: bool,
+) -> tuple[list[str], list[str]]:
+    """Decode ``ids`` into the rows of ``out`` in order; returns (kept, skipped) ids."""
+    t0 = time.perf_counter()
+
+    def load(sample_id: str) -> np.ndarray | DataError:
+        try:
+            return load_sample(root, split, sample_id, size=size, ext=ext)
+        except DataError as exc:
+            if not skip_bad:
+                raise
+            return exc
+
+    kept: list[str] = []
+    skipped: list[str] = []
+    every = max(1, len(ids) // 10)
+    with ThreadPoolExecutor(max(1, workers)) as pool:  # Pillow releases the GIL while decoding
+        for n, (sample_id, result) in enumerate(zip(ids, pool.map(load, ids), strict=True), 1):
+            if isinstance(result, DataError):
+                log.warning("skipping bad sample: %s", result)
+                skipped.append(sample_id)
+            else:
+                out[len(kept)] = result
+                kept.append(sample_id)
+            if n % every == 0 or n == len(ids):
+                rate = n / max(time.perf_counter() - t0, 1e-9)
+                log.info(
+                    "image cache %s at %d px: %d/%d samples (%.0f samples/s)",
+                    split,
+                    size,
+                    n,
+                    len(ids),
+                    rate,
+                )
+    return kept, skipped
+
+
 def build_cache(
     root: str,
     split: str,
@@ -141,35 +186,7 @@ def build_cache(
         _reserve(tmp, len(ids) * sample_bytes, cache_dir)
         out = np.memmap(tmp, dtype=np.uint8, mode="r+", shape=(len(ids), 4, size, size))
 
-        def load(sample_id: str) -> np.ndarray | DataError:
-            try:
-                return load_sample(root, split, sample_id, size=size, ext=ext)
-            except DataError as exc:
-                if not skip_bad:
-                    raise
-                return exc
-
-        kept: list[str] = []
-        skipped: list[str] = []
-        every = max(1, len(ids) // 10)
-        with ThreadPoolExecutor(max(1, workers)) as pool:  # Pillow releases the GIL while decoding
-            for n, (sample_id, result) in enumerate(zip(ids, pool.map(load, ids), strict=True), 1):
-                if isinstance(result, DataError):
-                    log.warning("skipping bad sample: %s", result)
-                    skipped.append(sample_id)
-                else:
-                    out[len(kept)] = result
-                    kept.append(sample_id)
-                if n % every == 0 or n == len(ids):
-                    rate = n / max(time.perf_counter() - t0, 1e-9)
-                    log.info(
-                        "image cache %s at %d px: %d/%d samples (%.0f samples/s)",
-                        split,
-                        size,
-                        n,
-                        len(ids),
-                        rate,
-                    )
+        kept, skipped = _decode_into(out, root, split, ids, size, ext, workers, skip_bad)
         out.flush()
         del out
         if not kept:

@@ -1,75 +1,185 @@
-"""The train step's settings (no torch: the pipeline reads the defaults at compile time)."""
+"""Every step's settings: one typed config per step, the only list of its parameters.
+
+No torch, no kfp: the pipeline reads these at compile time. CLI flags, KFP component inputs and
+pipeline parameters are derived from them (see ``protloc.params``). A name used by two steps
+(``seed``, ``workers``, ``cache_dir``) is one concept and one pipeline parameter: both steps build
+the field with the same function below, and the contract test checks they agree.
+"""
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, fields
-from typing import Any
+from dataclasses import dataclass
 
 from protloc.errors import ConfigError
-from protloc.schedule import MIN_SIZE
+from protloc.params import StepConfig, param
 
 LOSSES = ("soft_f1", "bce")
 NORM_TYPES = {"l2": 2.0, "l1": 1.0, "inf": math.inf}
-# Fields that do not change the result: a rerun may change them and still resume.
-_OPERATIONAL = {"workers", "cache_dir", "log_every", "skip_bad"}
+MAX_SEED = 2**32 - 1  # numpy's and iterstrat's seed range
+MIN_SIZE = 75  # Inception-v3's smallest input
+MAX_SIZE = 4096
+
+
+def _seed():
+    return param(
+        0,
+        "random seed of the split, sampling, augmentation and initialisation",
+        low=0,
+        high=MAX_SEED,
+    )
+
+
+def _workers():
+    return param(
+        8,
+        "data loader and image-decoding processes (0: decode in the main process)",
+        low=0,
+        high=256,
+        result=False,
+    )
+
+
+def _cache_dir():
+    return param(
+        "", "image cache folder; empty: $PROTLOC_CACHE_DIR, else a temporary folder", result=False
+    )
 
 
 @dataclass(frozen=True)
-class TrainConfig:
-    """One cycle's settings (stored, resolved, in every checkpoint)."""
+class SplitConfig(StepConfig):
+    """The split step: stratified holdout and per-sample resampling weights."""
 
-    size: int
-    batch_size: int
-    epochs: int
-    cycle: int = 0
-    lr_max: float = 0.2  # measured: bench/learnability.py, soft F1 (see bench/README.md)
-    lr_min: float = 0.0005
-    momentum: float = 0.9
-    weight_decay: float = 1e-4
-    clip_norm: float = 10.0
-    clip_norm_type: str = "l2"
-    loss: str = "soft_f1"
-    seed: int = 0
-    dropout: float = 0.5
-    jitter: float = 0.1
-    init: str | None = None
-    pretrained: str | None = None
-    workers: int = 2
-    cache_dir: str | None = None
-    log_every: int = 20
-    skip_bad: bool = False
+    val_fraction: float = param(
+        0.15,
+        "share of the labelled samples held out for validation",
+        low=0,
+        high=1,
+        low_open=True,
+        high_open=True,
+    )
+    seed: int = _seed()
+    rare_below: int = param(
+        100, "a class with fewer training samples is rare (0: none is)", low=0, high=10**9
+    )
+    rare_factor: float = param(
+        5.0,
+        "draws per epoch of a training sample that has a rare class",
+        low=0,
+        high=100,
+        low_open=True,
+    )
+    dominant_factor: float = param(
+        0.5,
+        "draws per epoch of a training sample whose classes are all dominant",
+        low=0,
+        high=100,
+        low_open=True,
+    )
+    dominant_share: float = param(
+        0.2,
+        "a class in at least this share of training samples is dominant",
+        low=0,
+        high=1,
+        low_open=True,
+    )
 
-    def validate(self) -> None:
-        """Raise ConfigError naming the first bad parameter."""
-        if self.size < MIN_SIZE:
-            raise ConfigError(
-                f"size {self.size} px is under Inception-v3's minimum of {MIN_SIZE} px"
-            )
-        for name in ("batch_size", "epochs"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if not self.lr_max > 0 or not 0 <= self.lr_min <= self.lr_max:
-            raise ConfigError(
-                f"need 0 <= lr_min <= lr_max and lr_max > 0, got lr_max={self.lr_max}, lr_min={self.lr_min}"
-            )
-        if not 0 <= self.momentum < 1:
-            raise ConfigError(f"momentum must be in [0, 1), got {self.momentum}")
-        if self.weight_decay < 0:
-            raise ConfigError(f"weight_decay must be >= 0, got {self.weight_decay}")
-        if self.clip_norm < 0:
-            raise ConfigError(f"clip_norm must be >= 0 (0 = off), got {self.clip_norm}")
-        if self.clip_norm_type not in NORM_TYPES:
-            raise ConfigError(
-                f"clip_norm_type must be one of {', '.join(NORM_TYPES)}, got {self.clip_norm_type!r}"
-            )
-        if self.loss not in LOSSES:
-            raise ConfigError(f"loss must be one of {', '.join(LOSSES)}, got {self.loss!r}")
-        if not 0 <= self.jitter < 1:
-            raise ConfigError(f"jitter must be in [0, 1), got {self.jitter}")
-        if self.workers < 0:
-            raise ConfigError(f"workers must be >= 0, got {self.workers}")
 
-    def result_fields(self) -> dict[str, Any]:
-        """The fields that determine the result (compared when resuming)."""
-        return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in _OPERATIONAL}
+@dataclass(frozen=True)
+class TrainConfig(StepConfig):
+    """The train step: one SGDR cycle (stored, resolved, in every checkpoint)."""
+
+    size: int = param(
+        help="image size in pixels of this cycle", low=MIN_SIZE, high=MAX_SIZE, scope="task"
+    )
+    batch_size: int = param(
+        help="images per optimizer step and process (BatchNorm needs >= 2)",
+        low=2,
+        high=4096,
+        scope="task",
+    )
+    epochs: int = param(
+        help="epochs of this cycle (one cosine annealing)", low=1, high=10_000, scope="task"
+    )
+    cycle: int = param(
+        0, "index of this cycle in the schedule (0 = first)", low=0, high=1000, scope="task"
+    )
+    # measured: bench/learnability.py, soft F1 (see bench/README.md)
+    lr_max: float = param(
+        0.2, "learning rate at the start of each cycle", low=0, high=10, low_open=True
+    )
+    lr_min: float = param(
+        0.0005, "learning rate at the end of each cycle (<= lr_max)", low=0, high=10
+    )
+    momentum: float = param(0.9, "SGD momentum", low=0, high=1, high_open=True)
+    weight_decay: float = param(
+        1e-4, "L2 weight decay (not on biases and BatchNorm)", low=0, high=1
+    )
+    # measured: bench/clip_norm.py (the paper's total L1 norm at 10 freezes training)
+    clip_norm: float = param(10.0, "gradient clipping threshold (0: off)", low=0, high=1e6)
+    clip_norm_type: str = param(
+        "l2", "norm the clipping threshold applies to", choices=tuple(NORM_TYPES)
+    )
+    loss: str = param("soft_f1", "training loss", choices=LOSSES)
+    seed: int = _seed()
+    dropout: float = param(0.5, "dropout before the classifier", low=0, high=1, high_open=True)
+    jitter: float = param(
+        0.1, "intensity jitter per channel (+- share)", low=0, high=1, high_open=True
+    )
+    pretrained: str = param(
+        "",
+        "torchvision inception_v3 ImageNet state dict (local or s3://) for the first cycle; "
+        "empty: from scratch",
+    )
+    workers: int = _workers()
+    cache_dir: str = _cache_dir()
+    log_every: int = param(20, "log every N optimizer steps", low=1, high=10**6, result=False)
+    skip_bad: bool = param(
+        False,
+        "leave unreadable samples out (listed in metrics.json) instead of stopping",
+        result=False,
+    )
+    work_root: str = param(
+        "",
+        "durable folder (e.g. s3://) for per-epoch checkpoints so a retried pod resumes; "
+        "empty: the output folder",
+        result=False,
+    )
+
+    def check(self) -> None:
+        if self.lr_min > self.lr_max:
+            raise ConfigError(
+                f"lr_min must be <= lr_max, got lr_min={self.lr_min}, lr_max={self.lr_max}"
+            )
+
+
+@dataclass(frozen=True)
+class InferConfig(StepConfig):
+    """The infer step: snapshot ensemble with test-time augmentation."""
+
+    tta: int = param(8, "D4 transforms averaged per image", low=1, high=8)
+    infer_batch_size: int = param(64, "images per forward pass", low=1, high=4096)
+    workers: int = _workers()
+    cache_dir: str = _cache_dir()
+
+
+@dataclass(frozen=True)
+class ThresholdsConfig(StepConfig):
+    """The thresholds step: per-class thresholds with the precision/recall penalty."""
+
+    # Chosen by the 2-fold cross-fit in bench/thresholds.py (see bench/README.md).
+    alpha: float = param(0.1, "penalty on |precision - recall| (0: plain F1)", low=0, high=1)
+
+
+@dataclass(frozen=True)
+class SubmitConfig(StepConfig):
+    """The submit step has no settings: thresholds and predictions decide everything."""
+
+
+CONFIGS: dict[str, type[StepConfig]] = {
+    "split": SplitConfig,
+    "train": TrainConfig,
+    "infer": InferConfig,
+    "thresholds": ThresholdsConfig,
+    "submit": SubmitConfig,
+}

@@ -13,7 +13,8 @@ import torch
 from protloc import predictions
 from protloc.cache import build_cache
 from protloc.checkpoint import load_checkpoint
-from protloc.data import labels_uri, read_test_ids, sample_submission_uri
+from protloc.config import InferConfig
+from protloc.data import read_test_ids
 from protloc.errors import ArtifactError, ConfigError
 from protloc.manifest import check_labels, read_manifest
 from protloc.model import create_model, load_weights
@@ -33,16 +34,17 @@ def run_infer(
     data_root: str,
     snapshots: list[str],
     out: str,
-    tta: int = 8,
-    batch_size: int = 64,
-    workers: int = 2,
-    cache_dir: str | None = None,
+    cfg: InferConfig,
+    *,
+    labels_uri: str,
+    sample_submission_uri: str,
 ) -> pd.DataFrame:
-    """Write ``{out}/predictions.parquet`` (per-snapshot and ensemble rows); returns the frame."""
+    """Write ``{out}/predictions.parquet`` (per-snapshot and ensemble rows); returns the frame.
+
+    Validation ids come from the manifest, test ids from ``sample_submission_uri``; images from
+    ``data_root``'s ``train/`` and ``test/`` folders."""
     if not snapshots:
         raise ConfigError("give at least one snapshot checkpoint")
-    if batch_size < 1:
-        raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
     states = [load_checkpoint(uri) for uri in snapshots]  # all checked before any work
     for uri, state in zip(snapshots, states, strict=True):
         if not state["complete"]:
@@ -53,9 +55,9 @@ def run_infer(
     if len(set(names)) != len(names):
         raise ArtifactError(f"two snapshots share a cycle and size: {names}")
     manifest = read_manifest(manifest_uri)
-    check_labels(manifest, labels_uri(data_root), manifest_uri)
+    check_labels(manifest, labels_uri, manifest_uri)
     val_ids = list(manifest.fold("val")["id"])
-    test_ids = read_test_ids(sample_submission_uri(data_root))
+    test_ids = read_test_ids(sample_submission_uri)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     t0 = time.perf_counter()
     frames, sums = [], {"val": 0.0, "test": 0.0}
@@ -69,16 +71,16 @@ def run_infer(
             if not ids:
                 continue
             cache = build_cache(
-                data_root, folder, ids, state["size"], cache_dir, workers=max(workers, 2)
+                data_root, folder, ids, state["size"], cfg.cache_dir, workers=max(cfg.workers, 2)
             )
             probs = predict(
                 model,
                 cache,
                 state["norm"],
-                batch_size,
+                cfg.infer_batch_size,
                 device,
-                tta=tta,
-                workers=workers,
+                tta=cfg.tta,
+                workers=cfg.workers,
                 label=f"{name} {split}",
             )
             frames.append(predictions.frame(ids, split, name, probs))
@@ -95,7 +97,7 @@ def run_infer(
         len(val_ids),
         len(test_ids),
         len(states),
-        tta,
+        cfg.tta,
         time.perf_counter() - t0,
     )
     return rows

@@ -116,6 +116,13 @@ def _validate(table: pa.Table, uri: str) -> Manifest:
             f"{uri}: manifest was made for {len(names)} other classes, not protloc's {NUM_CLASSES}"
         )
     frame = table.select([f.name for f in SCHEMA]).to_pandas()
+    _check_rows(frame, uri)
+    return Manifest(frame=frame, meta=meta)
+
+
+def _check_rows(frame: pd.DataFrame, uri: str) -> None:
+    """No nulls or repeated ids, known folds, sane weights and classes, some training rows;
+    turns ``labels`` into lists of ints in place."""
     if (
         frame["id"].isna().any()
         or frame["fold"].isna().any()
@@ -144,7 +151,6 @@ def _validate(table: pa.Table, uri: str) -> Manifest:
             )
     if not (frame["fold"] == "train").any():
         raise ArtifactError(f"{uri}: manifest has no training rows")
-    return Manifest(frame=frame, meta=meta)
 
 
 def check_labels(manifest: Manifest, labels_uri: str, source: str = "manifest") -> None:

@@ -11,8 +11,6 @@ from dataclasses import asdict, dataclass
 
 from protloc.errors import ConfigError
 
-MIN_SIZE = 75  # Inception-v3's smallest input
-
 # The paper's Table 1: (image size, batch size on an 11 GB GPU).
 PAPER_TABLE_1: tuple[tuple[int, int], ...] = (
     (221, 48),
@@ -62,16 +60,16 @@ def format_schedule(cycles: list[Cycle]) -> str:
 
 
 def validate_schedule(cycles: list[Cycle]) -> None:
-    """Sizes >= 75 and strictly increasing, batch sizes and epochs >= 1."""
+    """Every cycle a valid TrainConfig (size, batch, epochs), sizes strictly increasing."""
+    from protloc.config import TrainConfig
+
     if not cycles:
         raise ConfigError("schedule is empty: give at least one size:batch:epochs cycle")
     for i, c in enumerate(cycles, start=1):
-        if c.size < MIN_SIZE:
-            raise ConfigError(f"schedule cycle {i}: size {c.size} is under {MIN_SIZE} px")
-        if c.batch_size < 1:
-            raise ConfigError(f"schedule cycle {i}: batch size must be >= 1, got {c.batch_size}")
-        if c.epochs < 1:
-            raise ConfigError(f"schedule cycle {i}: epochs must be >= 1, got {c.epochs}")
+        try:
+            TrainConfig(size=c.size, batch_size=c.batch_size, epochs=c.epochs, cycle=i - 1)
+        except ConfigError as exc:
+            raise ConfigError(f"schedule cycle {i}: {exc}") from None
     for i in range(1, len(cycles)):
         if cycles[i].size <= cycles[i - 1].size:
             raise ConfigError(

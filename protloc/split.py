@@ -15,7 +15,6 @@ import hashlib
 import json
 import logging
 import time
-from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
@@ -23,36 +22,12 @@ import pandas as pd
 
 from protloc import __version__, storage
 from protloc.classes import CLASS_NAMES, NUM_CLASSES
+from protloc.config import SplitConfig
 from protloc.data import labels_to_matrix, parse_labels
 from protloc.errors import ConfigError, DataError
 from protloc.manifest import write_manifest
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class SplitParams:
-    """Parameters of the split step (recorded in the manifest)."""
-
-    val_fraction: float = 0.15
-    seed: int = 0
-    rare_below: int = 100
-    rare_factor: float = 5.0
-    dominant_factor: float = 0.5
-    dominant_share: float = 0.2
-
-    def validate(self) -> None:
-        """Raise ConfigError naming the first parameter out of range."""
-        if not 0.0 < self.val_fraction < 1.0:
-            raise ConfigError(f"val_fraction must be in (0, 1), got {self.val_fraction}")
-        if self.rare_below < 0:
-            raise ConfigError(f"rare_below must be >= 0, got {self.rare_below}")
-        if not 0.0 < self.rare_factor <= 100.0:
-            raise ConfigError(f"rare_factor must be in (0, 100], got {self.rare_factor}")
-        if not 0.0 < self.dominant_factor <= 100.0:
-            raise ConfigError(f"dominant_factor must be in (0, 100], got {self.dominant_factor}")
-        if not 0.0 < self.dominant_share <= 1.0:
-            raise ConfigError(f"dominant_share must be in (0, 1], got {self.dominant_share}")
 
 
 def stratified_split(y: np.ndarray, val_fraction: float, seed: int) -> np.ndarray:
@@ -71,7 +46,7 @@ def stratified_split(y: np.ndarray, val_fraction: float, seed: int) -> np.ndarra
     return is_val
 
 
-def class_roles(y_train: np.ndarray, params: SplitParams) -> tuple[np.ndarray, np.ndarray]:
+def class_roles(y_train: np.ndarray, params: SplitConfig) -> tuple[np.ndarray, np.ndarray]:
     """(rare, dominant) boolean masks over classes, from training-fold counts."""
     counts = y_train.sum(axis=0)
     rare = (counts > 0) & (counts < params.rare_below)
@@ -80,7 +55,7 @@ def class_roles(y_train: np.ndarray, params: SplitParams) -> tuple[np.ndarray, n
 
 
 def resampling_weights(
-    y_train: np.ndarray, rare: np.ndarray, dominant: np.ndarray, params: SplitParams
+    y_train: np.ndarray, rare: np.ndarray, dominant: np.ndarray, params: SplitConfig
 ) -> np.ndarray:
     """Expected draws per epoch for each training sample (float32)."""
     has_rare = (y_train[:, rare] > 0).any(axis=1)
@@ -91,9 +66,8 @@ def resampling_weights(
     return weights
 
 
-def make_manifest(labels: pd.DataFrame, params: SplitParams) -> pd.DataFrame:
+def make_manifest(labels: pd.DataFrame, params: SplitConfig) -> pd.DataFrame:
     """The manifest rows (id, labels, fold, weight) for a labels frame (id, labels)."""
-    params.validate()
     y = labels_to_matrix(labels["labels"])
     is_val = stratified_split(y, params.val_fraction, params.seed)
     rare, dominant = class_roles(y[~is_val], params)
@@ -109,7 +83,7 @@ def make_manifest(labels: pd.DataFrame, params: SplitParams) -> pd.DataFrame:
     )
 
 
-def split_stats(manifest: pd.DataFrame, params: SplitParams) -> dict[str, Any]:
+def split_stats(manifest: pd.DataFrame, params: SplitConfig) -> dict[str, Any]:
     """Per-class train/val counts and expected draws per epoch, plus the imbalance before/after."""
     y = labels_to_matrix(manifest["labels"])
     train = (manifest["fold"] == "train").to_numpy()
@@ -147,11 +121,10 @@ def split_stats(manifest: pd.DataFrame, params: SplitParams) -> dict[str, Any]:
     }
 
 
-def run_split(labels_uri: str, out: str, params: SplitParams) -> dict[str, Any]:
+def run_split(labels_uri: str, out: str, params: SplitConfig) -> dict[str, Any]:
     """The whole step: read labels, split, write manifest.parquet, stats.json and two plots."""
     from protloc.plot_worker import BackgroundPlots
 
-    params.validate()
     t0 = time.perf_counter()
     with BackgroundPlots() as figures:  # imports matplotlib in a helper while this splits
         raw = storage.read_bytes(labels_uri)
@@ -162,7 +135,7 @@ def run_split(labels_uri: str, out: str, params: SplitParams) -> dict[str, Any]:
             )
         manifest = make_manifest(labels, params)
         meta = {
-            "split": asdict(params),
+            "split": params.to_dict(),
             "labels_sha256": hashlib.sha256(raw).hexdigest(),
             "protloc_version": __version__,
         }

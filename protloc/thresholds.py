@@ -30,8 +30,6 @@ from protloc.metrics import macro_f1, per_class_scores, threshold_curve
 log = logging.getLogger(__name__)
 
 FALLBACK_THRESHOLD = 0.5
-# Chosen by the 2-fold cross-fit in bench/thresholds.py (see bench/README.md).
-DEFAULT_ALPHA = 0.1
 METHOD = "exact per-class search over distinct scores maximising F1 - alpha*|P-R|"
 
 
@@ -87,8 +85,8 @@ def fit_thresholds(
     probs: np.ndarray, y: np.ndarray, alpha: float
 ) -> tuple[np.ndarray, list[ClassFit]]:
     """Per-class thresholds for (N, C) probabilities and 0/1 targets."""
-    if alpha < 0:
-        raise ConfigError(f"alpha must be >= 0, got {alpha}")
+    if not (np.isfinite(alpha) and alpha >= 0):
+        raise ConfigError(f"alpha must be a finite number >= 0, got {alpha}")
     fits = [search_class(probs[:, c], y[:, c], alpha) for c in range(probs.shape[1])]
     return np.array([f.threshold for f in fits]), fits
 
@@ -222,7 +220,7 @@ def read_thresholds(uri: str) -> np.ndarray:
 
 
 def run_thresholds(
-    predictions_uri: str, manifest_uri: str, out: str, alpha: float = DEFAULT_ALPHA
+    predictions_uri: str, manifest_uri: str, out: str, alpha: float
 ) -> dict[str, Any]:
     """The whole step: fit on the ensemble's validation rows, write thresholds.json and plots."""
     from protloc.plot_worker import BackgroundPlots
@@ -232,8 +230,6 @@ def run_thresholds(
         from protloc.manifest import read_manifest
         from protloc.predictions import probabilities, read_predictions, select
 
-        if alpha < 0:
-            raise ConfigError(f"alpha must be >= 0, got {alpha}")
         t0 = time.perf_counter()
         rows = select(read_predictions(predictions_uri), "val")
         val = read_manifest(manifest_uri).fold("val")

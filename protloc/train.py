@@ -13,9 +13,8 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -23,12 +22,13 @@ import torch
 from torch.utils.data import DataLoader
 
 from protloc import storage
-from protloc.cache import build_cache
+from protloc.cache import ImageCache, build_cache
 from protloc.checkpoint import load_checkpoint, save_checkpoint
 from protloc.classes import CLASS_NAMES, NUM_CLASSES
-from protloc.config import _OPERATIONAL, NORM_TYPES, TrainConfig
-from protloc.data import labels_to_matrix, labels_uri
+from protloc.config import NORM_TYPES, TrainConfig
+from protloc.data import labels_to_matrix
 from protloc.dataset import CachedImages
+from protloc.distributed import Dist, barrier, device_for, init_distributed, teardown
 from protloc.errors import ArtifactError, ConfigError, ProtlocError
 from protloc.loss import get_loss, soft_f1_from_probs
 from protloc.manifest import Manifest, check_labels, read_manifest
@@ -44,47 +44,6 @@ log = logging.getLogger(__name__)
 
 class TrainingError(ProtlocError):
     """Training diverged (a NaN or infinite loss)."""
-
-
-# ----------------------------------------------------------------------------- distributed
-
-
-@dataclass(frozen=True)
-class Dist:
-    rank: int = 0
-    world: int = 1
-    local_rank: int = 0
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-
-def _init_distributed() -> Dist:
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return Dist()
-    import torch.distributed as dist
-
-    if not dist.is_initialized():
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    if torch.cuda.is_available():
-        torch.cuda.set_device(local_rank)
-    return Dist(dist.get_rank(), dist.get_world_size(), local_rank)
-
-
-def _barrier(d: Dist) -> None:
-    if d.world > 1:
-        import torch.distributed as dist
-
-        dist.barrier()
-
-
-def device_for(d: Dist) -> torch.device:
-    return (
-        torch.device(f"cuda:{d.local_rank}") if torch.cuda.is_available() else torch.device("cpu")
-    )
 
 
 # ----------------------------------------------------------------------------- pieces
@@ -142,9 +101,9 @@ def _write_json(uri: str, obj: dict) -> None:
     storage.write_text(uri, json.dumps(obj, indent=2) + "\n")
 
 
-def _check_resumable(state: dict, cfg: TrainConfig, uri: str) -> None:
-    saved = {k: v for k, v in state["config"].items() if k not in _OPERATIONAL}
-    for key, value in cfg.result_fields().items():
+def _check_resumable(state: dict, cfg: TrainConfig, init: str, uri: str) -> None:
+    saved = {**state["config"], "init": state.get("init", state["config"].get("init") or "")}
+    for key, value in {**cfg.result_fields(), "init": init}.items():
         if saved.get(key) != value:
             raise ArtifactError(
                 f"{uri} holds a cycle with {key}={saved.get(key)!r}, this run asks {key}={value!r}: "
@@ -155,16 +114,44 @@ def _check_resumable(state: dict, cfg: TrainConfig, uri: str) -> None:
 # ----------------------------------------------------------------------------- the cycle
 
 
-def train_cycle(manifest_uri: str, data_root: str, out: str, cfg: TrainConfig) -> dict[str, Any]:
-    """Run (or resume, or skip) one SGDR cycle; writes checkpoint.pt and metrics.json to ``out``."""
-    cfg.validate()
-    ckpt_uri, metrics_uri = storage.join(out, "checkpoint.pt"), storage.join(out, "metrics.json")
-    d = _init_distributed()
-    device = device_for(d)
+@dataclass
+class Run:
+    """What one cycle's epochs work on (built by :func:`setup`)."""
 
+    d: Dist
+    device: torch.device
+    model: InceptionV3BN
+    net: torch.nn.Module  # the model, wrapped in DDP under torchrun
+    optimizer: torch.optim.Optimizer
+    norm: dict[str, list[float]]
+    train_cache: ImageCache
+    val_cache: ImageCache | None
+    val_rows: Any  # the manifest's validation rows
+    y_train: np.ndarray
+    weights: np.ndarray
+    history: list[dict] = field(default_factory=list)
+    start_epoch: int = 0
+
+
+def train_cycle(
+    manifest_uri: str,
+    data_root: str,
+    out: str,
+    cfg: TrainConfig,
+    *,
+    init: str = "",
+    labels_uri: str = "",
+) -> dict[str, Any]:
+    """Run (or resume, or skip) one SGDR cycle; writes checkpoint.pt and metrics.json to ``out``.
+
+    ``init``: the previous cycle's checkpoint to warm-start from (empty: a new model, from
+    ``cfg.pretrained`` or from scratch). ``labels_uri``: the labels file the manifest must match.
+    """
+    ckpt_uri, metrics_uri = storage.join(out, "checkpoint.pt"), storage.join(out, "metrics.json")
+    d = init_distributed()
     state = load_checkpoint(ckpt_uri) if storage.exists(ckpt_uri) else None
     if state is not None:
-        _check_resumable(state, cfg, ckpt_uri)
+        _check_resumable(state, cfg, init, ckpt_uri)
         if state["complete"]:
             log.info(
                 "cycle %d at %d px is already complete in %s: nothing to do",
@@ -184,12 +171,62 @@ def train_cycle(manifest_uri: str, data_root: str, out: str, cfg: TrainConfig) -
             cfg.epochs,
         )
 
-    manifest: Manifest = read_manifest(manifest_uri)
-    check_labels(manifest, labels_uri(data_root), manifest_uri)
-    train_rows, val_rows = manifest.fold("train"), manifest.fold("val")
     t_start = time.perf_counter()
+    run = setup(manifest_uri, data_root, cfg, d, state, init, labels_uri, ckpt_uri)
+    n_epoch, steps = _per_epoch(run.weights, cfg.batch_size, d.world)
+    log.info(
+        "cycle %d: %d px, batch %d, %d epochs x %d steps (%d draws/epoch from %d samples), %s, "
+        "lr %.4g -> %.4g, clip %s %.3g, device %s x%d",
+        cfg.cycle,
+        cfg.size,
+        cfg.batch_size,
+        cfg.epochs,
+        steps,
+        n_epoch,
+        len(run.weights),
+        cfg.loss,
+        cfg.lr_max,
+        cfg.lr_min,
+        cfg.clip_norm_type,
+        cfg.clip_norm,
+        run.device.type,
+        d.world,
+    )
+    for epoch in range(run.start_epoch, cfg.epochs):
+        run.history.append(train_one_epoch(run, cfg, epoch, n_epoch, steps, out))
+        if d.main:
+            save_checkpoint(_state(run, cfg, init, epoch + 1, None, with_optimizer=True), ckpt_uri)
+            log.info(
+                "cycle %d epoch %d/%d done: loss %.4f, checkpoint written",
+                cfg.cycle,
+                epoch + 1,
+                cfg.epochs,
+                run.history[-1]["loss"],
+            )
+        barrier(d)
+    metrics = finish(run, cfg, init, t_start, ckpt_uri, metrics_uri)
+    barrier(d)
+    teardown(d)
+    return metrics
 
-    def cache_of(ids: list[str]):
+
+def setup(
+    manifest_uri: str,
+    data_root: str,
+    cfg: TrainConfig,
+    d: Dist,
+    state: dict | None,
+    init: str,
+    labels_uri: str,
+    ckpt_uri: str,
+) -> Run:
+    """Read the manifest, build the image caches, make the model and the optimizer."""
+    manifest: Manifest = read_manifest(manifest_uri)
+    if labels_uri:
+        check_labels(manifest, labels_uri, manifest_uri)
+    train_rows, val_rows = manifest.fold("train"), manifest.fold("val")
+
+    def cache_of(ids: list[str]) -> ImageCache:
         return build_cache(
             data_root,
             "train",
@@ -202,25 +239,23 @@ def train_cycle(manifest_uri: str, data_root: str, out: str, cfg: TrainConfig) -
 
     train_cache = cache_of(list(train_rows["id"]))
     val_cache = cache_of(list(val_rows["id"])) if len(val_rows) else None
-    skipped = train_cache.skipped + (val_cache.skipped if val_cache else [])
     # Rows of the caches (bad samples left out) and their targets and weights.
     kept = train_rows.set_index("id").loc[train_cache.ids]
     y_train = labels_to_matrix(kept["labels"])
-    weights = kept["weight"].to_numpy(dtype=np.float64)
+    device = device_for(d)
 
     # Seeded so a run is reproducible and a resumed run continues like an uninterrupted one.
     torch.manual_seed(cfg.seed)
-    model: InceptionV3BN = create_model(dropout=cfg.dropout, pretrained=cfg.pretrained)
+    first = state is None and not init  # pretrained weights only start a chain
+    model = create_model(dropout=cfg.dropout, pretrained=cfg.pretrained if first else None)
     if state is not None:
         load_weights(model, state["model"], ckpt_uri)
         norm = state["norm"]
-    elif cfg.init:
-        init = load_checkpoint(cfg.init)
-        load_weights(model, init["model"], cfg.init)
-        norm = init["norm"]
-        log.info(
-            "warm start from %s (cycle %s at %s px)", cfg.init, init.get("cycle"), init["size"]
-        )
+    elif init:
+        warm = load_checkpoint(init)
+        load_weights(model, warm["model"], init)
+        norm = warm["norm"]
+        log.info("warm start from %s (cycle %s at %s px)", init, warm.get("cycle"), warm["size"])
     else:
         mean, std = channel_stats(train_cache.array, seed=cfg.seed)
         norm = {"mean": mean, "std": std}
@@ -228,145 +263,142 @@ def train_cycle(manifest_uri: str, data_root: str, out: str, cfg: TrainConfig) -
     model.to(device)
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
-    net = model
+    net: torch.nn.Module = model
     if d.world > 1:
         net = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[d.local_rank] if device.type == "cuda" else None
         )
-
     optimizer = torch.optim.SGD(
         _param_groups(model, cfg.weight_decay), lr=cfg.lr_max, momentum=cfg.momentum
     )
     if state is not None and "optimizer" in state:
         optimizer.load_state_dict(state["optimizer"])
-    loss_fn = get_loss(cfg.loss)
-    mean_t = torch.tensor(norm["mean"], device=device)
-    std_t = torch.tensor(norm["std"], device=device)
-    n_epoch, steps = _per_epoch(weights, cfg.batch_size, d.world)
-    total_steps = steps * cfg.epochs
-    start_epoch = state["epochs_done"] if state is not None else 0
-    history: list[dict] = list(state.get("history", [])) if state is not None else []
-    log.info(
-        "cycle %d: %d px, batch %d, %d epochs x %d steps (%d draws/epoch from %d samples), %s, lr %.4g -> %.4g, clip %s %.3g, device %s x%d",
-        cfg.cycle,
-        cfg.size,
-        cfg.batch_size,
-        cfg.epochs,
-        steps,
-        n_epoch,
-        len(weights),
-        cfg.loss,
-        cfg.lr_max,
-        cfg.lr_min,
-        cfg.clip_norm_type,
-        cfg.clip_norm,
-        device.type,
-        d.world,
+    return Run(
+        d,
+        device,
+        model,
+        net,
+        optimizer,
+        norm,
+        train_cache,
+        val_cache,
+        val_rows,
+        y_train,
+        kept["weight"].to_numpy(dtype=np.float64),
+        history=list(state.get("history", [])) if state is not None else [],
+        start_epoch=state["epochs_done"] if state is not None else 0,
     )
 
-    for epoch in range(start_epoch, cfg.epochs):
-        rows = _epoch_rows(weights, cfg, epoch, n_epoch, d)
-        data = CachedImages(train_cache, rows, y_train, augment=True, seed=cfg.seed, epoch=epoch)
-        loader = DataLoader(
-            data,
-            batch_size=cfg.batch_size,
-            shuffle=False,
-            drop_last=True,
-            num_workers=cfg.workers,
-            pin_memory=device.type == "cuda",
-            persistent_workers=False,
+
+def train_one_epoch(
+    run: Run, cfg: TrainConfig, epoch: int, n_epoch: int, steps: int, out: str
+) -> dict[str, float]:
+    """One epoch over a fresh sample list; returns its history entry."""
+    d, device = run.d, run.device
+    rows = _epoch_rows(run.weights, cfg, epoch, n_epoch, d)
+    data = CachedImages(
+        run.train_cache, rows, run.y_train, augment=True, seed=cfg.seed, epoch=epoch
+    )
+    loader = DataLoader(
+        data,
+        batch_size=cfg.batch_size,
+        shuffle=False,
+        drop_last=True,
+        num_workers=cfg.workers,
+        pin_memory=device.type == "cuda",
+        persistent_workers=False,
+    )
+    loss_fn = get_loss(cfg.loss)
+    mean_t = torch.tensor(run.norm["mean"], device=device)
+    std_t = torch.tensor(run.norm["std"], device=device)
+    total_steps = steps * cfg.epochs
+    max_norm = cfg.clip_norm if cfg.clip_norm > 0 else math.inf
+    jitter_gen = torch.Generator().manual_seed(cfg.seed * 1000 + epoch)
+    # Dropout draws from the global generator: one seed per (epoch, rank), so resuming at an
+    # epoch boundary replays exactly what an uninterrupted run would have drawn.
+    torch.manual_seed((cfg.seed * 1000 + epoch) * 1000 + d.rank)
+    run.net.train()
+    t0, seen, lr = time.perf_counter(), 0, cfg.lr_max
+    losses, norms = [], []
+    for i, (images, targets) in enumerate(loader):
+        step = epoch * steps + i
+        lr = cosine_lr(step, total_steps, cfg.lr_max, cfg.lr_min)
+        for group in run.optimizer.param_groups:
+            group["lr"] = lr
+        x = normalize(images.to(device, non_blocking=True), mean_t, std_t, cfg.jitter, jitter_gen)
+        if device.type == "cuda":
+            x = x.contiguous(memory_format=torch.channels_last)
+        with autocast(device):
+            logits = run.net(x)
+        loss = loss_fn(logits, targets.to(device))
+        if not torch.isfinite(loss):
+            raise TrainingError(
+                f"cycle {cfg.cycle}: loss is {loss.item()} at epoch {epoch + 1} batch {i + 1} "
+                f"(step {step + 1}, lr {lr:.4g}); the last good checkpoint "
+                f"(after epoch {epoch}) is kept in {out}. Lower --lr-max or check the data."
+            )
+        run.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = float(
+            torch.nn.utils.clip_grad_norm_(
+                run.model.parameters(), max_norm, NORM_TYPES[cfg.clip_norm_type]
+            )
         )
-        jitter_gen = torch.Generator().manual_seed(cfg.seed * 1000 + epoch)
-        # Dropout draws from the global generator: one seed per (epoch, rank), so resuming at an
-        # epoch boundary replays exactly what an uninterrupted run would have drawn.
-        torch.manual_seed((cfg.seed * 1000 + epoch) * 1000 + d.rank)
-        net.train()
-        t0, seen = time.perf_counter(), 0
-        losses, norms = [], []
-        for i, (images, targets) in enumerate(loader):
-            step = epoch * steps + i
-            lr = cosine_lr(step, total_steps, cfg.lr_max, cfg.lr_min)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            x = normalize(
-                images.to(device, non_blocking=True), mean_t, std_t, cfg.jitter, jitter_gen
-            )
-            if device.type == "cuda":
-                x = x.contiguous(memory_format=torch.channels_last)
-            with autocast(device):
-                logits = net(x)
-            loss = loss_fn(logits, targets.to(device))
-            if not torch.isfinite(loss):
-                raise TrainingError(
-                    f"cycle {cfg.cycle}: loss is {loss.item()} at epoch {epoch + 1} batch {i + 1} "
-                    f"(step {step + 1}, lr {lr:.4g}); the last good checkpoint "
-                    f"(after epoch {epoch}) is kept in {out}. Lower --lr-max or check the data."
-                )
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            max_norm = cfg.clip_norm if cfg.clip_norm > 0 else math.inf
-            grad_norm = float(
-                torch.nn.utils.clip_grad_norm_(
-                    model.parameters(), max_norm, NORM_TYPES[cfg.clip_norm_type]
-                )
-            )
-            optimizer.step()
-            losses.append(float(loss.detach()))
-            norms.append(grad_norm)
-            seen += len(images) * d.world
-            if d.main and ((i + 1) % cfg.log_every == 0 or i + 1 == steps):
-                rate = seen / (time.perf_counter() - t0)
-                log.info(
-                    "cycle %d epoch %d/%d step %d/%d: loss %.4f lr %.4g grad-norm(%s) %.3g, %.1f images/s",
-                    cfg.cycle,
-                    epoch + 1,
-                    cfg.epochs,
-                    i + 1,
-                    steps,
-                    np.mean(losses[-cfg.log_every :]),
-                    lr,
-                    cfg.clip_norm_type,
-                    grad_norm,
-                    rate,
-                )
-        history.append(
-            {
-                "epoch": epoch + 1,
-                "loss": float(np.mean(losses)),
-                "grad_norm_median": float(np.median(norms)),
-                "clipped_share": float(np.mean(np.array(norms) > cfg.clip_norm))
-                if cfg.clip_norm > 0
-                else 0.0,
-                "images_per_s": seen / (time.perf_counter() - t0),
-                "lr_end": lr,
-            }
-        )
-        if d.main:
-            save_checkpoint(
-                _state(model, optimizer, cfg, norm, epoch + 1, False, None, history), ckpt_uri
-            )
+        run.optimizer.step()
+        losses.append(float(loss.detach()))
+        norms.append(grad_norm)
+        seen += len(images) * d.world
+        if d.main and ((i + 1) % cfg.log_every == 0 or i + 1 == steps):
             log.info(
-                "cycle %d epoch %d/%d done: loss %.4f, checkpoint written",
+                "cycle %d epoch %d/%d step %d/%d: loss %.4f lr %.4g grad-norm(%s) %.3g, "
+                "%.1f images/s",
                 cfg.cycle,
                 epoch + 1,
                 cfg.epochs,
-                history[-1]["loss"],
+                i + 1,
+                steps,
+                np.mean(losses[-cfg.log_every :]),
+                lr,
+                cfg.clip_norm_type,
+                grad_norm,
+                seen / (time.perf_counter() - t0),
             )
-        _barrier(d)
+    return {
+        "epoch": epoch + 1,
+        "loss": float(np.mean(losses)),
+        "grad_norm_median": float(np.median(norms)),
+        "clipped_share": float(np.mean(np.array(norms) > cfg.clip_norm))
+        if cfg.clip_norm > 0
+        else 0.0,
+        "images_per_s": seen / (time.perf_counter() - t0),
+        "lr_end": lr,
+    }
 
+
+def finish(
+    run: Run, cfg: TrainConfig, init: str, t_start: float, ckpt_uri: str, metrics_uri: str
+) -> dict[str, Any]:
+    """Validate (rank 0), then write the final checkpoint (marked complete) and metrics.json."""
+    skipped = run.train_cache.skipped + (run.val_cache.skipped if run.val_cache else [])
     metrics: dict[str, Any] = {
         "cycle": cfg.cycle,
         "size": cfg.size,
         "epochs": cfg.epochs,
-        "history": history,
+        "history": run.history,
         "skipped_ids": skipped,
-        "config": asdict(cfg),
+        "config": cfg.to_dict(),
     }
-    if val_cache is not None and d.main:
+    if run.val_cache is not None and run.d.main:
         probs = predict(
-            model, val_cache, norm, cfg.batch_size, device, workers=cfg.workers, label="validation"
+            run.model,
+            run.val_cache,
+            run.norm,
+            cfg.batch_size,
+            run.device,
+            workers=cfg.workers,
+            label="validation",
         )
-        y_val = labels_to_matrix(val_rows.set_index("id").loc[val_cache.ids]["labels"])
+        y_val = labels_to_matrix(run.val_rows.set_index("id").loc[run.val_cache.ids]["labels"])
         metrics["val"] = evaluate(probs, y_val, cfg.loss)
         log.info(
             "cycle %d validation: loss %.4f, macro F1 at 0.5 %.4f",
@@ -375,36 +407,30 @@ def train_cycle(manifest_uri: str, data_root: str, out: str, cfg: TrainConfig) -
             metrics["val"]["macro_f1_at_0.5"],
         )
     metrics["seconds"] = time.perf_counter() - t_start
-    if d.main:
-        save_checkpoint(
-            _state(model, None, cfg, norm, cfg.epochs, True, metrics, history), ckpt_uri
-        )
+    if run.d.main:
+        save_checkpoint(_state(run, cfg, init, cfg.epochs, metrics, with_optimizer=False), ckpt_uri)
         _write_json(metrics_uri, metrics)
-    _barrier(d)
-    if d.world > 1:
-        import torch.distributed as dist
-
-        dist.destroy_process_group()  # else gloo can keep the processes from exiting
     return metrics
 
 
 def _state(
-    model, optimizer, cfg: TrainConfig, norm, epochs_done: int, complete: bool, metrics, history
+    run: Run, cfg: TrainConfig, init: str, epochs_done: int, metrics, with_optimizer: bool
 ) -> dict:
     state = {
         "arch": ARCH,
         "num_classes": NUM_CLASSES,
         "class_names": list(CLASS_NAMES),
-        "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "model": {k: v.detach().cpu() for k, v in run.model.state_dict().items()},
         "cycle": cfg.cycle,
         "size": cfg.size,
-        "config": asdict(cfg),
-        "norm": norm,
+        "config": cfg.to_dict(),
+        "init": init,
+        "norm": run.norm,
         "epochs_done": epochs_done,
-        "complete": complete,
+        "complete": metrics is not None,
         "val_metrics": metrics,
-        "history": history,
+        "history": run.history,
     }
-    if optimizer is not None:
-        state["optimizer"] = optimizer.state_dict()
+    if with_optimizer:
+        state["optimizer"] = run.optimizer.state_dict()
     return state

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import socket
 import sys
 import uuid
@@ -11,7 +10,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-HPA = Path(os.environ.get("PROTLOC_SHARED", ROOT.parent / "shared")) / "data" / "hpa"
+# Real competition files shipped with the repository (tests/data/hpa/README.md names the source).
+HPA = ROOT / "tests" / "data" / "hpa"
 
 # Credentials that exist only in tests; a secrets test greps logs and artifacts for them.
 TEST_KEY_ID = "protlocTESTKEYID0001"
@@ -21,7 +21,7 @@ TEST_SECRET = "protlocTESTSECRETdoNotLeak0001"
 @pytest.fixture(scope="session")
 def hpa_dir() -> Path:
     if not (HPA / "train.csv").is_file():
-        pytest.fail(f"real HPA files not found at {HPA} (set PROTLOC_SHARED to the shared/ folder)")
+        pytest.fail(f"real HPA files not found at {HPA}: the repository is incomplete")
     return HPA
 
 
@@ -77,10 +77,11 @@ def tiny_data(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_split(tiny_data, tmp_path_factory) -> Path:
     """The split of tiny_data (no class counts as rare: one draw per sample); returns the folder."""
-    from protloc.split import SplitParams, run_split
+    from protloc.config import SplitConfig
+    from protloc.split import run_split
 
     out = tmp_path_factory.mktemp("tiny-split")
-    run_split(str(tiny_data / "train.csv"), str(out), SplitParams(val_fraction=0.25, rare_below=0))
+    run_split(str(tiny_data / "train.csv"), str(out), SplitConfig(val_fraction=0.25, rare_below=0))
     return out
 
 
@@ -99,10 +100,11 @@ TINY_CYCLE = {"size": 96, "batch_size": 16, "epochs": 2, "workers": 0, "log_ever
 def weighted_split(tiny_data, tmp_path_factory) -> Path:
     """tiny_data split with resampling (classes under 5 training samples drawn 5x): ~190 draws
     per epoch, enough steps to see the loss fall. Same validation fold as tiny_split."""
-    from protloc.split import SplitParams, run_split
+    from protloc.config import SplitConfig
+    from protloc.split import run_split
 
     out = tmp_path_factory.mktemp("weighted-split")
-    run_split(str(tiny_data / "train.csv"), str(out), SplitParams(val_fraction=0.25, rare_below=5))
+    run_split(str(tiny_data / "train.csv"), str(out), SplitConfig(val_fraction=0.25, rare_below=5))
     return out
 
 
@@ -111,13 +113,14 @@ def cycle0(tiny_data, weighted_split, tmp_path_factory):
     """One cycle on the 64-sample set at 96 px for 2 epochs: (out folder, metrics, seconds)."""
     import time
 
-    from protloc.train import TrainConfig, train_cycle
+    from protloc.config import TrainConfig
+    from protloc.steps import train_step
 
     out = tmp_path_factory.mktemp("cycle0")
     cache = tmp_path_factory.mktemp("cycle-cache")
     t0 = time.perf_counter()
     cfg = TrainConfig(**TINY_CYCLE, cache_dir=str(cache))
-    metrics = train_cycle(str(weighted_split / "manifest.parquet"), str(tiny_data), str(out), cfg)
+    metrics = train_step(cfg, data_root=str(tiny_data), split=str(weighted_split), out=str(out))
     return out, metrics, time.perf_counter() - t0
 
 
@@ -127,9 +130,9 @@ def train_cmd(tiny_data, tiny_split, out, epochs: int = 3) -> list[str]:
         sys.executable,
         "-m",
         "components.train",
-        "--manifest",
-        str(tiny_split / "manifest.parquet"),
-        "--data",
+        "--split",
+        str(tiny_split),
+        "--data-root",
         str(tiny_data),
         "--out",
         str(out),

@@ -1,5 +1,6 @@
-"""What a KFP train pod runs (the body of components/train.py's component), as a script the
-reliability tests can kill: ``python -m tests.pod SPLIT_DIR DATA_ROOT OUT WORK_ROOT``.
+"""What a KFP train pod runs (the body of the train component: ``components.factory.run_task``
+with the task's arguments), as a script the reliability tests can kill:
+``python -m tests.pod SPLIT_DIR DATA_ROOT OUT WORK_ROOT``.
 
 Each run is a fresh pod: its own empty ``OUT`` folder and image cache; only ``WORK_ROOT``
 (durable storage, s3:// in the tests) survives between attempts.
@@ -7,17 +8,37 @@ Each run is a fresh pod: its own empty ``OUT`` folder and image cache; only ``WO
 
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
 
+from components.factory import run_task
 from protloc import cli
 from protloc.config import TrainConfig
-from protloc.steps import train_step
+from protloc.version import code_version
 
 CONFIG = {"size": 80, "batch_size": 8, "epochs": 3, "workers": 0, "log_every": 1}
 
 
+@dataclass
+class Artifact:
+    """What KFP hands a component for an artifact: its local path and its URI."""
+
+    path: str
+    uri: str
+
+
 def main(argv: Sequence[str] | None) -> None:
     split_dir, data_root, out, work_root = argv if argv is not None else sys.argv[1:]
-    train_step(split_dir, data_root, out, out, TrainConfig(**CONFIG), "test", None, work_root)
+    defaults = TrainConfig(**CONFIG).to_dict()
+    args = {
+        **defaults,
+        "work_root": work_root,
+        "split": Artifact(split_dir, split_dir),
+        "previous": None,
+        "data_root": data_root,
+        "code_version": code_version(),
+        "out": Artifact(out, out),
+    }
+    run_task("train", args)
 
 
 if __name__ == "__main__":

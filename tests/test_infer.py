@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 
+from protloc.config import InferConfig
 from protloc.data import read_test_ids
 from protloc.errors import ArtifactError, ConfigError
 from protloc.infer import run_infer
@@ -10,29 +11,33 @@ from protloc.train import TrainConfig, train_cycle
 from tests.conftest import TINY_CYCLE
 
 
+def _infer(tiny_split, tiny_data, snapshots, out, **settings):
+    """run_infer on tiny_data's validation fold and test ids."""
+    return run_infer(
+        str(tiny_split / "manifest.parquet"),
+        str(tiny_data),
+        snapshots,
+        str(out),
+        InferConfig(**{"workers": 0, **settings}),
+        labels_uri=str(tiny_data / "train.csv"),
+        sample_submission_uri=str(tiny_data / "sample_submission.csv"),
+    )
+
+
 @pytest.fixture(scope="module")
 def two_snapshots(cycle0, tiny_data, tiny_split, tmp_path_factory):
     out0, _, _ = cycle0
     out1 = tmp_path_factory.mktemp("cycle1")
-    cfg = TrainConfig(
-        **{**TINY_CYCLE, "size": 112, "epochs": 1, "cycle": 1}, init=str(out0 / "checkpoint.pt")
-    )
-    train_cycle(str(tiny_split / "manifest.parquet"), str(tiny_data), str(out1), cfg)
+    cfg = TrainConfig(**{**TINY_CYCLE, "size": 112, "epochs": 1, "cycle": 1})
+    manifest = str(tiny_split / "manifest.parquet")
+    train_cycle(manifest, str(tiny_data), str(out1), cfg, init=str(out0 / "checkpoint.pt"))
     return [str(out0 / "checkpoint.pt"), str(out1 / "checkpoint.pt")]
 
 
 def test_ensemble_predictions_follow_the_contract(
     two_snapshots, tiny_data, tiny_split, tmp_path, caplog
 ):
-    rows = run_infer(
-        str(tiny_split / "manifest.parquet"),
-        str(tiny_data),
-        two_snapshots,
-        str(tmp_path),
-        tta=2,
-        batch_size=8,
-        workers=0,
-    )
+    rows = _infer(tiny_split, tiny_data, two_snapshots, tmp_path, tta=2, infer_batch_size=8)
     back = read_predictions(str(tmp_path / "predictions.parquet"))
     assert back.shape == rows.shape
     val_ids = list(read_manifest(str(tiny_split / "manifest.parquet")).fold("val")["id"])
@@ -58,39 +63,14 @@ def test_ensemble_predictions_follow_the_contract(
 
 
 def test_tta_averages_d4_transforms(two_snapshots, tiny_data, tiny_split, tmp_path):
-    one = run_infer(
-        str(tiny_split / "manifest.parquet"),
-        str(tiny_data),
-        two_snapshots[:1],
-        str(tmp_path / "a"),
-        tta=1,
-        workers=0,
-    )
-    eight = run_infer(
-        str(tiny_split / "manifest.parquet"),
-        str(tiny_data),
-        two_snapshots[:1],
-        str(tmp_path / "b"),
-        tta=8,
-        workers=0,
-    )
+    one = _infer(tiny_split, tiny_data, two_snapshots[:1], tmp_path / "a", tta=1)
+    eight = _infer(tiny_split, tiny_data, two_snapshots[:1], tmp_path / "b", tta=8)
     a, b = one[list(PROB_COLUMNS)].to_numpy(), eight[list(PROB_COLUMNS)].to_numpy()
     assert a.shape == b.shape and not np.allclose(a, b)
-    with pytest.raises(ConfigError, match=r"tta must be in 1\.\.8"):
-        run_infer(
-            str(tiny_split / "manifest.parquet"),
-            str(tiny_data),
-            two_snapshots[:1],
-            str(tmp_path / "c"),
-            tta=9,
-        )
+    with pytest.raises(ConfigError, match=r"tta must be in \[1, 8\], got 9"):
+        InferConfig(tta=9)
 
 
 def test_unfinished_or_missing_snapshot_refused(tiny_data, tiny_split, tmp_path):
     with pytest.raises(ArtifactError, match=r"nope\.pt"):
-        run_infer(
-            str(tiny_split / "manifest.parquet"),
-            str(tiny_data),
-            [str(tmp_path / "nope.pt")],
-            str(tmp_path),
-        )
+        _infer(tiny_split, tiny_data, [str(tmp_path / "nope.pt")], tmp_path)

@@ -52,8 +52,9 @@ def test_schedule_is_the_paper_table_and_validates():
     assert [c.size for c in parse_schedule("96:16:2,128:8:1")] == [96, 128]
     for text, msg in [
         ("128:8:1,96:16:2", "sizes must increase"),
-        ("96:0:1", "batch size must be >= 1"),
-        ("64:8:1", "size 64 is under 75"),
+        ("96:0:1", r"schedule cycle 1: batch_size must be in \[2, 4096\], got 0"),
+        ("96:1:1", "batch_size must be in"),  # BatchNorm cannot train on one image
+        ("64:8:1", r"size must be in \[75, 4096\], got 64"),
         ("96:8", "not size:batch:epochs"),
         ("", "empty"),
     ]:

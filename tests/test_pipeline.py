@@ -91,9 +91,12 @@ def test_compiled_dag(compiled):
     ("args", "message"),
     [
         (["--schedule", "128:8:1,96:8:1"], "sizes must increase"),
-        (["--schedule", "96:0:1"], "batch size must be >= 1"),
-        (["--schedule", "64:8:1"], "size 64 is under 75"),
-        (["--alpha", "-0.1"], "alpha must be >= 0"),
+        (["--schedule", "96:0:1"], r"schedule cycle 1: batch_size must be in \[2, 4096\], got 0"),
+        (["--schedule", "64:8:1"], r"size must be in \[75, 4096\], got 64"),
+        (["--alpha", "-0.1"], r"alpha must be in \[0, 1\], got -0.1"),
+        (["--alpha", "nan"], "alpha must be a finite number"),
+        (["--schedule", ""], "schedule is empty"),
+        (["--tta", "0"], r"tta must be in \[1, 8\], got 0"),
         (["--val-fraction", "1.5"], r"val_fraction must be in \(0, 1\)"),
     ],
 )
@@ -103,7 +106,7 @@ def test_bad_parameters_fail_before_anything_runs(args, message, tmp_path):
             sys.executable,
             "pipeline.py",
             "local",
-            "--data",
+            "--data-root",
             str(tmp_path / "none"),
             "--root",
             str(tmp_path / "root"),
@@ -124,11 +127,9 @@ def local_runs(tiny_data, tmp_path_factory):
     """The whole pipeline through kfp.local, twice: the second time with only alpha changed."""
     root = tmp_path_factory.mktemp("kfp-root")
     schedule = [Cycle(80, 8, 1), Cycle(96, 8, 1)]
-    base = pipeline.Params(data_root=str(tiny_data), rare_below=0, workers=0, tta=2, alpha=0.0)
+    base = {"data_root": str(tiny_data), "rare_below": 0, "workers": 0, "tta": 2, "alpha": 0.0}
     first = pipeline.run_local(schedule, base, str(root))
-    second = pipeline.run_local(
-        schedule, pipeline.Params(**{**base.__dict__, "alpha": 0.5}), str(root)
-    )
+    second = pipeline.run_local(schedule, {**base, "alpha": 0.5}, str(root))
     return first, second
 
 
@@ -167,9 +168,9 @@ def test_alpha_only_rerun_serves_split_train_infer_from_cache(local_runs):
 
 def test_code_change_is_never_served_stale(monkeypatch):
     """The code version is a task argument, so it is part of every cache key."""
-    v1 = pipeline.build_pipeline([Cycle(80, 8, 1)], cluster=False)
+    v1 = pipeline.build_pipeline([Cycle(80, 8, 1)], on_cluster=False)
     monkeypatch.setattr(pipeline, "code_version", lambda: "0.1.0+changed")
-    v2 = pipeline.build_pipeline([Cycle(80, 8, 1)], cluster=False)
+    v2 = pipeline.build_pipeline([Cycle(80, 8, 1)], on_cluster=False)
 
     def arg(p):
         return (
@@ -179,3 +180,49 @@ def test_code_change_is_never_served_stale(monkeypatch):
         )
 
     assert arg(v1) != arg(v2) and arg(v2) == "0.1.0+changed"
+
+
+def test_cli_and_kfp_local_write_the_same_files(local_runs, tiny_data, tmp_path):
+    """One front door per step: the CLI (what docker compose runs) on the same inputs and
+    settings writes the same files, byte for byte (timing.json aside), as the kfp.local task."""
+    first, _ = local_runs
+    run = Path(first["submission"]).parents[2]
+    kfp = {name: run / name / "out" for name in ("split", "infer", "thresholds", "submit")}
+    cli = {name: tmp_path / name for name in kfp}
+    steps = {
+        "split": ["--data-root", str(tiny_data), "--rare-below", "0"],
+        "thresholds": [
+            "--split",
+            str(kfp["split"]),
+            "--predictions",
+            str(kfp["infer"]),
+            "--alpha",
+            "0.0",
+        ],
+        "submit": [
+            "--data-root",
+            str(tiny_data),
+            "--predictions",
+            str(kfp["infer"]),
+            "--thresholds",
+            str(kfp["thresholds"]),
+        ],
+    }
+    for name, args in steps.items():
+        proc = subprocess.run(
+            [sys.executable, "-m", f"components.{name}", *args, "--out", str(cli[name])],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        files = sorted(p.name for p in kfp[name].iterdir())
+        assert sorted(p.name for p in cli[name].iterdir()) == files, name
+        for f in files:
+            a, b = (kfp[name] / f).read_bytes(), (cli[name] / f).read_bytes()
+            if f == "timing.json":
+                ta, tb = json.loads(a), json.loads(b)
+                assert {**ta, "seconds": 0} == {**tb, "seconds": 0}, name
+            else:  # manifest, stats, thresholds, submission and the plots
+                assert a == b, (name, f)

@@ -7,10 +7,11 @@ import numpy as np
 import pytest
 
 from protloc import storage
+from protloc.config import SplitConfig
 from protloc.data import labels_to_matrix, parse_labels
 from protloc.errors import ConfigError
 from protloc.manifest import read_manifest
-from protloc.split import SplitParams, make_manifest, run_split
+from protloc.split import make_manifest, run_split
 from tests.conftest import ROOT
 
 
@@ -24,8 +25,8 @@ def real_split(hpa_dir, tmp_path_factory):
             sys.executable,
             "-m",
             "components.split",
-            "--labels",
-            str(hpa_dir / "train.csv"),
+            "--data-root",
+            str(hpa_dir),
             "--out",
             str(out),
         ],
@@ -85,7 +86,7 @@ def test_real_split_weights(real_split):
 def test_s3_split_gives_identical_manifest(real_split, hpa_dir, bucket):
     out, _ = real_split
     storage.upload_file(hpa_dir / "train.csv", f"{bucket}/hpa/train.csv")
-    run_split(f"{bucket}/hpa/train.csv", f"{bucket}/split", SplitParams())
+    run_split(f"{bucket}/hpa/train.csv", f"{bucket}/split", SplitConfig())
     assert (
         storage.read_bytes(f"{bucket}/split/manifest.parquet")
         == (out / "manifest.parquet").read_bytes()
@@ -99,26 +100,27 @@ def test_split_is_seeded():
     labels = parse_labels(
         ("Id,Target\n" + "".join(f"s{i},{i % 5} {5 + i % 3}\n" for i in range(200))).encode()
     )
-    a = make_manifest(labels, SplitParams(seed=1))
-    b = make_manifest(labels, SplitParams(seed=1))
-    c = make_manifest(labels, SplitParams(seed=2))
+    a = make_manifest(labels, SplitConfig(seed=1))
+    b = make_manifest(labels, SplitConfig(seed=1))
+    c = make_manifest(labels, SplitConfig(seed=2))
     assert a.equals(b) and not a["fold"].equals(c["fold"])
 
 
 @pytest.mark.parametrize(
     ("params", "name"),
     [
-        (SplitParams(val_fraction=0.0), "val_fraction"),
-        (SplitParams(val_fraction=1.0), "val_fraction"),
-        (SplitParams(rare_factor=0), "rare_factor"),
-        (SplitParams(dominant_factor=-1), "dominant_factor"),
-        (SplitParams(rare_below=-3), "rare_below"),
-        (SplitParams(dominant_share=0), "dominant_share"),
+        ({"val_fraction": 0.0}, "val_fraction"),
+        ({"val_fraction": 1.0}, "val_fraction"),
+        ({"rare_factor": 0}, "rare_factor"),
+        ({"dominant_factor": -1}, "dominant_factor"),
+        ({"rare_below": -3}, "rare_below"),
+        ({"dominant_share": 0}, "dominant_share"),
+        ({"rare_factor": float("nan")}, "rare_factor"),
     ],
 )
 def test_bad_params_name_the_parameter(params, name):
     with pytest.raises(ConfigError, match=name):
-        params.validate()
+        SplitConfig(**params)
 
 
 def test_cli_bad_labels_exit_2_and_nothing_written(tmp_path):
@@ -129,8 +131,8 @@ def test_cli_bad_labels_exit_2_and_nothing_written(tmp_path):
             sys.executable,
             "-m",
             "components.split",
-            "--labels",
-            str(bad),
+            "--data-root",
+            str(tmp_path),
             "--out",
             str(tmp_path / "out"),
         ],

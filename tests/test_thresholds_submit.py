@@ -1,7 +1,6 @@
 import json
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pandas as pd
@@ -59,7 +58,7 @@ def test_search_handles_ties_and_edges():
     assert 0.2 < fit.threshold < 0.7 and fit.f1 == pytest.approx(2 * 3 / (4 + 3))
     everything = search_class(np.array([0.3, 0.3]), np.array([1, 1]), 0.0)
     assert (np.array([0.3, 0.3]) > everything.threshold).all() and everything.f1 == 1.0
-    with pytest.raises(ConfigError, match="alpha must be >= 0"):
+    with pytest.raises(ConfigError, match="alpha must be a finite number >= 0"):
         fit_thresholds(np.zeros((3, 28)), np.zeros((3, 28)), -0.1)
 
 
@@ -86,32 +85,26 @@ def real_size_inputs(tmp_path_factory):
     return tmp
 
 
-def test_thresholds_cli_on_real_validation_size_is_fast(real_size_inputs, tmp_path):
-    # 1.3-1.5 s on an idle 2-core machine; this shared machine has measured 2.0-2.5 s for the
-    # same command when busy, so the bound is on the fastest of three runs, with that headroom.
-    walls = []
-    for _ in range(3):
-        t0 = time.perf_counter()
-        proc = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "components.thresholds",
-                "--predictions",
-                str(real_size_inputs / "predictions.parquet"),
-                "--manifest",
-                str(real_size_inputs / "manifest.parquet"),
-                "--out",
-                str(tmp_path),
-            ],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        walls.append(time.perf_counter() - t0)
-        assert proc.returncode == 0, proc.stderr
-    assert min(walls) < 2.5, f"thresholds CLI took {walls} s"
+def test_thresholds_cli_on_real_validation_size_writes_the_contract(real_size_inputs, tmp_path):
+    # Its wall time is a row of `make bench` (bench/thresholds.py: cli_walls), not an assertion.
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "components.thresholds",
+            "--predictions",
+            str(real_size_inputs),
+            "--split",
+            str(real_size_inputs),
+            "--out",
+            str(tmp_path),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
     doc = json.loads((tmp_path / "thresholds.json").read_text())
     assert len(doc["thresholds"]) == 28 and doc["alpha"] == 0.1 and doc["n_val"] == 4661
     assert doc["macro_f1"] >= doc["macro_f1_at_0.5"]
@@ -133,7 +126,10 @@ def test_predictions_not_matching_manifest_refused(real_size_inputs, tmp_path):
         ArtifactError, match=r"does not match the validation fold .* 1 validation ids missing"
     ):
         run_thresholds(
-            str(tmp_path / "p.parquet"), str(real_size_inputs / "manifest.parquet"), str(tmp_path)
+            str(tmp_path / "p.parquet"),
+            str(real_size_inputs / "manifest.parquet"),
+            str(tmp_path),
+            alpha=0.1,
         )
 
 

@@ -63,13 +63,13 @@ def test_warm_start_at_another_size_keeps_the_weights(cycle0, tiny_data, tiny_sp
         size=112,
         epochs=1,
         cycle=1,
-        init=str(out / "checkpoint.pt"),
         lr_max=1e-12,
         lr_min=0.0,
         momentum=0.0,
         weight_decay=0.0,
     )
-    train_cycle(str(tiny_split / "manifest.parquet"), str(tiny_data), str(tmp_path), cfg)
+    manifest = str(tiny_split / "manifest.parquet")
+    train_cycle(manifest, str(tiny_data), str(tmp_path), cfg, init=str(out / "checkpoint.pt"))
     state = load_checkpoint(str(tmp_path / "checkpoint.pt"))
     assert state["size"] == 112 and state["cycle"] == 1 and state["norm"] == init["norm"]
     for key, value in init["model"].items():
@@ -125,16 +125,17 @@ def test_nan_loss_stops_with_batch_and_keeps_last_checkpoint(
 
 
 def test_bad_inputs_are_clear_errors(tiny_data, tiny_split, tmp_path):
-    with pytest.raises(ConfigError, match="size 60 px is under"):
-        train_cycle("m", "d", str(tmp_path), _cfg(size=60))
-    with pytest.raises(ConfigError, match="batch_size must be >= 1"):
-        train_cycle("m", "d", str(tmp_path), _cfg(batch_size=0))
+    with pytest.raises(ConfigError, match=r"size must be in \[75, 4096\], got 60"):
+        _cfg(size=60)
+    with pytest.raises(ConfigError, match=r"batch_size must be in \[2, 4096\], got 1"):
+        _cfg(batch_size=1)  # BatchNorm cannot train on one image
     with pytest.raises(ArtifactError, match=r"nope/checkpoint\.pt"):
         train_cycle(
             str(tiny_split / "manifest.parquet"),
             str(tiny_data),
             str(tmp_path),
-            _cfg(init=str(tmp_path / "nope" / "checkpoint.pt")),
+            _cfg(),
+            init=str(tmp_path / "nope" / "checkpoint.pt"),
         )
     cmd = [
         *train_cmd(tiny_data, tiny_split, tmp_path / "o"),
@@ -142,7 +143,7 @@ def test_bad_inputs_are_clear_errors(tiny_data, tiny_split, tmp_path):
         "50",
     ]  # the last --size wins
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=False)
-    assert proc.returncode == 2 and "error: size 50 px is under" in proc.stderr
+    assert proc.returncode == 2 and "error: size must be in [75, 4096], got 50" in proc.stderr
 
 
 def test_torchrun_two_processes_trains_with_ddp(tiny_data, tiny_split, tmp_path, cache_dir):
@@ -173,4 +174,9 @@ def test_torchrun_two_processes_trains_with_ddp(tiny_data, tiny_split, tmp_path,
     assert "device cpu x2" in proc.stderr
     state = load_checkpoint(str(out / "checkpoint.pt"))
     assert state["complete"] and state["epochs_done"] == 1
-    assert sorted(p.name for p in out.iterdir()) == ["checkpoint.pt", "metrics.json"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "checkpoint.pt",
+        "metrics.json",
+        "snapshots.json",
+        "timing.json",
+    ]

@@ -56,6 +56,6 @@ for svc in split train-1 train-2 train-3 infer thresholds submit; do
 done
 [ "$status" = 0 ] || exit 1
 echo "== thresholds alone, alpha 0.3, from the predictions already in S3"
-"${compose[@]}" run --rm --no-deps thresholds --predictions s3://protloc/run/infer/predictions.parquet \
-    --manifest s3://protloc/run/split/manifest.parquet --out s3://protloc/run/thresholds-a03 --alpha 0.3 2>&1 | tail -n 2
+"${compose[@]}" run --rm --no-deps thresholds --predictions s3://protloc/run/infer \
+    --split s3://protloc/run/split --out s3://protloc/run/thresholds-a03 --alpha 0.3 2>&1 | tail -n 2
 "${compose[@]}" down -v

@@ -1,0 +1,117 @@
+"""KFP components generated from the step table: the interface derived, the body one call.
+
+A lightweight KFP component is a Python function whose signature is its interface and whose
+source KFP ships into the container. The signature here is written from the step's config
+(``protloc.steps.STEPS``): one typed input per config field (with its default), one input
+artifact per folder the step reads, ``data_root``, ``code_version`` (part of every cache key) and
+the output artifact; the docstring's ``Args:`` give KFP every input's description. The body is
+one call, :func:`run_task`, which calls the step's front door with the same arguments as the
+command line does.
+"""
+
+from __future__ import annotations
+
+import linecache
+from typing import Any
+
+from protloc.params import Param
+from protloc.steps import DATA_ROOT, STEPS, Step
+
+CODE_VERSION_HELP = (
+    "protloc code version the pipeline was compiled for (package version + source hash); "
+    "part of every cache key, and the task refuses to run other code"
+)
+OUT_HELP = "this step's output folder"
+
+
+def _annotation(p: Param) -> str:
+    return p.type.__name__
+
+
+def component_source(step: Step) -> str:
+    """The Python source of ``step``'s component function (what KFP runs in the container)."""
+    required: list[str] = []
+    optional: list[str] = []
+    docs: list[str] = []
+    for i in step.inputs:
+        (optional if i.optional else required).append(
+            f"{i.name}: Input[Artifact]" + (" = None" if i.optional else "")
+        )
+        docs.append(f"{i.name}: {i.help}")
+    if step.reads_data_root:
+        required.append(f"{DATA_ROOT.name}: str")
+        docs.append(f"{DATA_ROOT.name}: {DATA_ROOT.description()}")
+    for p in step.config.params():
+        if p.required:
+            required.append(f"{p.name}: {_annotation(p)}")
+        else:
+            optional.insert(
+                len(optional) - sum(i.optional for i in step.inputs),
+                f"{p.name}: {_annotation(p)} = {p.default!r}",
+            )
+        docs.append(f"{p.name}: {p.description()}")
+    required += ["code_version: str", "out: Output[Artifact]"]
+    docs.append(f"code_version: {CODE_VERSION_HELP}")
+    signature = ",\n    ".join(required + optional)
+    args_doc = "\n".join(f"        {line}" for line in docs)
+    # KFP reads output descriptions from a Returns section.
+    return (
+        "from kfp.dsl import Artifact, Input, Output\n\n\n"
+        f"def {step.name}(\n    {signature},\n):\n"
+        f'    """{step.summary}\n\n    Args:\n{args_doc}\n\n'
+        f'    Returns:\n        out: {OUT_HELP}\n    """\n'
+        "    from components.factory import run_task\n\n"
+        f"    run_task({step.name!r}, dict(locals()))\n"
+    )
+
+
+def component_function(step_name: str):
+    """The component's Python function, compiled from :func:`component_source`.
+
+    Its source is registered with ``linecache`` so ``inspect.getsource`` (which KFP uses to ship
+    the function into the container) finds it.
+    """
+    step = STEPS[step_name]
+    source = component_source(step)
+    filename = f"<protloc component {step_name}>"
+    linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
+    namespace: dict[str, Any] = {"__name__": f"components.generated.{step_name}"}
+    exec(compile(source, filename, "exec", dont_inherit=True), namespace)
+    return namespace[step_name]
+
+
+def kfp_component(step_name: str, image: str):
+    """The step as a KFP component on ``image`` (kfp is imported only here)."""
+    from kfp import dsl
+
+    return dsl.component(base_image=image, install_kfp_package=False)(component_function(step_name))
+
+
+def run_task(step_name: str, args: dict[str, Any]) -> Any:
+    """The body of every component: artifacts to folders, values to the config, front door.
+
+    ``args`` are the component function's arguments (KFP artifacts have ``.path``, the folder in
+    this container, and ``.uri``, where other tasks read it).
+    """
+    from protloc.cli import setup_logging
+    from protloc.errors import ConfigError
+    from protloc.version import code_version
+
+    setup_logging()
+    step = STEPS[step_name]
+    here = code_version()
+    if args["code_version"] != here:
+        raise ConfigError(
+            f"{step_name}: the pipeline was compiled for protloc {args['code_version']}, but this "
+            f"container runs {here}: rebuild and push the image, or recompile the pipeline"
+        )
+    cfg = step.config.from_mapping({p.name: args[p.name] for p in step.config.params()})
+    folders: dict[str, Any] = {
+        i.name: (args[i.name].path if args[i.name] is not None else None) for i in step.inputs
+    }
+    folders["out"] = args["out"].path
+    if step.reads_data_root:
+        folders["data_root"] = args["data_root"]
+    if step_name == "train":
+        folders["out_uri"] = args["out"].uri
+    return step.run(cfg, **folders)
