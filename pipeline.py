@@ -26,9 +26,9 @@ from protloc import __version__
 from protloc.cli import add_param
 from protloc.errors import ProtlocError
 from protloc.params import Param
-from protloc.schedule import Cycle, format_schedule, paper_schedule, parse_schedule
+from protloc.report.summary import format_summary, summarize
 from protloc.steps import DATA_ROOT, STEPS, pipeline_params, step_configs
-from protloc.summary import format_summary, summarize
+from protloc.train.schedule import Cycle, format_schedule, paper_schedule, parse_schedule
 from protloc.version import code_version
 
 ROOT = Path(__file__).resolve().parent

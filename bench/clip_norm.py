@@ -17,16 +17,16 @@ import time
 import numpy as np
 import torch
 
-from protloc.cache import build_cache
 from protloc.config import SplitConfig
-from protloc.data import labels_to_matrix
-from protloc.loss import get_loss
-from protloc.manifest import read_manifest
-from protloc.model import create_model, init_head
-from protloc.sampling import epoch_indices
-from protloc.split import run_split
+from protloc.data.cache import build_cache
+from protloc.data.hpa import labels_to_matrix
+from protloc.data.manifest import read_manifest
+from protloc.data.sampling import epoch_indices
+from protloc.data.split import run_split
+from protloc.data.transforms import channel_stats, d4, normalize
+from protloc.model.loss import get_loss
+from protloc.model.network import create_model, init_head
 from protloc.synthetic import SyntheticSpec, generate
-from protloc.transforms import channel_stats, d4, normalize
 
 
 def run(setting, cache, y, weights, args):

@@ -29,16 +29,16 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from protloc.cache import build_cache
 from protloc.classes import NUM_CLASSES
-from protloc.data import read_labels
-from protloc.dataset import CachedImages
-from protloc.loss import soft_f1_loss
-from protloc.model import create_model
-from protloc.predict import autocast
-from protloc.schedule import PAPER_TABLE_1
+from protloc.data.cache import build_cache
+from protloc.data.dataset import CachedImages
+from protloc.data.hpa import read_labels
+from protloc.data.transforms import normalize
+from protloc.evaluate.predict import autocast
+from protloc.model.loss import soft_f1_loss
+from protloc.model.network import create_model
 from protloc.synthetic import SyntheticSpec, generate
-from protloc.transforms import normalize
+from protloc.train.schedule import PAPER_TABLE_1
 
 MEAN, STD = torch.full((4,), 0.08), torch.full((4,), 0.12)
 

@@ -22,10 +22,10 @@ import numpy as np
 import torch
 from train_speed import DecodedImages  # the decode-every-time dataset (bench/ is on sys.path)
 
-from protloc.cache import build_cache
 from protloc.classes import CHANNELS, NUM_CLASSES
-from protloc.dataset import CachedImages
-from protloc.transforms import normalize
+from protloc.data.cache import build_cache
+from protloc.data.dataset import CachedImages
+from protloc.data.transforms import normalize
 
 REAL = Path(__file__).resolve().parents[1] / "tests" / "data" / "hpa" / "real_channels"
 LABELLED = 31_072  # samples in the Kaggle train.csv

@@ -17,13 +17,13 @@ import time
 import numpy as np
 
 from protloc.config import SplitConfig
-from protloc.data import labels_to_matrix
-from protloc.manifest import read_manifest
+from protloc.data.hpa import labels_to_matrix
+from protloc.data.manifest import read_manifest
+from protloc.data.split import run_split
 from protloc.metrics import macro_f1
-from protloc.schedule import parse_schedule
-from protloc.split import run_split
 from protloc.synthetic import SyntheticSpec, generate
-from protloc.train import TrainConfig, train_cycle
+from protloc.train.cycle import TrainConfig, train_cycle
+from protloc.train.schedule import parse_schedule
 
 
 def prior_baseline(y_train: np.ndarray, y_val: np.ndarray, draws: int = 50) -> float:

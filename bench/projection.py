@@ -20,10 +20,10 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from protloc.config import SplitConfig
-from protloc.data import read_labels
-from protloc.model import create_model
-from protloc.schedule import PAPER_TABLE_1
-from protloc.split import make_manifest
+from protloc.data.hpa import read_labels
+from protloc.data.split import make_manifest
+from protloc.model.network import create_model
+from protloc.train.schedule import PAPER_TABLE_1
 
 REAL = Path(__file__).resolve().parents[1] / "tests" / "data" / "hpa" / "train.csv"
 TEST_IDS = 11_702

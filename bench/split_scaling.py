@@ -20,8 +20,8 @@ import numpy as np
 from iterstrat.ml_stratifiers import MultilabelStratifiedShuffleSplit
 
 from protloc.config import SplitConfig
-from protloc.data import labels_to_matrix, parse_labels
-from protloc.split import run_split
+from protloc.data.hpa import labels_to_matrix, parse_labels
+from protloc.data.split import run_split
 
 ROOT = Path(__file__).resolve().parents[1]
 REAL = ROOT / "tests" / "data" / "hpa" / "train.csv"

@@ -23,11 +23,11 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import f1_score, precision_score, recall_score
 
-from protloc import predictions
 from protloc.classes import NUM_CLASSES
-from protloc.manifest import write_manifest
+from protloc.data.manifest import write_manifest
+from protloc.evaluate import predictions
+from protloc.evaluate.thresholds import compare, fit_thresholds, grid_search_class
 from protloc.synthetic.predictions import structured_predictions
-from protloc.thresholds import compare, fit_thresholds, grid_search_class
 
 GRID = np.linspace(0.0, 1.0, 101)
 

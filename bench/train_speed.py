@@ -15,13 +15,13 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from protloc.cache import build_cache
-from protloc.data import load_sample, read_labels
-from protloc.dataset import CachedImages
-from protloc.loss import soft_f1_loss
-from protloc.model import create_model
+from protloc.data.cache import build_cache
+from protloc.data.dataset import CachedImages
+from protloc.data.hpa import load_sample, read_labels
+from protloc.data.transforms import d4, normalize
+from protloc.model.loss import soft_f1_loss
+from protloc.model.network import create_model
 from protloc.synthetic import SyntheticSpec, generate
-from protloc.transforms import d4, normalize
 
 
 class DecodedImages(Dataset):

@@ -69,8 +69,8 @@ def timed(step: str, out: str) -> Iterator[None]:
 
 def split_step(cfg: SplitConfig, *, data_root: str, out: str) -> dict[str, Any]:
     """Stratified split of ``{data_root}/train.csv``: manifest, stats and plots in ``out``."""
-    from protloc.data import labels_uri
-    from protloc.split import run_split
+    from protloc.data.hpa import labels_uri
+    from protloc.data.split import run_split
 
     with timed("split", out):
         return run_split(labels_uri(data_root), out, cfg)
@@ -91,8 +91,8 @@ def train_step(
     ``out`` is the pod's local copy); it defaults to ``out``. With ``cfg.work_root`` (durable
     storage, e.g. s3://) the per-epoch checkpoints live there, so a retried pod resumes.
     """
-    from protloc.data import labels_uri
-    from protloc.train import train_cycle
+    from protloc.data.hpa import labels_uri
+    from protloc.train.cycle import train_cycle
 
     with timed(f"train cycle {cfg.cycle}", out):
         chain: list[str] = read_snapshot_list(previous) if previous else []
@@ -146,8 +146,8 @@ def read_snapshot_list(train_dir: str) -> list[str]:
 
 def infer_step(cfg: InferConfig, *, data_root: str, split: str, last_cycle: str, out: str):
     """Every snapshot listed by ``last_cycle`` predicts the validation fold and the test ids."""
-    from protloc.data import labels_uri, sample_submission_uri
-    from protloc.infer import run_infer
+    from protloc.data.hpa import labels_uri, sample_submission_uri
+    from protloc.evaluate.infer import run_infer
 
     with timed("infer", out):
         return run_infer(
@@ -165,7 +165,7 @@ def thresholds_step(
     cfg: ThresholdsConfig, *, split: str, predictions: str, out: str
 ) -> dict[str, Any]:
     """Per-class thresholds fitted on the ensemble's validation predictions."""
-    from protloc.thresholds import run_thresholds
+    from protloc.evaluate.thresholds import run_thresholds
 
     with timed("thresholds", out):
         return run_thresholds(
@@ -175,8 +175,8 @@ def thresholds_step(
 
 def submit_step(cfg: SubmitConfig, *, data_root: str, predictions: str, thresholds: str, out: str):
     """The Kaggle submission CSV for ``{data_root}/sample_submission.csv``'s ids."""
-    from protloc.data import sample_submission_uri
-    from protloc.submission import run_submit
+    from protloc.data.hpa import sample_submission_uri
+    from protloc.evaluate.submission import run_submit
 
     with timed("submit", out):
         return run_submit(

@@ -78,7 +78,7 @@ def tiny_data(tmp_path_factory) -> Path:
 def tiny_split(tiny_data, tmp_path_factory) -> Path:
     """The split of tiny_data (no class counts as rare: one draw per sample); returns the folder."""
     from protloc.config import SplitConfig
-    from protloc.split import run_split
+    from protloc.data.split import run_split
 
     out = tmp_path_factory.mktemp("tiny-split")
     run_split(str(tiny_data / "train.csv"), str(out), SplitConfig(val_fraction=0.25, rare_below=0))
@@ -101,7 +101,7 @@ def weighted_split(tiny_data, tmp_path_factory) -> Path:
     """tiny_data split with resampling (classes under 5 training samples drawn 5x): ~190 draws
     per epoch, enough steps to see the loss fall. Same validation fold as tiny_split."""
     from protloc.config import SplitConfig
-    from protloc.split import run_split
+    from protloc.data.split import run_split
 
     out = tmp_path_factory.mktemp("weighted-split")
     run_split(str(tiny_data / "train.csv"), str(out), SplitConfig(val_fraction=0.25, rare_below=5))

@@ -4,8 +4,8 @@ import os
 import numpy as np
 import pytest
 
-from protloc.cache import build_cache
-from protloc.data import load_sample, read_labels
+from protloc.data.cache import build_cache
+from protloc.data.hpa import load_sample, read_labels
 from protloc.errors import DataError, StorageError
 
 

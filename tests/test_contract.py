@@ -23,8 +23,8 @@ from protloc.cli import step_parser
 from protloc.config import CONFIGS, TrainConfig
 from protloc.errors import ConfigError
 from protloc.params import Param
-from protloc.schedule import Cycle
 from protloc.steps import DATA_ROOT, STEPS, Step, pipeline_params
+from protloc.train.schedule import Cycle
 from tests.conftest import ROOT
 
 KFP_TYPES = {bool: "Boolean", int: "Integer", float: "Float", str: "String"}

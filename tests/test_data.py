@@ -6,7 +6,7 @@ from PIL import Image
 
 from protloc import storage
 from protloc.classes import CHANNELS
-from protloc.data import labels_to_matrix, load_sample, parse_labels, read_labels, read_test_ids
+from protloc.data.hpa import labels_to_matrix, load_sample, parse_labels, read_labels, read_test_ids
 from protloc.errors import DataError
 
 

@@ -19,11 +19,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from protloc import predictions as preds
 from protloc.classes import NUM_CLASSES
-from protloc.data import parse_labels
+from protloc.data.hpa import parse_labels
+from protloc.data.manifest import read_manifest, to_bytes
 from protloc.errors import ProtlocError
-from protloc.manifest import read_manifest, to_bytes
+from protloc.evaluate import predictions as preds
 
 CASES = 300  # per reader
 SECONDS_PER_CASE = 5

@@ -2,12 +2,12 @@ import numpy as np
 import pytest
 
 from protloc.config import InferConfig
-from protloc.data import read_test_ids
+from protloc.data.hpa import read_test_ids
+from protloc.data.manifest import read_manifest
 from protloc.errors import ArtifactError, ConfigError
-from protloc.infer import run_infer
-from protloc.manifest import read_manifest
-from protloc.predictions import ENSEMBLE, PROB_COLUMNS, read_predictions
-from protloc.train import TrainConfig, train_cycle
+from protloc.evaluate.infer import run_infer
+from protloc.evaluate.predictions import ENSEMBLE, PROB_COLUMNS, read_predictions
+from protloc.train.cycle import TrainConfig, train_cycle
 from tests.conftest import TINY_CYCLE
 
 

@@ -7,7 +7,7 @@ from tests.conftest import ROOT
 
 def test_cpu_steps_import_neither_torch_nor_kfp():
     code = (
-        "import sys, protloc.split, protloc.thresholds, protloc.submission, protloc.steps, "
+        "import sys, protloc.data.split, protloc.evaluate.thresholds, protloc.evaluate.submission, protloc.steps, "
         "components.split, components.thresholds, components.submit; "
         "print(sorted(m for m in ('torch', 'kfp') if m in sys.modules))"
     )

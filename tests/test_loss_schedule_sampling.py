@@ -5,10 +5,10 @@ import pytest
 import torch
 from sklearn.metrics import f1_score
 
+from protloc.data.sampling import epoch_indices
 from protloc.errors import ConfigError
-from protloc.loss import bce_loss, soft_f1_from_probs, soft_f1_loss
-from protloc.sampling import epoch_indices
-from protloc.schedule import PAPER_TABLE_1, cosine_lr, paper_schedule, parse_schedule
+from protloc.model.loss import bce_loss, soft_f1_from_probs, soft_f1_loss
+from protloc.train.schedule import PAPER_TABLE_1, cosine_lr, paper_schedule, parse_schedule
 
 
 def test_soft_f1_on_hard_predictions_is_one_minus_sklearn_macro_f1():

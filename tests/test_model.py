@@ -2,9 +2,9 @@ import pytest
 import torch
 import torchvision
 
-from protloc.checkpoint import load_checkpoint, save_checkpoint
 from protloc.errors import ArtifactError, ConfigError
-from protloc.model import create_model, init_head, load_weights
+from protloc.model.checkpoint import load_checkpoint, save_checkpoint
+from protloc.model.network import create_model, init_head, load_weights
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +28,7 @@ def test_batchnorm_after_every_inception_block(model):
 
 
 def test_size_under_75_refused():
-    from protloc.model import check_size
+    from protloc.model.network import check_size
 
     with pytest.raises(ConfigError, match="size 74 px is under"):
         check_size(74)

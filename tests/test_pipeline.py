@@ -9,8 +9,8 @@ import pytest
 import yaml
 
 import pipeline
-from protloc.data import read_test_ids
-from protloc.schedule import Cycle, paper_schedule
+from protloc.data.hpa import read_test_ids
+from protloc.train.schedule import Cycle, paper_schedule
 from tests.conftest import ROOT
 
 

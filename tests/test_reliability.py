@@ -21,10 +21,10 @@ import torch
 import yaml
 
 from protloc import storage
-from protloc.checkpoint import load_checkpoint
+from protloc.data.manifest import check_labels, read_manifest
 from protloc.errors import ArtifactError, StorageError
-from protloc.manifest import check_labels, read_manifest
-from protloc.train import TrainConfig, train_cycle
+from protloc.model.checkpoint import load_checkpoint
+from protloc.train.cycle import TrainConfig, train_cycle
 from tests.conftest import ROOT, TEST_KEY_ID, TEST_SECRET, TINY_CYCLE, free_port, train_cmd
 from tests.faults import CuttableProxy, kill_at
 
@@ -237,7 +237,7 @@ def test_manifest_from_another_labels_file_is_refused(tiny_data, tiny_split, cyc
     """The split step records the labels' SHA-256; train and infer compare it with the data
     root's train.csv and, when it differs, every row's labels."""
     from protloc.config import InferConfig
-    from protloc.infer import run_infer
+    from protloc.evaluate.infer import run_infer
 
     other = tmp_path / "other"
     other.mkdir()
@@ -275,7 +275,7 @@ def test_manifest_from_another_labels_file_is_refused(tiny_data, tiny_split, cyc
 
     # A manifest made from a subset of the same labels is fine (its rows agree).
     from protloc.config import SplitConfig
-    from protloc.split import run_split
+    from protloc.data.split import run_split
 
     subset = tmp_path / "subset.csv"
     subset.write_text("\n".join((tiny_data / "train.csv").read_text().splitlines()[:41]) + "\n")
@@ -291,8 +291,8 @@ def test_manifest_from_another_labels_file_is_refused(tiny_data, tiny_split, cyc
 
 _FULL_DISK = """
 import json, os, sys
-from protloc.cache import build_cache
-from protloc.data import read_labels
+from protloc.data.cache import build_cache
+from protloc.data.hpa import read_labels
 from protloc.errors import StorageError
 root, cache = sys.argv[1], sys.argv[2]
 ids = list(read_labels(root + "/train.csv")["id"])
@@ -341,7 +341,7 @@ def test_disk_full_on_a_real_1mb_tmpfs(tiny_data, tmp_path):
 
 def test_no_credential_in_yaml_manifests_artifacts_or_logs(bucket, s3_env, tmp_path, hpa_dir):
     import pipeline
-    from protloc.schedule import paper_schedule
+    from protloc.train.schedule import paper_schedule
 
     # The compiled pipeline, compiled while the credentials sit in the environment.
     yaml_path = tmp_path / "pipeline.yaml"

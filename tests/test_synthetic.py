@@ -1,11 +1,10 @@
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from protloc.classes import NUM_CLASSES
-from protloc.data import labels_to_matrix, load_sample, read_labels, read_test_ids
+from protloc.data.hpa import labels_to_matrix, load_sample, read_labels, read_test_ids
 from protloc.errors import ConfigError
 from protloc.synthetic import SyntheticSpec, generate, render_sample
 from protloc.synthetic.labels import draw_label_sets, label_set_table
@@ -17,11 +16,9 @@ def _files(root: Path) -> dict[str, bytes]:
     }
 
 
-def test_200_samples_at_256px_under_10s_and_layout(tmp_path):
-    t0 = time.perf_counter()
+def test_200_samples_at_256px_layout(tmp_path):
+    # Its speed is a `make bench` row (synthetic data), not an assertion here.
     generate(SyntheticSpec(n_train=180, n_test=20, size=256, seed=5, temper=0.5), str(tmp_path))
-    elapsed = time.perf_counter() - t0
-    assert elapsed < 10, f"200 samples at 256 px took {elapsed:.1f} s"
     labels = read_labels(str(tmp_path / "train.csv"))
     test_ids = read_test_ids(str(tmp_path / "sample_submission.csv"))
     truth = read_labels(str(tmp_path / "test_labels.csv"))

@@ -7,13 +7,18 @@ import pandas as pd
 import pytest
 from sklearn.metrics import f1_score, precision_score, recall_score
 
-from protloc import predictions
-from protloc.data import read_test_ids
+from protloc.data.hpa import read_test_ids
 from protloc.errors import ArtifactError, ConfigError
+from protloc.evaluate import predictions
+from protloc.evaluate.submission import make_submission, run_submit, validate_submission
+from protloc.evaluate.thresholds import (
+    fit_thresholds,
+    grid_search_class,
+    read_thresholds,
+    search_class,
+)
 from protloc.metrics import macro_f1, per_class_scores
-from protloc.submission import make_submission, run_submit, validate_submission
 from protloc.synthetic.predictions import structured_predictions
-from protloc.thresholds import fit_thresholds, grid_search_class, read_thresholds, search_class
 from tests.conftest import ROOT
 
 
@@ -65,7 +70,7 @@ def test_search_handles_ties_and_edges():
 @pytest.fixture(scope="module")
 def real_size_inputs(tmp_path_factory):
     """A manifest with 4,661 validation rows and ensemble predictions for them."""
-    from protloc.manifest import write_manifest
+    from protloc.data.manifest import write_manifest
 
     tmp = tmp_path_factory.mktemp("thr")
     probs, y = structured_predictions(4661 + 100, seed=4)
@@ -117,7 +122,7 @@ def test_thresholds_cli_on_real_validation_size_writes_the_contract(real_size_in
 
 
 def test_predictions_not_matching_manifest_refused(real_size_inputs, tmp_path):
-    from protloc.thresholds import run_thresholds
+    from protloc.evaluate.thresholds import run_thresholds
 
     rows = predictions.read_predictions(str(real_size_inputs / "predictions.parquet"))
     rows = rows[rows["id"] != "id00007"]

@@ -8,11 +8,11 @@ import time
 import pytest
 import torch
 
-from protloc import train as train_mod
-from protloc.checkpoint import load_checkpoint
+from protloc.data.manifest import read_manifest
 from protloc.errors import ArtifactError, ConfigError
-from protloc.manifest import read_manifest
-from protloc.train import TrainConfig, TrainingError, train_cycle
+from protloc.model.checkpoint import load_checkpoint
+from protloc.train import cycle as train_mod
+from protloc.train.cycle import TrainConfig, TrainingError, train_cycle
 from tests.conftest import ROOT, TINY_CYCLE, free_port, train_cmd
 
 
@@ -20,9 +20,9 @@ def _cfg(**kw):
     return TrainConfig(**{**TINY_CYCLE, **kw})
 
 
-def test_one_cycle_is_fast_lowers_loss_and_writes_the_contract(cycle0):
-    out, metrics, seconds = cycle0
-    assert seconds < 60, f"one cycle took {seconds:.0f} s"
+def test_one_cycle_lowers_loss_and_writes_the_contract(cycle0):
+    # Training speed is a `make bench` row (train step), not an assertion here.
+    out, metrics, _ = cycle0
     first, last = metrics["history"][0]["loss"], metrics["history"][-1]["loss"]
     assert last < first, (first, last)
     state = torch.load(out / "checkpoint.pt", map_location="cpu", weights_only=True)
@@ -37,11 +37,11 @@ def test_one_cycle_is_fast_lowers_loss_and_writes_the_contract(cycle0):
 def test_finished_cycle_rerun_is_a_noop(cycle0, tiny_data, weighted_split, caplog):
     out, metrics, _ = cycle0
     mtime = (out / "checkpoint.pt").stat().st_mtime_ns
-    t0 = time.perf_counter()
     again = train_cycle(
         str(weighted_split / "manifest.parquet"), str(tiny_data), str(out), _cfg(workers=3)
     )
-    assert time.perf_counter() - t0 < 5
+    # Nothing was read or trained: no image cache, no epoch.
+    assert not any("image cache" in r.message or "epoch" in r.message for r in caplog.records)
     assert again["val"] == metrics["val"] and (out / "checkpoint.pt").stat().st_mtime_ns == mtime
     assert any("already complete" in r.message for r in caplog.records)
 

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from protloc.transforms import D4_SIZE, d4, d4_torch, normalize
+from protloc.data.transforms import D4_SIZE, d4, d4_torch, normalize
 
 
 def _reference(x: np.ndarray, k: int) -> np.ndarray:

@@ -7,7 +7,7 @@ import sys
 from collections.abc import Sequence
 
 from protloc import cli
-from protloc.data import read_labels
+from protloc.data.hpa import read_labels
 from protloc.synthetic.dataset import SyntheticSpec, generate
 
 

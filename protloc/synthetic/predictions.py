@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from protloc.classes import NUM_CLASSES
-from protloc.data import labels_to_matrix
+from protloc.data.hpa import labels_to_matrix
 from protloc.synthetic.labels import draw_label_sets
 
 

@@ -9,11 +9,11 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from protloc.cache import ImageCache
 from protloc.classes import NUM_CLASSES
-from protloc.dataset import CachedImages
+from protloc.data.cache import ImageCache
+from protloc.data.dataset import CachedImages
+from protloc.data.transforms import D4_SIZE, d4_torch, normalize
 from protloc.errors import ConfigError
-from protloc.transforms import D4_SIZE, d4_torch, normalize
 
 log = logging.getLogger(__name__)
 

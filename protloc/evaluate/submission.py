@@ -11,10 +11,10 @@ import pandas as pd
 
 from protloc import storage
 from protloc.classes import NUM_CLASSES
-from protloc.data import read_test_ids
+from protloc.data.hpa import read_test_ids
 from protloc.errors import ArtifactError
-from protloc.predictions import probabilities, read_predictions, select
-from protloc.thresholds import read_thresholds
+from protloc.evaluate.predictions import probabilities, read_predictions, select
+from protloc.evaluate.thresholds import read_thresholds
 
 log = logging.getLogger(__name__)
 

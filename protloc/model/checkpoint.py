@@ -17,7 +17,7 @@ import torch
 from protloc import storage
 from protloc.classes import CLASS_NAMES, NUM_CLASSES
 from protloc.errors import ArtifactError, StorageError
-from protloc.model import ARCH
+from protloc.model.network import ARCH
 
 REQUIRED = ("arch", "num_classes", "model", "size", "config", "norm", "epochs_done", "complete")
 

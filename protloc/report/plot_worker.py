@@ -3,7 +3,7 @@ cold) overlap with its own reading and computing. The thresholds step uses it to
 
 A plain ``python -c`` child reading pickled jobs on stdin (not multiprocessing's spawn, which
 would re-import the parent's main module first; not fork, the parent may hold BLAS threads).
-This module imports nothing heavy; only the child imports matplotlib (protloc.plots).
+This module imports nothing heavy; only the child imports matplotlib (protloc.report.plots).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Any
 
 from protloc.errors import ArtifactError
 
-_CHILD = "from protloc.plot_worker import serve; serve()"
+_CHILD = "from protloc.report.plot_worker import serve; serve()"
 
 
 class BackgroundPlots:
@@ -40,7 +40,7 @@ class BackgroundPlots:
             self._proc.communicate()
 
     def render(self, figure: str, uri: str, *args: Any) -> None:
-        """Write ``protloc.plots.<figure>(*args)`` to ``uri``."""
+        """Write ``protloc.report.plots.<figure>(*args)`` to ``uri``."""
         self._jobs.append((figure, uri, args))
 
     def close(self) -> None:
@@ -52,7 +52,8 @@ class BackgroundPlots:
 
 def serve() -> None:
     """The child: import matplotlib and warm up while the parent computes, then draw."""
-    from protloc import plots, storage
+    from protloc import storage
+    from protloc.report import plots
 
     plots.warm_up()
     jobs = pickle.loads(sys.stdin.buffer.read())

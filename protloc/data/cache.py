@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from protloc.data import detect_extension, load_sample
+from protloc.data.hpa import detect_extension, load_sample
 from protloc.errors import DataError, StorageError
 
 log = logging.getLogger(__name__)

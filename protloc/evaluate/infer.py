@@ -10,15 +10,15 @@ import numpy as np
 import pandas as pd
 import torch
 
-from protloc import predictions
-from protloc.cache import build_cache
-from protloc.checkpoint import load_checkpoint
 from protloc.config import InferConfig
-from protloc.data import read_test_ids
+from protloc.data.cache import build_cache
+from protloc.data.hpa import read_test_ids
+from protloc.data.manifest import check_labels, read_manifest
 from protloc.errors import ArtifactError, ConfigError
-from protloc.manifest import check_labels, read_manifest
-from protloc.model import create_model, load_weights
-from protloc.predict import predict
+from protloc.evaluate import predictions
+from protloc.evaluate.predict import predict
+from protloc.model.checkpoint import load_checkpoint
+from protloc.model.network import create_model, load_weights
 from protloc.storage import join
 
 log = logging.getLogger(__name__)

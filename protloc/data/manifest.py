@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 
 from protloc import storage
 from protloc.classes import CLASS_NAMES, NUM_CLASSES
-from protloc.data import parse_labels
+from protloc.data.hpa import parse_labels
 from protloc.errors import ArtifactError
 
 FOLDS = ("train", "val")

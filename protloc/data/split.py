@@ -6,7 +6,7 @@ fold, a sample that carries a *rare* class (fewer than ``rare_below`` training s
 ``rare_factor`` times per epoch; a sample whose labels are all *dominant* classes (present in at
 least ``dominant_share`` of training samples: Nucleoplasm and Cytosol on the real data) is drawn
 ``dominant_factor`` times; every other sample once. The weight is the expected number of draws
-per epoch; the train step turns it into a fresh sample list each epoch (protloc.sampling).
+per epoch; the train step turns it into a fresh sample list each epoch (protloc.data.sampling).
 """
 
 from __future__ import annotations
@@ -23,9 +23,9 @@ import pandas as pd
 from protloc import __version__, storage
 from protloc.classes import CLASS_NAMES, NUM_CLASSES
 from protloc.config import SplitConfig
-from protloc.data import labels_to_matrix, parse_labels
+from protloc.data.hpa import labels_to_matrix, parse_labels
+from protloc.data.manifest import write_manifest
 from protloc.errors import ConfigError, DataError
-from protloc.manifest import write_manifest
 
 log = logging.getLogger(__name__)
 
@@ -123,7 +123,7 @@ def split_stats(manifest: pd.DataFrame, params: SplitConfig) -> dict[str, Any]:
 
 def run_split(labels_uri: str, out: str, params: SplitConfig) -> dict[str, Any]:
     """The whole step: read labels, split, write manifest.parquet, stats.json and two plots."""
-    from protloc.plot_worker import BackgroundPlots
+    from protloc.report.plot_worker import BackgroundPlots
 
     t0 = time.perf_counter()
     with BackgroundPlots() as figures:  # imports matplotlib in a helper while this splits

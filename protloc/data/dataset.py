@@ -6,8 +6,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from protloc.cache import ImageCache
-from protloc.transforms import D4_SIZE, d4
+from protloc.data.cache import ImageCache
+from protloc.data.transforms import D4_SIZE, d4
 
 
 class CachedImages(Dataset):

@@ -223,12 +223,12 @@ def run_thresholds(
     predictions_uri: str, manifest_uri: str, out: str, alpha: float
 ) -> dict[str, Any]:
     """The whole step: fit on the ensemble's validation rows, write thresholds.json and plots."""
-    from protloc.plot_worker import BackgroundPlots
+    from protloc.report.plot_worker import BackgroundPlots
 
     with BackgroundPlots() as figures:  # starts importing matplotlib now, in parallel
-        from protloc.data import labels_to_matrix
-        from protloc.manifest import read_manifest
-        from protloc.predictions import probabilities, read_predictions, select
+        from protloc.data.hpa import labels_to_matrix
+        from protloc.data.manifest import read_manifest
+        from protloc.evaluate.predictions import probabilities, read_predictions, select
 
         t0 = time.perf_counter()
         rows = select(read_predictions(predictions_uri), "val")

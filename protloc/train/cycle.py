@@ -22,22 +22,22 @@ import torch
 from torch.utils.data import DataLoader
 
 from protloc import storage
-from protloc.cache import ImageCache, build_cache
-from protloc.checkpoint import load_checkpoint, save_checkpoint
 from protloc.classes import CLASS_NAMES, NUM_CLASSES
 from protloc.config import NORM_TYPES, TrainConfig
-from protloc.data import labels_to_matrix
-from protloc.dataset import CachedImages
-from protloc.distributed import Dist, barrier, device_for, init_distributed, teardown
+from protloc.data.cache import ImageCache, build_cache
+from protloc.data.dataset import CachedImages
+from protloc.data.hpa import labels_to_matrix
+from protloc.data.manifest import Manifest, check_labels, read_manifest
+from protloc.data.sampling import epoch_indices
+from protloc.data.transforms import channel_stats, normalize
 from protloc.errors import ArtifactError, ConfigError, ProtlocError
-from protloc.loss import get_loss, soft_f1_from_probs
-from protloc.manifest import Manifest, check_labels, read_manifest
+from protloc.evaluate.predict import autocast, predict
 from protloc.metrics import per_class_scores
-from protloc.model import ARCH, InceptionV3BN, create_model, init_head, load_weights
-from protloc.predict import autocast, predict
-from protloc.sampling import epoch_indices
-from protloc.schedule import cosine_lr
-from protloc.transforms import channel_stats, normalize
+from protloc.model.checkpoint import load_checkpoint, save_checkpoint
+from protloc.model.loss import get_loss, soft_f1_from_probs
+from protloc.model.network import ARCH, InceptionV3BN, create_model, init_head, load_weights
+from protloc.train.distributed import Dist, barrier, device_for, init_distributed, teardown
+from protloc.train.schedule import cosine_lr
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,1 @@
+"""Data: the HPA layout, the image cache, augmentation, the manifest and the split."""

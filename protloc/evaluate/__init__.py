@@ -1,0 +1,1 @@
+"""Evaluation: prediction, the infer step, thresholds and the submission."""

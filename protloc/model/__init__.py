@@ -1,0 +1,1 @@
+"""The model: Inception-v3 with BatchNorm, its losses and its checkpoint contract (torch)."""

@@ -1,0 +1,1 @@
+"""Reports: the figures and the run summary."""

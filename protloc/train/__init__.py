@@ -1,0 +1,1 @@
+"""Training: one SGDR cycle, its schedule and the distributed helpers."""
