@@ -15,19 +15,20 @@ import argparse
 import inspect
 import json
 import logging
+import re
 import sys
 import time
 from pathlib import Path
 from typing import Any, NamedTuple
 
 from components import cluster
-from components.factory import kfp_component
+from components.factory import ERROR_FILE, kfp_component
 from protloc import __version__
 from protloc.cli import add_param
-from protloc.errors import ProtlocError
+from protloc.errors import ConfigError, ProtlocError
 from protloc.params import Param
 from protloc.report.summary import format_summary, summarize
-from protloc.steps import DATA_ROOT, STEPS, pipeline_params, step_configs
+from protloc.steps import DATA_FINGERPRINT, DATA_ROOT, STEPS, pipeline_params, step_configs
 from protloc.train.schedule import Cycle, format_schedule, paper_schedule, parse_schedule
 from protloc.version import code_version
 
@@ -91,7 +92,11 @@ def build_pipeline(schedule: list[Cycle], on_cluster: bool = True):
 
     def protloc(*args: Any) -> Outputs:
         v = dict(zip([p.name for p in params], args, strict=True))
-        common = {"data_root": v["data_root"], "code_version": version}
+        common = {
+            "data_root": v["data_root"],
+            "data_fingerprint": v["data_fingerprint"],
+            "code_version": version,
+        }
         s = place(ops["split"](**common, **_settings("split", v)), "split", "split")
         previous = None
         for i, c in enumerate(schedule):
@@ -134,17 +139,31 @@ def build_pipeline(schedule: list[Cycle], on_cluster: bool = True):
 # ----------------------------------------------------------------------------- compile, local, submit
 
 
-def arguments(values: dict[str, Any], schedule: list[Cycle]) -> dict[str, Any]:
+def arguments(
+    values: dict[str, Any], schedule: list[Cycle], fingerprint: bool = False
+) -> dict[str, Any]:
     """Every pipeline parameter's value (defaults filled in), checked by the steps' configs
-    before anything runs; a bad value is a ConfigError naming it."""
+    before anything runs; a bad value is a ConfigError naming it. ``fingerprint``: take the
+    data root's fingerprint now (labels + image listing), for every data-reading task's cache
+    key."""
     step_configs(values, [{**c.to_dict(), "cycle": i} for i, c in enumerate(schedule)])
-    return {p.name: values.get(p.name, p.default) for p in pipeline_params()}
+    args = {p.name: values.get(p.name, p.default) for p in pipeline_params()}
+    if fingerprint:
+        from protloc.data.identity import data_fingerprint
+
+        args[DATA_FINGERPRINT.name] = data_fingerprint(args["data_root"])
+        log.info("data root %s: fingerprint %s", args["data_root"], args[DATA_FINGERPRINT.name])
+    return args
 
 
 def compile_pipeline(schedule: list[Cycle], path: str) -> str:
     """Write the cluster pipeline's IR YAML."""
     from kfp import compiler
 
+    try:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"-o {path}: cannot create its folder ({exc.strerror})") from None
     compiler.Compiler().compile(build_pipeline(schedule, on_cluster=True), package_path=path)
     return path
 
@@ -154,9 +173,14 @@ def run_local(schedule: list[Cycle], values: dict[str, Any], root: str) -> dict:
     returns the summary (also written to ``{root}/last_summary.json``)."""
     from kfp import local
 
-    args = arguments(values, schedule)
+    args = arguments(values, schedule, fingerprint=True)
     root_path = Path(root).resolve()
-    root_path.mkdir(parents=True, exist_ok=True)
+    try:
+        root_path.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise ConfigError(f"--root {root}: a file is in the way, not a folder") from None
+    except OSError as exc:
+        raise ConfigError(f"--root {root}: cannot create it ({exc.strerror})") from None
     before = {p.name for p in root_path.iterdir()}
     local.init(
         runner=local.SubprocessRunner(use_venv=False),
@@ -165,7 +189,11 @@ def run_local(schedule: list[Cycle], values: dict[str, Any], root: str) -> dict:
         cache_root=str(root_path / ".kfp_cache"),
     )
     t0 = time.perf_counter()
-    task = build_pipeline(schedule, on_cluster=False)(**args)
+    try:
+        task = build_pipeline(schedule, on_cluster=False)(**args)
+    except RuntimeError as exc:  # kfp.local: "... Inner task failed: 'train-2'."
+        new = [root_path / p for p in {p.name for p in root_path.iterdir()} - before]
+        raise _step_failure(str(exc), new) from None
     wall = time.perf_counter() - t0
     new_runs = [root_path / p for p in {p.name for p in root_path.iterdir()} - before]
     outputs = {name: Path(task.outputs[name].path) for name in Outputs._fields}
@@ -175,12 +203,29 @@ def run_local(schedule: list[Cycle], values: dict[str, Any], root: str) -> dict:
     return summary
 
 
+def _step_failure(message: str, new_runs: list[Path]) -> ProtlocError:
+    """The failed task and its one-line error (from its error file), as a ProtlocError."""
+    plain = re.sub(r"\x1b\[[0-9;]*m", "", message)
+    found = re.search(r"Inner task failed: '([^']+)'", plain)
+    task = found.group(1) if found else "?"
+    for run in new_runs:
+        error = run / task / "out" / ERROR_FILE
+        if error.is_file():
+            return ProtlocError(f"step {task} failed: {error.read_text().strip()}")
+    return ProtlocError(f"step {task} failed (its log is above): {plain.strip()}")
+
+
 def submit_run(schedule: list[Cycle], values: dict[str, Any], host: str, experiment: str) -> str:
     """Compile and start a run on a KFP backend (same pipeline name, caching on)."""
     import kfp
 
-    args = arguments(values, schedule)
-    client = kfp.Client(host=host)
+    args = arguments(values, schedule, fingerprint=True)
+    try:
+        client = kfp.Client(host=host)  # asks the API's healthz endpoint
+    except Exception as exc:  # urllib3/requests/kfp errors all mean: no KFP API there
+        raise ProtlocError(
+            f"--host {host}: cannot reach a KFP API ({type(exc).__name__})"
+        ) from None
     run = client.create_run_from_pipeline_func(
         build_pipeline(schedule, on_cluster=True),
         arguments=args,
@@ -203,6 +248,17 @@ def ensure_demo_data(path: Path, size: int) -> str:
             workers=2,
         )
     return str(path)
+
+
+def demo_values(given: dict[str, Any]) -> dict[str, Any]:
+    """``given`` plus the demo data's overrides for what it does not set (each logged)."""
+    out = dict(given)
+    defaults = {p.name: p.default for p in pipeline_params()}
+    for name, value in DEMO_OVERRIDES.items():
+        if name not in out:  # a value given on the command line, even 0, is kept
+            log.info("demo data: %s=%r (pipeline default %r)", name, value, defaults[name])
+            out[name] = value
+    return out
 
 
 def parser() -> argparse.ArgumentParser:
@@ -229,7 +285,7 @@ def parser() -> argparse.ArgumentParser:
     remote.add_argument("--experiment", default=PIPELINE_NAME, help="KFP experiment name")
     for q in (local, remote):
         for param in pipeline_params():
-            if param.name != DATA_ROOT.name:
+            if param.name not in (DATA_ROOT.name, DATA_FINGERPRINT.name):  # given, computed
                 add_param(q, param)
     for name, q in sub.choices.items():
         q.add_argument(
@@ -268,15 +324,7 @@ def main(argv: list[str] | None = None) -> int:
             # Every value is checked before the demo data is made or anything runs.
             arguments({**given, "data_root": args.data_root or "(demo)"}, schedule)
             if args.data_root is None:
-                for name, value in DEMO_OVERRIDES.items():
-                    if name not in given:
-                        log.info(
-                            "demo data: %s=%r (pipeline default %r)",
-                            name,
-                            value,
-                            next(p.default for p in pipeline_params() if p.name == name),
-                        )
-                        given[name] = value
+                given = demo_values(given)
                 given["data_root"] = ensure_demo_data(
                     ROOT / "runs" / "demo-data", schedule[-1].size
                 )

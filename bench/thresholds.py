@@ -101,6 +101,7 @@ def cli_walls(runs: int = 3, n_val: int = 4661) -> list[float]:
         write_manifest(frame, {}, str(folder / "manifest.parquet"))
         rows = predictions.frame(ids[:n_val], "val", "ensemble", probs[:n_val])
         predictions.write_predictions(rows, str(folder / "predictions.parquet"))
+        (folder / "timing.json").write_text('{"step": "bench", "seconds": 0}\n')  # finished
         cmd = [sys.executable, "-m", "components.thresholds", "--split", tmp]
         cmd += ["--predictions", tmp, "--out", f"{tmp}/out"]
         walls = []

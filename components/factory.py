@@ -11,17 +11,20 @@ command line does.
 
 from __future__ import annotations
 
+import contextlib
 import linecache
+import logging
 from typing import Any
 
 from protloc.params import Param
-from protloc.steps import DATA_ROOT, STEPS, Step
+from protloc.steps import DATA_FINGERPRINT, DATA_ROOT, STEPS, Step
 
 CODE_VERSION_HELP = (
     "protloc code version the pipeline was compiled for (package version + source hash); "
     "part of every cache key, and the task refuses to run other code"
 )
 OUT_HELP = "this step's output folder"
+ERROR_FILE = "error.txt"  # a failed task's one-line error, in its output folder
 
 
 def _annotation(p: Param) -> str:
@@ -41,6 +44,8 @@ def component_source(step: Step) -> str:
     if step.reads_data_root:
         required.append(f"{DATA_ROOT.name}: str")
         docs.append(f"{DATA_ROOT.name}: {DATA_ROOT.description()}")
+        optional.append(f"{DATA_FINGERPRINT.name}: str = ''")
+        docs.append(f"{DATA_FINGERPRINT.name}: {DATA_FINGERPRINT.description()}")
     for p in step.config.params():
         if p.required:
             required.append(f"{p.name}: {_annotation(p)}")
@@ -93,11 +98,13 @@ def run_task(step_name: str, args: dict[str, Any]) -> Any:
     ``args`` are the component function's arguments (KFP artifacts have ``.path``, the folder in
     this container, and ``.uri``, where other tasks read it).
     """
-    from protloc.cli import setup_logging
-    from protloc.errors import ConfigError
+    from protloc import storage
+    from protloc.cli import exit_on_sigterm, setup_logging
+    from protloc.errors import ConfigError, ProtlocError
     from protloc.version import code_version
 
     setup_logging()
+    exit_on_sigterm()
     step = STEPS[step_name]
     here = code_version()
     if args["code_version"] != here:
@@ -105,6 +112,15 @@ def run_task(step_name: str, args: dict[str, Any]) -> Any:
             f"{step_name}: the pipeline was compiled for protloc {args['code_version']}, but this "
             f"container runs {here}: rebuild and push the image, or recompile the pipeline"
         )
+    if step.reads_data_root and args.get("data_fingerprint"):
+        from protloc.data.identity import data_fingerprint
+
+        now = data_fingerprint(args["data_root"])
+        if now != args["data_fingerprint"]:
+            raise ConfigError(
+                f"{step_name}: the data under {args['data_root']} changed since the run was "
+                f"started (fingerprint {args['data_fingerprint']} then, {now} now): start a new run"
+            )
     cfg = step.config.from_mapping({p.name: args[p.name] for p in step.config.params()})
     folders: dict[str, Any] = {
         i.name: (args[i.name].path if args[i.name] is not None else None) for i in step.inputs
@@ -114,4 +130,11 @@ def run_task(step_name: str, args: dict[str, Any]) -> Any:
         folders["data_root"] = args["data_root"]
     if step_name == "train":
         folders["out_uri"] = args["out"].uri
-    return step.run(cfg, **folders)
+    try:
+        return step.run(cfg, **folders)
+    except ProtlocError as exc:
+        # One line, no traceback; ERROR_FILE lets `pipeline.py local` say which step and why.
+        logging.getLogger("protloc").error("error: %s", exc)
+        with contextlib.suppress(Exception):
+            storage.write_text(storage.join(folders["out"], ERROR_FILE), f"{exc}\n")
+        raise SystemExit(2) from None

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -30,9 +31,20 @@ def setup_logging(level: int = logging.INFO) -> None:
     )
 
 
+def exit_on_sigterm() -> None:
+    """SIGTERM (what Kubernetes and Docker send) exits like Ctrl-C would, so cleanup runs
+    (temporary cache files, the output folder's lock) instead of the process just vanishing."""
+
+    def handler(signum: int, frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, handler)
+
+
 def run(main: Callable[[Sequence[str] | None], object], argv: Sequence[str] | None = None) -> int:
     """Run a CLI ``main``; a ProtlocError prints one line 'error: ...' and returns 2."""
     setup_logging()
+    exit_on_sigterm()
     try:
         main(argv)
     except ProtlocError as exc:

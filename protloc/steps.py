@@ -7,10 +7,15 @@ files. This module is the one layer where a data root and a step's output folder
 URIs (``train.csv``, ``manifest.parquet``, ``checkpoint.pt``, ...); the library below it takes
 those URIs.
 
+A step's folder is whole or marked incomplete: ``timing.json`` (step, seconds, code version) is
+written last and is the completion marker. A step deletes it before writing anything and every
+step checks it on the folders it reads, so a killed or half-overwritten folder is refused, never
+mixed into a result; a lock file refuses a second run into the same local folder while one runs.
+Output and cache folders are checked writable before the work starts.
+
 A train step's output folder holds ``checkpoint.pt``, ``metrics.json`` and ``snapshots.json``:
 the URIs of every snapshot of the chain so far, its own last. That is how every cycle's snapshot
-reaches the ensemble: the infer step reads the last cycle's list. Every step also writes
-``timing.json`` (step, seconds, code version).
+reaches the ensemble: the infer step reads the last cycle's list.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -32,7 +38,7 @@ from protloc.config import (
     ThresholdsConfig,
     TrainConfig,
 )
-from protloc.errors import ArtifactError, ConfigError
+from protloc.errors import ArtifactError, ConfigError, StorageError
 from protloc.params import Param, Spec, StepConfig
 from protloc.version import code_version
 
@@ -46,25 +52,97 @@ SNAPSHOTS = "snapshots.json"
 PREDICTIONS = "predictions.parquet"
 THRESHOLDS = "thresholds.json"
 SUBMISSION = "submission.csv"
-TIMING = "timing.json"
+TIMING = "timing.json"  # written last: the completion marker
+LOCK = ".protloc.lock"
 
 
 # ----------------------------------------------------------------------------- the front doors
 
 
 @contextmanager
-def timed(step: str, out: str) -> Iterator[None]:
-    """Log the step's wall time and record it in ``{out}/timing.json``."""
+def timed(step: str, out: str, reads: dict[str, str | None] | None = None) -> Iterator[None]:
+    """The frame of every step: check the folders it reads are complete and ``out`` is
+    writable, hold ``out``'s lock, unmark it, and mark it complete with ``timing.json``."""
+    for name, folder in (reads or {}).items():
+        if folder:
+            require_complete(folder, name)
+    if not _main_process():  # under torchrun only rank 0 writes: it frames the folder
+        yield
+        return
+    created = storage.check_writable_folder(out)
     version = code_version()
-    log.info("%s: code version %s", step, version)
-    t0 = time.perf_counter()
-    yield
-    seconds = time.perf_counter() - t0
-    storage.write_text(
-        storage.join(out, TIMING),
-        json.dumps({"step": step, "seconds": round(seconds, 3), "code_version": version}) + "\n",
-    )
+    try:
+        with _locked(out):
+            storage.delete(storage.join(out, TIMING))
+            log.info("%s: code version %s", step, version)
+            t0 = time.perf_counter()
+            yield
+            seconds = time.perf_counter() - t0
+            storage.write_json(
+                storage.join(out, TIMING),
+                {"step": step, "seconds": round(seconds, 3), "code_version": version},
+            )
+    except BaseException:
+        if created:  # a failed step leaves no empty folder behind
+            storage.remove_empty_folder(out)
+        raise
     log.info("%s took %.1f s", step, seconds)
+
+
+def _main_process() -> bool:
+    """False in the ranks > 0 of a torchrun group (they compute, rank 0 writes)."""
+    return os.environ.get("RANK", "0") == "0"
+
+
+def require_complete(folder: str, name: str) -> None:
+    """Refuse a step folder its step did not finish (no completion marker)."""
+    if not storage.exists(storage.join(folder, TIMING)):
+        raise ArtifactError(
+            f"--{name.replace('_', '-')} {folder}: not a finished step folder (no {TIMING}: "
+            f"its step did not finish, or is still writing it)"
+        )
+
+
+@contextmanager
+def _locked(out: str) -> Iterator[None]:
+    """A lock file in a local ``out`` (O_EXCL): a second run into it fails at once, naming the
+    first; a lock left by a killed process is taken over. S3 folders are not locked."""
+    if storage.is_s3(out):
+        yield
+        return
+    path = storage.join(out, LOCK)
+    for _ in range(2):
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            holder = _lock_holder(path)
+            if holder is not None:
+                raise StorageError(
+                    f"{out} is being written by another protloc run (pid {holder}); "
+                    f"wait for it, or use another --out"
+                ) from None
+            log.warning("%s: taking over the lock of a process that no longer runs", out)
+            os.unlink(path)
+            continue
+        with os.fdopen(fd, "w") as f:
+            f.write(str(os.getpid()))
+        break
+    try:
+        yield
+    finally:
+        os.unlink(path)
+
+
+def _lock_holder(path: str) -> int | None:
+    """The pid holding the lock file, or None if that process is gone."""
+    try:
+        pid = int(open(path).read().strip() or "0")  # noqa: SIM115
+        os.kill(pid, 0)
+    except (ValueError, ProcessLookupError, FileNotFoundError):
+        return None
+    except PermissionError:
+        return pid
+    return pid
 
 
 def split_step(cfg: SplitConfig, *, data_root: str, out: str) -> dict[str, Any]:
@@ -91,41 +169,68 @@ def train_step(
     ``out`` is the pod's local copy); it defaults to ``out``. With ``cfg.work_root`` (durable
     storage, e.g. s3://) the per-epoch checkpoints live there, so a retried pod resumes.
     """
+    from protloc.data.cache import default_cache_dir
     from protloc.data.hpa import labels_uri
-    from protloc.train.cycle import train_cycle
+    from protloc.train.cycle import check_existing, train_cycle
 
+    reads = {"split": split, "previous": previous}
+    for name, folder in reads.items():
+        if folder:
+            require_complete(folder, name)
+    init = storage.join(previous, CHECKPOINT) if previous else ""
+    manifest = storage.join(split, MANIFEST)
+    inputs = cycle_inputs(manifest, data_root, init, cfg)
+    work = work_folder(cfg.work_root, cfg, inputs) if cfg.work_root else out
+    # A checkpoint from other inputs is refused before the folder is taken (and unmarked).
+    check_existing(storage.join(work, CHECKPOINT), cfg, init, inputs)
     with timed(f"train cycle {cfg.cycle}", out):
+        storage.check_writable_folder(cfg.cache_dir or str(default_cache_dir()), "cache folder")
         chain: list[str] = read_snapshot_list(previous) if previous else []
-        init = storage.join(previous, CHECKPOINT) if previous else ""
-        manifest = storage.join(split, MANIFEST)
-        work = work_folder(cfg.work_root, manifest, cfg, init) if cfg.work_root else out
         metrics = train_cycle(
-            manifest, data_root, work, cfg, init=init, labels_uri=labels_uri(data_root)
+            manifest,
+            data_root,
+            work,
+            cfg,
+            init=init,
+            labels_uri=labels_uri(data_root),
+            inputs=inputs,
         )
+        if not _main_process():
+            return metrics
         if work != out:
             for name in (CHECKPOINT, METRICS):
                 storage.write_bytes(
                     storage.join(out, name), storage.read_bytes(storage.join(work, name))
                 )
         chain.append(storage.join(out_uri or out, CHECKPOINT))
-        storage.write_text(
-            storage.join(out, SNAPSHOTS), json.dumps({"snapshots": chain}, indent=2) + "\n"
-        )
+        storage.write_json(storage.join(out, SNAPSHOTS), {"snapshots": chain})
         return metrics
 
 
-def work_folder(work_root: str, manifest_uri: str, cfg: TrainConfig, init: str) -> str:
-    """The durable folder of one cycle's per-epoch checkpoints under ``work_root``.
+def cycle_inputs(manifest_uri: str, data_root: str, init: str, cfg: TrainConfig) -> dict[str, Any]:
+    """Everything one cycle's result depends on, by content: the manifest's bytes, the identity
+    of its images, the warm-start weights' bytes, the settings and the code. A finished or
+    resumable cycle is reused only for the same inputs (see ``protloc.train.cycle``), and the
+    durable work folder is keyed by them."""
+    from protloc.data.identity import images_identity
+    from protloc.data.manifest import read_manifest
 
-    Keyed by everything the cycle's result depends on (manifest, warm-start weights, settings,
-    code), not by where those live: a retried pod, or the same run submitted again, resumes; a
-    run with other data or settings never picks up a stale checkpoint.
-    """
-    h = hashlib.sha256(storage.read_bytes(manifest_uri))
-    if init:
-        h.update(storage.read_bytes(init))
-    h.update(json.dumps(cfg.result_fields(), sort_keys=True).encode())
-    h.update(code_version().encode())
+    raw = storage.read_bytes(manifest_uri)
+    ids = list(read_manifest(manifest_uri).frame["id"])
+    return {
+        "manifest_sha256": hashlib.sha256(raw).hexdigest(),
+        "images": images_identity(data_root, "train", ids),
+        "init_sha256": hashlib.sha256(storage.read_bytes(init)).hexdigest() if init else "",
+        "settings": cfg.result_fields(),
+        "code_version": code_version(),
+    }
+
+
+def work_folder(work_root: str, cfg: TrainConfig, inputs: dict[str, Any]) -> str:
+    """The durable folder of one cycle's per-epoch checkpoints under ``work_root``, keyed by
+    the cycle's inputs (not by where they live): a retried pod, or the same run submitted again,
+    resumes; a run with other data or settings never picks up a stale checkpoint."""
+    h = hashlib.sha256(json.dumps(inputs, sort_keys=True).encode())
     return storage.join(work_root, f"cycle{cfg.cycle}-{cfg.size}px-{h.hexdigest()[:16]}")
 
 
@@ -146,10 +251,12 @@ def read_snapshot_list(train_dir: str) -> list[str]:
 
 def infer_step(cfg: InferConfig, *, data_root: str, split: str, last_cycle: str, out: str):
     """Every snapshot listed by ``last_cycle`` predicts the validation fold and the test ids."""
+    from protloc.data.cache import default_cache_dir
     from protloc.data.hpa import labels_uri, sample_submission_uri
     from protloc.evaluate.infer import run_infer
 
-    with timed("infer", out):
+    with timed("infer", out, {"split": split, "last_cycle": last_cycle}):
+        storage.check_writable_folder(cfg.cache_dir or str(default_cache_dir()), "cache folder")
         return run_infer(
             storage.join(split, MANIFEST),
             data_root,
@@ -167,7 +274,7 @@ def thresholds_step(
     """Per-class thresholds fitted on the ensemble's validation predictions."""
     from protloc.evaluate.thresholds import run_thresholds
 
-    with timed("thresholds", out):
+    with timed("thresholds", out, {"split": split, "predictions": predictions}):
         return run_thresholds(
             storage.join(predictions, PREDICTIONS), storage.join(split, MANIFEST), out, cfg.alpha
         )
@@ -178,7 +285,7 @@ def submit_step(cfg: SubmitConfig, *, data_root: str, predictions: str, threshol
     from protloc.data.hpa import sample_submission_uri
     from protloc.evaluate.submission import run_submit
 
-    with timed("submit", out):
+    with timed("submit", out, {"predictions": predictions, "thresholds": thresholds}):
         return run_submit(
             storage.join(predictions, PREDICTIONS),
             storage.join(thresholds, THRESHOLDS),
@@ -204,6 +311,18 @@ DATA_ROOT = Param(
     str,
     MISSING,
     Spec("data root: train.csv, sample_submission.csv, train/ and test/ images (local or s3://)"),
+)
+
+
+DATA_FINGERPRINT = Param(
+    "data_fingerprint",
+    str,
+    "",
+    Spec(
+        "fingerprint of the data root's labels and image listing, taken by `pipeline.py local` "
+        "and `submit` (empty: not checked); part of every data-reading task's cache key, so a "
+        "data root changed under the same URI is never served from cache"
+    ),
 )
 
 
@@ -289,7 +408,7 @@ def pipeline_params() -> list[Param]:
 
     A name that two steps share must mean the same thing (type, default, help, range).
     """
-    out: dict[str, Param] = {DATA_ROOT.name: DATA_ROOT}
+    out: dict[str, Param] = {DATA_ROOT.name: DATA_ROOT, DATA_FINGERPRINT.name: DATA_FINGERPRINT}
     for step in STEPS.values():
         for p in step.config.params():
             if p.spec.scope != "pipeline":

@@ -12,9 +12,11 @@ The endpoint comes from ``AWS_ENDPOINT_URL`` (MinIO, moto) or boto3's defaults. 
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import random
+import re
 import shutil
 import tempfile
 import threading
@@ -73,9 +75,22 @@ def split_s3(uri: str) -> tuple[str, str]:
     return bucket, key
 
 
+_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")
+
+
 def _local(uri: str) -> Path:
+    """A local path; a URI of another or a malformed scheme (``s3:/b/k``, ``gs://``) is refused
+    here, so it never becomes a local folder named ``s3:``."""
     uri = str(uri)
-    return Path(uri[len("file://") :] if uri.startswith("file://") else uri)
+    if uri.startswith("file://"):
+        return Path(uri[len("file://") :])
+    if not uri.strip():
+        raise StorageError("empty path: give a local path or an s3://bucket/key URI")
+    if _SCHEME.match(uri):
+        raise StorageError(
+            f"{uri}: not a local path and not an s3://bucket/key URI (only s3:// is supported)"
+        )
+    return Path(uri)
 
 
 def join(base: str, *parts: str) -> str:
@@ -287,6 +302,90 @@ def write_bytes(uri: str, data: bytes) -> None:
 def write_text(uri: str, text: str) -> None:
     """Write a UTF-8 text file atomically."""
     write_bytes(uri, text.encode("utf-8"))
+
+
+def write_json(uri: str, obj: object) -> None:
+    """Write strict JSON (NaN and infinities refused: other readers cannot parse them)."""
+    try:
+        text = json.dumps(obj, indent=2, allow_nan=False)
+    except ValueError as exc:
+        raise StorageError(f"{uri}: refusing to write non-standard JSON ({exc})") from None
+    write_text(uri, text + "\n")
+
+
+def delete(uri: str) -> None:
+    """Remove a file or object if it exists."""
+    if not is_s3(uri):
+        try:
+            _local(uri).unlink(missing_ok=True)
+        except OSError as exc:
+            raise _local_error(uri, exc) from None
+        return
+    bucket, key = split_s3(uri)
+    _with_retries(uri, "delete", lambda: _client().delete_object(Bucket=bucket, Key=key))
+
+
+def check_writable_folder(uri: str, what: str = "output folder") -> bool:
+    """Fail now, naming ``uri``, if a local folder cannot be created or written (a file in the
+    way, no permission); on S3 the bucket must exist. Run before long work starts. Returns
+    whether it created the folder."""
+    if is_s3(uri):
+        bucket, _ = split_s3(uri)
+        _with_retries(uri, "check", lambda: _client().head_bucket(Bucket=bucket))
+        return False
+    path = _local(uri)
+    created = not path.exists()
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".protloc-probe-", dir=path)
+        os.close(fd)
+        os.unlink(probe)
+    except FileExistsError:
+        raise StorageError(f"{what} {uri}: a file is in the way, not a folder") from None
+    except NotADirectoryError:
+        raise StorageError(f"{what} {uri}: a file is in the way, not a folder") from None
+    except PermissionError:
+        raise StorageError(f"{what} {uri}: permission denied (cannot write there)") from None
+    except OSError as exc:
+        raise StorageError(f"{what} {uri}: cannot write there ({exc.strerror or exc})") from None
+    return created
+
+
+def remove_empty_folder(uri: str) -> None:
+    """Remove a local folder if it holds no file (no-op on S3, where folders do not exist)."""
+    if is_s3(uri):
+        return
+    path = _local(uri)
+    if path.is_dir() and not any(p.is_file() for p in path.rglob("*")):
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def listing(uri: str) -> dict[str, str]:
+    """The files directly in the folder or prefix ``uri``: name -> identity, ``size:mtime_ns``
+    locally, ``size:ETag`` on S3 (one LIST call per 1,000 objects, no object is read)."""
+    if not is_s3(uri):
+        root = _local(uri)
+        if not root.is_dir():
+            return {}
+        out = {}
+        with os.scandir(root) as entries:
+            for e in entries:
+                if e.is_file():
+                    st = e.stat()
+                    out[e.name] = f"{st.st_size}:{st.st_mtime_ns}"
+        return out
+    bucket, prefix = split_s3(uri)
+    prefix = prefix.rstrip("/") + "/" if prefix else ""
+
+    def list_all() -> dict[str, str]:
+        out: dict[str, str] = {}
+        paginator = _client().get_paginator("list_objects_v2")
+        for page in paginator.paginate(Bucket=bucket, Prefix=prefix, Delimiter="/"):
+            for obj in page.get("Contents", []):
+                out[obj["Key"][len(prefix) :]] = f"{obj['Size']}:{obj['ETag'].strip(chr(34))}"
+        return out
+
+    return _with_retries(uri, "list", list_all)
 
 
 def exists(uri: str) -> bool:

@@ -49,7 +49,7 @@ def mismatches(step: Step, parser: argparse.ArgumentParser, component) -> list[s
         out.append(f"CLI flags {sorted(set(flags) ^ want_flags)} differ from the step")
     want_inputs = {p.name for p in params} | {i.name for i in step.inputs} | {"code_version"}
     if step.reads_data_root:
-        want_inputs.add("data_root")
+        want_inputs |= {"data_root", "data_fingerprint"}
     if set(inputs) != want_inputs:
         out.append(f"KFP inputs {sorted(set(inputs) ^ want_inputs)} differ from the step")
     for p in params:
@@ -247,3 +247,21 @@ def test_compile_needs_no_torch(tmp_path):
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "train-7" in (tmp_path / "p.yaml").read_text()
+
+
+def test_a_task_refuses_to_run_other_code_than_it_was_compiled_for(tmp_path):
+    """The KFP body checks the code_version argument (fixed at compile time) against the code
+    installed where it runs: an image built from other code fails at once, naming both."""
+    from components.factory import run_task
+    from protloc.version import code_version
+
+    class Folder:
+        def __init__(self, path):
+            self.path = self.uri = str(path)
+
+    args = {"split": Folder(tmp_path), "predictions": Folder(tmp_path), "out": Folder(tmp_path)}
+    with pytest.raises(ConfigError) as exc:
+        run_task("thresholds", {**args, "alpha": 0.1, "code_version": "0.1.0+compiledfor"})
+    assert "compiled for protloc 0.1.0+compiledfor" in str(exc.value)
+    assert f"this container runs {code_version()}" in str(exc.value)
+    assert not (tmp_path / "thresholds.json").exists()

@@ -4,6 +4,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
@@ -124,17 +125,26 @@ def test_bad_parameters_fail_before_anything_runs(args, message, tmp_path):
 
 @pytest.fixture(scope="module")
 def local_runs(tiny_data, tmp_path_factory):
-    """The whole pipeline through kfp.local, twice: the second time with only alpha changed."""
+    """The whole pipeline through kfp.local, three times: the second with only alpha changed,
+    the third after one image was regenerated in place under the same data root."""
+    import shutil
+
+    from PIL import Image
+
+    data = shutil.copytree(tiny_data, tmp_path_factory.mktemp("kfp-data") / "data")
     root = tmp_path_factory.mktemp("kfp-root")
     schedule = [Cycle(80, 8, 1), Cycle(96, 8, 1)]
-    base = {"data_root": str(tiny_data), "rare_below": 0, "workers": 0, "tta": 2, "alpha": 0.0}
+    base = {"data_root": str(data), "rare_below": 0, "workers": 0, "tta": 2, "alpha": 0.0}
     first = pipeline.run_local(schedule, base, str(root))
     second = pipeline.run_local(schedule, {**base, "alpha": 0.5}, str(root))
-    return first, second
+    changed = sorted((data / "train").glob("*_green.png"))[0]
+    Image.fromarray(np.zeros((96, 96), np.uint8)).save(changed)
+    third = pipeline.run_local(schedule, {**base, "alpha": 0.5}, str(root))
+    return first, second, third
 
 
 def test_local_pipeline_writes_a_valid_submission(local_runs, tiny_data):
-    first, _ = local_runs
+    first, _, _ = local_runs
     sub = pd.read_csv(first["submission"], dtype=str)
     assert list(sub["Id"]) == read_test_ids(str(tiny_data / "sample_submission.csv"))
     assert sub["Predicted"].str.fullmatch(r"\d+( \d+)*").all()
@@ -144,7 +154,7 @@ def test_local_pipeline_writes_a_valid_submission(local_runs, tiny_data):
 
 
 def test_alpha_only_rerun_serves_split_train_infer_from_cache(local_runs):
-    first, second = local_runs
+    first, second, _ = local_runs
     ran = {s["step"]: s["ran"] for s in second["steps"]}
     assert ran == {
         "split": False,
@@ -166,6 +176,17 @@ def test_alpha_only_rerun_serves_split_train_infer_from_cache(local_runs):
     assert t1["thresholds"] != t2["thresholds"]
 
 
+def test_data_changed_under_the_same_uri_is_not_served_from_cache(local_runs):
+    """Same data root URI, same parameters as the second run, one image regenerated in place:
+    the data fingerprint (a task argument, so part of KFP's cache key) changed, and every task
+    that reads the data runs again instead of serving the old model and predictions."""
+    _, _, third = local_runs
+    ran = {s["step"]: s["ran"] for s in third["steps"]}
+    assert ran["train cycle 1"] and ran["train cycle 2"] and ran["infer"], ran
+    assert ran["split"]  # it reads the data root too (its output is the same)
+    assert third["cycles"][0]["val_macro_f1_at_0.5"] >= 0
+
+
 def test_code_change_is_never_served_stale(monkeypatch):
     """The code version is a task argument, so it is part of every cache key."""
     v1 = pipeline.build_pipeline([Cycle(80, 8, 1)], on_cluster=False)
@@ -185,7 +206,7 @@ def test_code_change_is_never_served_stale(monkeypatch):
 def test_cli_and_kfp_local_write_the_same_files(local_runs, tiny_data, tmp_path):
     """One front door per step: the CLI (what docker compose runs) on the same inputs and
     settings writes the same files, byte for byte (timing.json aside), as the kfp.local task."""
-    first, _ = local_runs
+    first, _, _ = local_runs
     run = Path(first["submission"]).parents[2]
     kfp = {name: run / name / "out" for name in ("split", "infer", "thresholds", "submit")}
     cli = {name: tmp_path / name for name in kfp}

@@ -19,7 +19,7 @@ from protloc.evaluate.thresholds import (
 )
 from protloc.metrics import macro_f1, per_class_scores
 from protloc.synthetic.predictions import structured_predictions
-from tests.conftest import ROOT
+from tests.conftest import ROOT, mark_complete
 
 
 def test_metrics_match_sklearn_with_empty_classes():
@@ -87,7 +87,7 @@ def real_size_inputs(tmp_path_factory):
         ]
     )
     predictions.write_predictions(rows, str(tmp / "predictions.parquet"))
-    return tmp
+    return mark_complete(tmp)
 
 
 def test_thresholds_cli_on_real_validation_size_writes_the_contract(real_size_inputs, tmp_path):

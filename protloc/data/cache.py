@@ -10,6 +10,11 @@ A cache file only appears under its final name when it is complete: it is built 
 temporary name (space reserved up front with posix_fallocate, so a full disk fails at once with a
 clear error instead of a SIGBUS later) and renamed. Bad samples stop the build with the Id and
 channel, or with ``skip_bad`` are left out and listed.
+
+The key covers everything that changes the cache's bytes: data root, split, ids, size,
+``skip_bad`` and the identity of every image file (``protloc.data.identity``), so images fixed
+or regenerated in place are decoded again. A build killed outright (SIGKILL) leaves its
+temporary file; the next build in the folder removes those of processes that no longer run.
 """
 
 from __future__ import annotations
@@ -39,12 +44,43 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("PROTLOC_CACHE_DIR") or Path.home() / ".cache" / "protloc")
 
 
-def cache_key(root: str, split: str, ids: list[str], size: int) -> str:
-    """A short stable key for (data root, split, ids, size)."""
-    h = hashlib.sha256(json.dumps([CACHE_FORMAT, str(root), split, size]).encode())
+def cache_key(
+    root: str, split: str, ids: list[str], size: int, skip_bad: bool, identity: str
+) -> str:
+    """A short stable key for everything that changes a cache's bytes."""
+    h = hashlib.sha256(
+        json.dumps([CACHE_FORMAT, str(root), split, size, skip_bad, identity]).encode()
+    )
     for sample_id in ids:
         h.update(sample_id.encode() + b"\n")
     return h.hexdigest()[:24]
+
+
+def remove_orphans(cache_dir: Path) -> int:
+    """Delete temporary files of builds whose process no longer runs; returns how many."""
+    removed = 0
+    for tmp in cache_dir.glob("*.tmp.*"):
+        pid = tmp.name.rsplit(".", 1)[-1]
+        if not pid.isdigit() or _alive(int(pid)):
+            continue
+        try:
+            size = tmp.stat().st_size
+            tmp.unlink()
+        except FileNotFoundError:
+            continue
+        removed += 1
+        log.info("removed %s (%s) left by a killed build", tmp.name, _size(size))
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 @dataclass
@@ -170,9 +206,13 @@ def build_cache(
     """Return the cache of ``ids`` at ``size`` px, building it first if needed."""
     if not ids:
         raise DataError(f"no samples to cache from {root}/{split}")
+    from protloc.data.identity import images_identity
+
     cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
     cache_dir.mkdir(parents=True, exist_ok=True)
-    base = cache_dir / cache_key(root, split, ids, size)
+    remove_orphans(cache_dir)
+    identity = images_identity(root, split, ids)
+    base = cache_dir / cache_key(root, split, ids, size, skip_bad, identity)
     found = _open_existing(base, size)
     if found is not None:
         log.info("image cache hit: %d samples at %d px (%s)", len(found), size, found.path.name)

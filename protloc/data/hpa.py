@@ -18,6 +18,7 @@ import io
 import logging
 import re
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -55,11 +56,17 @@ def _csv_rows(
     """Header and rows of a small CSV, checked for the required columns."""
     if not text.strip():
         raise DataError(f"{source}: file is empty")
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+    rows: list[list[str]] = []
     try:
-        reader = csv.reader(io.StringIO(text, newline=""), strict=True)
-        rows = list(reader)
+        rows.extend(reader)
     except csv.Error as exc:
-        raise DataError(f"{source}: not a valid CSV ({exc})") from None
+        # line_num is the physical line the reader stopped at; the bad row starts after the
+        # last good one (an unterminated quote runs to the end of the file).
+        raise DataError(
+            f"{source}: not a valid CSV at line {len(rows) + 1} (read up to line "
+            f"{reader.line_num}: {exc})"
+        ) from None
     header = [h.strip() for h in rows[0]]
     missing = [c for c in required if c not in header]
     if missing:
@@ -195,8 +202,11 @@ def channel_uri(root: str, split: str, sample_id: str, channel: str, ext: str = 
 def detect_extension(root: str, split: str, sample_id: str) -> str:
     """The image extension a data set uses, probed on one sample's red channel."""
     for ext in EXTENSIONS:
-        if storage.exists(channel_uri(root, split, sample_id, "red", ext)):
+        uri = channel_uri(root, split, sample_id, "red", ext)
+        if storage.exists(uri):
             return ext
+        if not storage.is_s3(uri) and Path(uri).is_dir():
+            raise DataError(f"sample {sample_id!r}: {uri} is a folder, not an image file")
     raise DataError(
         f"sample {sample_id!r}: no red channel file under {storage.join(root, split)} "
         f"(looked for {', '.join(sample_id + '_red' + e for e in EXTENSIONS)})"

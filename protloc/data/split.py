@@ -12,7 +12,6 @@ per epoch; the train step turns it into a fresh sample list each epoch (protloc.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import time
 from typing import Any
@@ -43,6 +42,12 @@ def stratified_split(y: np.ndarray, val_fraction: float, seed: int) -> np.ndarra
     _, val_idx = next(splitter.split(np.zeros(n), y))
     is_val = np.zeros(n, dtype=bool)
     is_val[val_idx] = True
+    if not 0 < is_val.sum() < n:  # iterstrat can leave a fold empty on very small sets
+        raise ConfigError(
+            f"val_fraction {val_fraction} split {n} samples into {n - int(is_val.sum())} train "
+            f"and {int(is_val.sum())} validation: both folds need samples (more data, or another "
+            f"val_fraction)"
+        )
     return is_val
 
 
@@ -95,9 +100,7 @@ def split_stats(manifest: pd.DataFrame, params: SplitConfig) -> dict[str, Any]:
     present = train_counts > 0
 
     def ratio(values: np.ndarray) -> float:
-        return (
-            float(values[present].max() / values[present].min()) if present.any() else float("nan")
-        )
+        return float(values[present].max() / values[present].min()) if present.any() else None
 
     return {
         "samples": {
@@ -142,7 +145,7 @@ def run_split(labels_uri: str, out: str, params: SplitConfig) -> dict[str, Any]:
         stats = split_stats(manifest, params)
         y_all = labels_to_matrix(manifest["labels"])
         write_manifest(manifest, meta, storage.join(out, "manifest.parquet"))
-        storage.write_text(storage.join(out, "stats.json"), json.dumps(stats, indent=2) + "\n")
+        storage.write_json(storage.join(out, "stats.json"), stats)
         figures.render("class_distribution", storage.join(out, "class_distribution.png"), stats)
         figures.render("cooccurrence", storage.join(out, "cooccurrence.png"), y_all)
         figures.close()

@@ -192,11 +192,15 @@ def thresholds_report(probs: np.ndarray, y: np.ndarray, alpha: float) -> dict[st
     }
 
 
+def _refuse_constant(name: str) -> float:
+    raise ValueError(f"{name} is not a number in standard JSON")
+
+
 def read_thresholds(uri: str) -> np.ndarray:
     """The 28 thresholds of a thresholds.json, validated."""
     text = storage.read_text(uri)
     try:
-        doc = json.loads(text)
+        doc = json.loads(text, parse_constant=_refuse_constant)
     except ValueError as exc:
         raise ArtifactError(f"{uri}: not valid JSON ({exc})") from None
     values = doc.get("thresholds") if isinstance(doc, dict) else None
@@ -206,10 +210,12 @@ def read_thresholds(uri: str) -> np.ndarray:
         raise ArtifactError(
             f"{uri}: has {len(values)} thresholds, expected {NUM_CLASSES} (one per class)"
         )
-    try:
-        out = np.array(values, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise ArtifactError(f"{uri}: thresholds must be numbers") from None
+    for c, v in enumerate(values):
+        if isinstance(v, bool) or not isinstance(v, int | float):
+            raise ArtifactError(
+                f"{uri}: threshold of class {c} ({CLASS_NAMES[c]}) is {v!r}; expected a number"
+            )
+    out = np.array(values, dtype=np.float64)
     bad = ~np.isfinite(out) | (out < -1) | (out > 1)
     if bad.any():
         c = int(np.flatnonzero(bad)[0])
@@ -247,9 +253,7 @@ def run_thresholds(
         y = labels_to_matrix(truth)
         probs = probabilities(rows)
         report = thresholds_report(probs, y, alpha)
-        storage.write_text(
-            storage.join(out, "thresholds.json"), json.dumps(report, indent=2) + "\n"
-        )
+        storage.write_json(storage.join(out, "thresholds.json"), report)
         chosen = np.array(report["thresholds"])
         figures.render(
             "threshold_curves", storage.join(out, "threshold_curves.png"), probs, y, chosen

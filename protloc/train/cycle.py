@@ -10,7 +10,6 @@ rerunning a finished cycle does nothing. On CUDA: bf16 autocast and channels_las
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import time
@@ -98,10 +97,29 @@ def evaluate(probs: np.ndarray, y: np.ndarray, loss: str) -> dict[str, Any]:
 
 
 def _write_json(uri: str, obj: dict) -> None:
-    storage.write_text(uri, json.dumps(obj, indent=2) + "\n")
+    storage.write_json(uri, obj)
 
 
-def _check_resumable(state: dict, cfg: TrainConfig, init: str, uri: str) -> None:
+def check_existing(
+    ckpt_uri: str, cfg: TrainConfig, init: str, inputs: dict[str, Any] | None
+) -> None:
+    """Refuse a checkpoint at ``ckpt_uri`` made from other inputs (no checkpoint: nothing to do)."""
+    if storage.exists(ckpt_uri):
+        _check_resumable(load_checkpoint(ckpt_uri), cfg, init, inputs, ckpt_uri)
+
+
+def _check_resumable(
+    state: dict, cfg: TrainConfig, init: str, inputs: dict[str, Any] | None, uri: str
+) -> None:
+    saved_inputs = state.get("inputs")
+    if inputs is not None and saved_inputs is not None:
+        for key, value in inputs.items():
+            if saved_inputs.get(key) != value:
+                raise ArtifactError(
+                    f"{uri} holds a cycle made from other inputs ({_differs(key, saved_inputs.get(key), value)}): "
+                    f"use another --out, or delete it to start over"
+                )
+        return
     saved = {**state["config"], "init": state.get("init", state["config"].get("init") or "")}
     for key, value in {**cfg.result_fields(), "init": init}.items():
         if saved.get(key) != value:
@@ -131,6 +149,7 @@ class Run:
     weights: np.ndarray
     history: list[dict] = field(default_factory=list)
     start_epoch: int = 0
+    inputs: dict[str, Any] | None = None
 
 
 def train_cycle(
@@ -141,17 +160,21 @@ def train_cycle(
     *,
     init: str = "",
     labels_uri: str = "",
+    inputs: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Run (or resume, or skip) one SGDR cycle; writes checkpoint.pt and metrics.json to ``out``.
 
     ``init``: the previous cycle's checkpoint to warm-start from (empty: a new model, from
     ``cfg.pretrained`` or from scratch). ``labels_uri``: the labels file the manifest must match.
+    ``inputs``: what the result depends on, by content (``protloc.steps.cycle_inputs``); stored
+    in the checkpoint, and a checkpoint already in ``out`` is resumed or reused only when they
+    are the same, else refused naming what differs.
     """
     ckpt_uri, metrics_uri = storage.join(out, "checkpoint.pt"), storage.join(out, "metrics.json")
     d = init_distributed()
     state = load_checkpoint(ckpt_uri) if storage.exists(ckpt_uri) else None
     if state is not None:
-        _check_resumable(state, cfg, init, ckpt_uri)
+        _check_resumable(state, cfg, init, inputs, ckpt_uri)
         if state["complete"]:
             log.info(
                 "cycle %d at %d px is already complete in %s: nothing to do",
@@ -173,6 +196,7 @@ def train_cycle(
 
     t_start = time.perf_counter()
     run = setup(manifest_uri, data_root, cfg, d, state, init, labels_uri, ckpt_uri)
+    run.inputs = inputs
     n_epoch, steps = _per_epoch(run.weights, cfg.batch_size, d.world)
     log.info(
         "cycle %d: %d px, batch %d, %d epochs x %d steps (%d draws/epoch from %d samples), %s, "
@@ -413,6 +437,15 @@ def finish(
     return metrics
 
 
+def _differs(key: str, saved: Any, now: Any) -> str:
+    """'settings lr_max 0.2 -> 0.1', 'manifest_sha256 3f2a... -> 9c1b...'."""
+    if isinstance(saved, dict) and isinstance(now, dict):
+        for k in sorted(set(saved) | set(now)):
+            if saved.get(k) != now.get(k):
+                return f"{key} {k}: {saved.get(k)!r} then, {now.get(k)!r} now"
+    return f"{key}: {str(saved)[:16]}... then, {str(now)[:16]}... now"
+
+
 def _state(
     run: Run, cfg: TrainConfig, init: str, epochs_done: int, metrics, with_optimizer: bool
 ) -> dict:
@@ -425,6 +458,7 @@ def _state(
         "size": cfg.size,
         "config": cfg.to_dict(),
         "init": init,
+        "inputs": run.inputs,
         "norm": run.norm,
         "epochs_done": epochs_done,
         "complete": metrics is not None,
