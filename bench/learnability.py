@@ -59,21 +59,20 @@ def main() -> None:
             labels_to_matrix(m.fold("val")["labels"]),
         )
         rows = []
-        init = None
+        init = ""
         for i, c in enumerate(cycles):
             cfg = TrainConfig(
                 size=c.size,
                 batch_size=c.batch_size,
                 epochs=c.epochs,
                 cycle=i,
-                init=init,
                 lr_max=args.lr_max,
                 loss=args.loss,
                 workers=args.workers,
                 cache_dir=f"{tmp}/cache",
             )
             metrics = train_cycle(
-                f"{tmp}/split/manifest.parquet", f"{tmp}/data", f"{tmp}/c{i}", cfg
+                f"{tmp}/split/manifest.parquet", f"{tmp}/data", f"{tmp}/c{i}", cfg, init=init
             )
             init = f"{tmp}/c{i}/checkpoint.pt"
             rows.append(

@@ -61,7 +61,15 @@ def measure(rows: int, real: bytes, tmp: str) -> SplitFigures:
 def cli_seconds(tmp: str) -> float:
     t0 = time.perf_counter()
     subprocess.run(
-        [sys.executable, "-m", "components.split", "--labels", str(REAL), "--out", f"{tmp}/cli"],
+        [
+            sys.executable,
+            "-m",
+            "components.split",
+            "--data-root",
+            str(REAL.parent),
+            "--out",
+            f"{tmp}/cli",
+        ],
         cwd=ROOT,
         check=True,
         capture_output=True,
