@@ -4,7 +4,8 @@
 
 python pipeline.py compile [-o pipeline.yaml] [--schedule 221:48:6,...]
 python pipeline.py local   [--data-root URI] [--alpha A] [--schedule ...] [--root runs/local]
-python pipeline.py submit  --host URL --data-root s3://... [--experiment NAME] [--alpha A] ...
+python pipeline.py submit  --host URL --data-root s3://... [--experiment NAME] [--namespace NS]
+                           [--service-account SA] [--pipeline-root s3://...] [--alpha A] ...
 
 The schedule (size:batch:epochs per SGDR cycle) is fixed at compile time; every other setting is
 a pipeline parameter, derived with its description from the steps' configs (protloc.config).
@@ -73,10 +74,10 @@ def _signature(params: list[Param], returns: Any) -> inspect.Signature:
     )
 
 
-def build_pipeline(schedule: list[Cycle], on_cluster: bool = True):
-    """The pipeline function for this schedule. ``on_cluster`` adds the Kubernetes settings
-    (GPU, node selector, toleration, /dev/shm, S3 secret, retries), which kfp.local would only
-    warn about."""
+def build_pipeline(schedule: list[Cycle], placement: cluster.Placement | None = None):
+    """The pipeline function for this schedule. ``placement`` (a cluster's settings) adds the
+    Kubernetes settings (GPU, node selector, toleration, /dev/shm, S3 secret, pull secret,
+    retries), which kfp.local would only warn about; None: for kfp.local."""
     from kfp import dsl
     from kfp.dsl import Artifact
 
@@ -87,7 +88,7 @@ def build_pipeline(schedule: list[Cycle], on_cluster: bool = True):
     returns = NamedTuple("Outputs", [(name, Artifact) for name in Outputs._fields])
 
     def place(task, name: str, display: str):
-        cluster.place(task.set_display_name(display), STEPS[name].gpu, on_cluster)
+        cluster.place(task.set_display_name(display), STEPS[name].gpu, placement)
         return task
 
     def protloc(*args: Any) -> Outputs:
@@ -156,15 +157,19 @@ def arguments(
     return args
 
 
-def compile_pipeline(schedule: list[Cycle], path: str) -> str:
-    """Write the cluster pipeline's IR YAML."""
+def compile_pipeline(
+    schedule: list[Cycle], path: str, placement: cluster.Placement | None = None
+) -> str:
+    """Write the cluster pipeline's IR YAML (``placement``: default GPU settings if None)."""
     from kfp import compiler
 
     try:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise ConfigError(f"-o {path}: cannot create its folder ({exc.strerror})") from None
-    compiler.Compiler().compile(build_pipeline(schedule, on_cluster=True), package_path=path)
+    compiler.Compiler().compile(
+        build_pipeline(schedule, placement or cluster.Placement()), package_path=path
+    )
     return path
 
 
@@ -190,7 +195,7 @@ def run_local(schedule: list[Cycle], values: dict[str, Any], root: str) -> dict:
     )
     t0 = time.perf_counter()
     try:
-        task = build_pipeline(schedule, on_cluster=False)(**args)
+        task = build_pipeline(schedule, placement=None)(**args)
     except RuntimeError as exc:  # kfp.local: "... Inner task failed: 'train-2'."
         new = [root_path / p for p in {p.name for p in root_path.iterdir()} - before]
         raise _step_failure(str(exc), new) from None
@@ -215,22 +220,36 @@ def _step_failure(message: str, new_runs: list[Path]) -> ProtlocError:
     return ProtlocError(f"step {task} failed (its log is above): {plain.strip()}")
 
 
-def submit_run(schedule: list[Cycle], values: dict[str, Any], host: str, experiment: str) -> str:
-    """Compile and start a run on a KFP backend (same pipeline name, caching on)."""
+def submit_run(
+    schedule: list[Cycle],
+    values: dict[str, Any],
+    host: str,
+    experiment: str,
+    placement: cluster.Placement | None = None,
+    namespace: str = "kubeflow",
+    service_account: str = "",
+    pipeline_root: str = "",
+) -> str:
+    """Compile and start a run on a KFP backend (same pipeline name, caching on), in
+    ``namespace``, as ``service_account``, with artifacts under ``pipeline_root`` (empty: the
+    cluster's default, the kfp-launcher ConfigMap of k8s/)."""
     import kfp
 
     args = arguments(values, schedule, fingerprint=True)
     try:
-        client = kfp.Client(host=host)  # asks the API's healthz endpoint
+        client = kfp.Client(host=host, namespace=namespace)  # asks the API's healthz endpoint
     except Exception as exc:  # urllib3/requests/kfp errors all mean: no KFP API there
         raise ProtlocError(
             f"--host {host}: cannot reach a KFP API ({type(exc).__name__})"
         ) from None
     run = client.create_run_from_pipeline_func(
-        build_pipeline(schedule, on_cluster=True),
+        build_pipeline(schedule, placement or cluster.Placement()),
         arguments=args,
         experiment_name=experiment,
         run_name=f"{PIPELINE_NAME}-{time.strftime('%Y%m%d-%H%M%S')}",
+        namespace=namespace,
+        pipeline_root=pipeline_root or None,
+        service_account=service_account or None,
         enable_caching=True,
     )
     return run.run_id
@@ -283,6 +302,45 @@ def parser() -> argparse.ArgumentParser:
     remote.add_argument("--data-root", required=True, metavar="URI", help=DATA_ROOT.spec.help)
     remote.add_argument("--host", required=True, help="KFP API endpoint")
     remote.add_argument("--experiment", default=PIPELINE_NAME, help="KFP experiment name")
+    remote.add_argument("--namespace", default="kubeflow", help="KFP namespace (profile) to run in")
+    remote.add_argument(
+        "--service-account",
+        default="protloc-runner",
+        help="Kubernetes service account of the run's pods (k8s/serviceaccount.yaml); "
+        "empty: the namespace's default",
+    )
+    remote.add_argument(
+        "--pipeline-root",
+        default="",
+        help="where the run's artifacts go (e.g. s3://bucket/protloc); empty: the cluster's "
+        "default (k8s/kfp-launcher.yaml)",
+    )
+    for q in (c, remote):
+        d = cluster.Placement()
+        q.add_argument(
+            "--gpu-node-selector",
+            default="=".join(d.gpu_node_selector),
+            metavar="KEY=VALUE",
+            help="node label of GPU nodes (GKE: cloud.google.com/gke-accelerator=nvidia-h100-80gb)",
+        )
+        q.add_argument(
+            "--gpu-toleration",
+            default=d.gpu_toleration,
+            metavar="KEY",
+            help="taint key GPU tasks tolerate (operator Exists, NoSchedule); empty: none",
+        )
+        q.add_argument(
+            "--gpu-resource",
+            default=d.gpu_resource,
+            metavar="NAME",
+            help="accelerator resource name GPU tasks request",
+        )
+        q.add_argument(
+            "--image-pull-secret",
+            default="",
+            metavar="NAME",
+            help="Secret to pull the images with (a private registry); empty: none",
+        )
     for q in (local, remote):
         for param in pipeline_params():
             if param.name not in (DATA_ROOT.name, DATA_FINGERPRINT.name):  # given, computed
@@ -318,8 +376,17 @@ def main(argv: list[str] | None = None) -> int:
             schedule = parse_schedule(DEMO_SCHEDULE if args.schedule is None else args.schedule)
         else:
             schedule = paper_schedule() if args.schedule is None else parse_schedule(args.schedule)
+        placement = None
+        if args.command in ("compile", "submit"):
+            placement = cluster.Placement.from_flags(
+                args.gpu_node_selector,
+                args.gpu_toleration,
+                args.gpu_resource,
+                args.image_pull_secret,
+            )
         if args.command == "compile":
-            print(f"wrote {compile_pipeline(schedule, args.output)} ({format_schedule(schedule)})")
+            path = compile_pipeline(schedule, args.output, placement)
+            print(f"wrote {path} ({format_schedule(schedule)})")
         elif args.command == "local":
             # Every value is checked before the demo data is made or anything runs.
             arguments({**given, "data_root": args.data_root or "(demo)"}, schedule)
@@ -333,7 +400,14 @@ def main(argv: list[str] | None = None) -> int:
             print(format_summary(run_local(schedule, given, args.root)))
         else:
             run_id = submit_run(
-                schedule, {**given, "data_root": args.data_root}, args.host, args.experiment
+                schedule,
+                {**given, "data_root": args.data_root},
+                args.host,
+                args.experiment,
+                placement,
+                args.namespace,
+                args.service_account,
+                args.pipeline_root,
             )
             print(f"started run {run_id} in experiment {args.experiment!r} on {args.host}")
     except ProtlocError as exc:

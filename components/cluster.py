@@ -1,14 +1,24 @@
 """Where tasks run on a Kubernetes cluster: images, GPU placement, secrets, retries.
 
 kfp.local ignores all of this (with a warning), so the pipeline applies it only when compiling or
-submitting for a cluster.
+submitting for a cluster. What differs between clusters is a :class:`Placement`, fixed at compile
+time (``pipeline.py compile|submit --gpu-node-selector --gpu-toleration --gpu-resource
+--image-pull-secret``): GKE labels its GPU nodes ``cloud.google.com/gke-accelerator=<type>``,
+the NVIDIA GPU operator ``nvidia.com/gpu.present=true``.
+
+Retries: KFP's retry policy (IR ``retryPolicy``: count and backoff) cannot tell a bad-input exit
+(status 2: retrying cannot help) from a preemption; Argo's ``retryStrategy.expression`` could,
+but KFP v2 does not expose it. So a bad-input failure spends its retries (3 x backoff from 60 s on
+GPU tasks) before the run fails; the error line is the same in every attempt's log.
 """
 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 
 from protloc import __version__
+from protloc.errors import ConfigError
 
 IMAGE_REPO = os.environ.get("PROTLOC_IMAGE", "ghcr.io/protloc/protloc")
 S3_SECRET = "protloc-s3"  # k8s/s3-secret.example.yaml
@@ -16,19 +26,46 @@ S3_SECRET_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_UR
 GPU_NODE_SELECTOR = ("nvidia.com/gpu.present", "true")
 
 
+@dataclass(frozen=True)
+class Placement:
+    """The cluster-specific, compile-time settings of GPU tasks."""
+
+    gpu_node_selector: tuple[str, str] = GPU_NODE_SELECTOR
+    gpu_toleration: str = "nvidia.com/gpu"  # taint key tolerated (operator Exists); "" = none
+    gpu_resource: str = "nvidia.com/gpu"
+    image_pull_secret: str = ""
+
+    @classmethod
+    def from_flags(
+        cls, node_selector: str, toleration: str, resource: str, pull_secret: str
+    ) -> Placement:
+        """From ``KEY=VALUE`` and names, refusing malformed values with the flag's name."""
+        key, sep, value = node_selector.partition("=")
+        if not (sep and key.strip() and value.strip()):
+            raise ConfigError(f"--gpu-node-selector must be KEY=VALUE, got {node_selector!r}")
+        if not resource.strip():
+            raise ConfigError("--gpu-resource is empty (e.g. nvidia.com/gpu)")
+        return cls(
+            (key.strip(), value.strip()), toleration.strip(), resource.strip(), pull_secret.strip()
+        )
+
+
 def images(version: str = __version__) -> dict[str, str]:
     """Immutable image tags: one per package version (a new version means a new tag)."""
     return {"cpu": f"{IMAGE_REPO}:{version}-cpu", "gpu": f"{IMAGE_REPO}:{version}-gpu"}
 
 
-def on_gpu(task, cpu: str = "8", memory: str = "48G") -> None:
+def on_gpu(task, placement: Placement, cpu: str = "8", memory: str = "48G") -> None:
     """One GPU, a GPU node, /dev/shm, node-local scratch for the image cache, retries."""
     from kfp import kubernetes
 
-    task.set_accelerator_type("nvidia.com/gpu").set_accelerator_limit(1)
+    task.set_accelerator_type(placement.gpu_resource).set_accelerator_limit(1)
     task.set_cpu_request(cpu).set_memory_request(memory)
-    kubernetes.add_node_selector(task, *GPU_NODE_SELECTOR)
-    kubernetes.add_toleration(task, key="nvidia.com/gpu", operator="Exists", effect="NoSchedule")
+    kubernetes.add_node_selector(task, *placement.gpu_node_selector)
+    if placement.gpu_toleration:
+        kubernetes.add_toleration(
+            task, key=placement.gpu_toleration, operator="Exists", effect="NoSchedule"
+        )
     # Data loader workers share batches through /dev/shm; the default 64 MB is far too small.
     kubernetes.empty_dir_mount(
         task, volume_name="dshm", mount_path="/dev/shm", medium="Memory", size_limit="16Gi"
@@ -50,7 +87,7 @@ def on_cpu(task, cpu: str = "2", memory: str = "4G") -> None:
     task.set_retry(num_retries=2, backoff_duration="30s", backoff_factor=2.0)
 
 
-def with_s3_secret(task) -> None:
+def with_s3_secret(task, placement: Placement) -> None:
     """S3 credentials from the ``protloc-s3`` Secret; the container runs as user 1000."""
     from kfp import kubernetes
 
@@ -59,11 +96,17 @@ def with_s3_secret(task) -> None:
     )
     # The images run as the unprivileged user 1000 (docker/Dockerfile); enforce it in the pod too.
     kubernetes.set_security_context(task, run_as_user=1000, run_as_group=1000, run_as_non_root=True)
+    if placement.image_pull_secret:
+        kubernetes.set_image_pull_secrets(task, [placement.image_pull_secret])
 
 
-def place(task, gpu: bool, cluster: bool) -> None:
-    """Caching on for every task; on a cluster, its node, resources, secret and retries."""
+def place(task, gpu: bool, placement: Placement | None) -> None:
+    """Caching on for every task; on a cluster (``placement``), its node, resources, secrets and
+    retries."""
     task.set_caching_options(enable_caching=True)
-    if cluster:
-        (on_gpu if gpu else on_cpu)(task)
-        with_s3_secret(task)
+    if placement is not None:
+        if gpu:
+            on_gpu(task, placement)
+        else:
+            on_cpu(task)
+        with_s3_secret(task, placement)

@@ -12,6 +12,7 @@ command line does.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import linecache
 import logging
 from typing import Any
@@ -130,6 +131,11 @@ def run_task(step_name: str, args: dict[str, Any]) -> Any:
         folders["data_root"] = args["data_root"]
     if step_name == "train":
         folders["out_uri"] = args["out"].uri
+        if not cfg.work_root and storage.is_s3(args["out"].uri):
+            # On a cluster the output artifact lives under the pipeline root on S3; its task's
+            # folder is the same for every retry of the task, so a retried pod resumes there.
+            task_folder = args["out"].uri.rstrip("/").rsplit("/", 1)[0]
+            cfg = dataclasses.replace(cfg, work_root=storage.join(task_folder, "work"))
     try:
         return step.run(cfg, **folders)
     except ProtlocError as exc:

@@ -142,7 +142,8 @@ class TrainConfig(StepConfig):
     work_root: str = param(
         "",
         "durable folder (e.g. s3://) for per-epoch checkpoints so a retried pod resumes; "
-        "empty: the output folder",
+        "empty: the output folder, or on a cluster a work/ folder beside the task's output "
+        "artifact under the pipeline root",
         result=False,
     )
 

@@ -1,9 +1,11 @@
 """What a KFP train pod runs (the body of the train component: ``components.factory.run_task``
 with the task's arguments), as a script the reliability tests can kill:
-``python -m tests.pod SPLIT_DIR DATA_ROOT OUT WORK_ROOT``.
+``python -m tests.pod SPLIT_DIR DATA_ROOT OUT OUT_URI``.
 
-Each run is a fresh pod: its own empty ``OUT`` folder and image cache; only ``WORK_ROOT``
-(durable storage, s3:// in the tests) survives between attempts.
+Each run is a fresh pod: its own empty local ``OUT`` folder (the artifact's ``.path``) and image
+cache; ``OUT_URI`` is the artifact's ``.uri`` on S3, the same for every retry of the task, as
+KFP gives it. No work root is set: the default (a work/ folder beside the artifact) is what
+survives between attempts.
 """
 
 import sys
@@ -27,16 +29,15 @@ class Artifact:
 
 
 def main(argv: Sequence[str] | None) -> None:
-    split_dir, data_root, out, work_root = argv if argv is not None else sys.argv[1:]
+    split_dir, data_root, out, out_uri = argv if argv is not None else sys.argv[1:]
     defaults = TrainConfig(**CONFIG).to_dict()
     args = {
         **defaults,
-        "work_root": work_root,
         "split": Artifact(split_dir, split_dir),
         "previous": None,
         "data_root": data_root,
         "code_version": code_version(),
-        "out": Artifact(out, out),
+        "out": Artifact(out, out_uri),
     }
     run_task("train", args)
 

@@ -189,9 +189,9 @@ def test_data_changed_under_the_same_uri_is_not_served_from_cache(local_runs):
 
 def test_code_change_is_never_served_stale(monkeypatch):
     """The code version is a task argument, so it is part of every cache key."""
-    v1 = pipeline.build_pipeline([Cycle(80, 8, 1)], on_cluster=False)
+    v1 = pipeline.build_pipeline([Cycle(80, 8, 1)], placement=None)
     monkeypatch.setattr(pipeline, "code_version", lambda: "0.1.0+changed")
-    v2 = pipeline.build_pipeline([Cycle(80, 8, 1)], on_cluster=False)
+    v2 = pipeline.build_pipeline([Cycle(80, 8, 1)], placement=None)
 
     def arg(p):
         return (
@@ -247,3 +247,71 @@ def test_cli_and_kfp_local_write_the_same_files(local_runs, tiny_data, tmp_path)
                 assert {**ta, "seconds": 0} == {**tb, "seconds": 0}, name
             else:  # manifest, stats, thresholds, submission and the plots
                 assert a == b, (name, f)
+
+
+def test_submit_passes_namespace_account_root_and_placement_to_kfp(
+    tiny_data, tmp_path, monkeypatch
+):
+    """No cluster runs here: kfp.Client is replaced by a stand-in that records what submit
+    hands it (constructor and create_run_from_pipeline_func) and compiles the pipeline it gets."""
+    import kfp
+    from kfp import compiler
+
+    seen: dict = {}
+
+    class RecordingClient:
+        def __init__(self, host=None, namespace="kubeflow", **kwargs):
+            seen["client"] = {"host": host, "namespace": namespace}
+
+        def create_run_from_pipeline_func(self, pipeline_func, arguments, **kwargs):
+            path = tmp_path / "submitted.yaml"
+            compiler.Compiler().compile(pipeline_func, package_path=str(path))
+            seen["run"] = {**kwargs, "arguments": arguments, "yaml": path.read_text()}
+            return type("Run", (), {"run_id": "run-123"})()
+
+    monkeypatch.setattr(kfp, "Client", RecordingClient)
+    rc = pipeline.main(
+        [
+            "submit",
+            "--host", "https://kfp.example.org",
+            "--data-root", str(tiny_data),
+            "--experiment", "hpa",
+            "--namespace", "team-a",
+            "--service-account", "protloc-runner",
+            "--pipeline-root", "s3://bucket/protloc",
+            "--gpu-node-selector", "cloud.google.com/gke-accelerator=nvidia-h100-80gb",
+            "--gpu-toleration", "",
+            "--image-pull-secret", "regcred",
+            "--schedule", "96:8:1",
+            "--alpha", "0.3",
+        ]
+    )  # fmt: skip
+    assert rc == 0
+    assert seen["client"] == {"host": "https://kfp.example.org", "namespace": "team-a"}
+    run = seen["run"]
+    assert run["namespace"] == "team-a" and run["experiment_name"] == "hpa"
+    assert run["service_account"] == "protloc-runner"
+    assert run["pipeline_root"] == "s3://bucket/protloc" and run["enable_caching"] is True
+    assert run["arguments"]["alpha"] == 0.3 and len(run["arguments"]["data_fingerprint"]) == 16
+    platform = list(yaml.safe_load_all(run["yaml"]))[1]["platforms"]["kubernetes"]
+    train = next(v for k, v in platform["deploymentSpec"]["executors"].items() if "train" in k)
+    assert train["nodeSelector"]["labels"] == {
+        "cloud.google.com/gke-accelerator": "nvidia-h100-80gb"
+    }
+    assert "tolerations" not in train  # --gpu-toleration "": none
+    assert [s["secretName"] for s in train["imagePullSecret"]] == ["regcred"]
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--gpu-node-selector", "nokey"], "--gpu-node-selector must be KEY=VALUE"),
+        (["--gpu-resource", " "], "--gpu-resource is empty"),
+    ],
+)
+def test_bad_placement_flags_are_refused(flags, message, tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "pipeline.py", "compile", "-o", str(tmp_path / "p.yaml"), *flags],
+        cwd=ROOT, capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 2 and message in proc.stderr, proc.stderr

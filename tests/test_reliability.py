@@ -150,9 +150,9 @@ def test_endpoint_dying_mid_checkpoint_upload_then_rerun_completes(
 # ----------------------------------------------------------------------------- 3. SIGKILL twice
 
 
-def _pod(tiny_data, tiny_split, out: Path, work_root: str, env) -> subprocess.Popen:
+def _pod(tiny_data, tiny_split, out: Path, out_uri: str, env) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-m", "tests.pod", str(tiny_split), str(tiny_data), str(out), work_root],
+        [sys.executable, "-m", "tests.pod", str(tiny_split), str(tiny_data), str(out), out_uri],
         cwd=ROOT,
         env=env,
         stderr=subprocess.PIPE,
@@ -164,23 +164,26 @@ def test_pod_killed_twice_mid_epoch_ends_like_an_uninterrupted_run(
     tiny_data, tiny_split, bucket, s3_env, tmp_path
 ):
     """Three attempts of one train pod (what KFP's retry policy does after a preemption), each
-    with a fresh local disk; per-epoch checkpoints live under the work root on S3. Killed mid
-    epoch 2, then mid epoch 3: the last attempt ends with the same epochs, config and weights
-    as a pod that was never interrupted."""
+    with a fresh local disk; per-epoch checkpoints live in the default work root on S3 (beside
+    the task's output artifact: no setting needed). Killed mid epoch 2, then mid epoch 3: the
+    last attempt ends with the same epochs, config and weights as a pod never interrupted."""
     lines: list[str] = []
     env = lambda n: _env(s3_env, tmp_path / f"cache{n}")  # noqa: E731 - one fresh disk per pod
 
-    first = _pod(tiny_data, tiny_split, tmp_path / "out1", f"{bucket}/work", env(1))
+    task = f"{bucket}/run/train"  # the task's artifact folder under the pipeline root
+    first = _pod(tiny_data, tiny_split, tmp_path / "out1", f"{task}/out", env(1))
     kill_at(first, lines, ["epoch 1/3 done", "epoch 2/3 step 2/"], timeout=240)
-    second = _pod(tiny_data, tiny_split, tmp_path / "out2", f"{bucket}/work", env(2))
+    second = _pod(tiny_data, tiny_split, tmp_path / "out2", f"{task}/out", env(2))
     kill_at(second, lines, ["after epoch 1 of 3", "epoch 3/3 step 2/"], timeout=240)
-    last = _pod(tiny_data, tiny_split, tmp_path / "out3", f"{bucket}/work", env(3))
+    last = _pod(tiny_data, tiny_split, tmp_path / "out3", f"{task}/out", env(3))
     _, stderr = last.communicate(timeout=240)
     assert last.returncode == 0, stderr[-2000:]
     assert "after epoch 2 of 3" in stderr
     assert not (tmp_path / "out1" / "checkpoint.pt").exists()  # the killed pods finished nothing
 
-    clean = _pod(tiny_data, tiny_split, tmp_path / "clean", f"{bucket}/clean", env(4))
+    # No work root was set: the default one beside the artifact kept the per-epoch checkpoints.
+    assert any(u.startswith(f"{task}/work/cycle0-80px-") for u in storage.list_files(task))
+    clean = _pod(tiny_data, tiny_split, tmp_path / "clean", f"{bucket}/clean/train/out", env(4))
     _, clean_err = clean.communicate(timeout=240)
     assert clean.returncode == 0, clean_err[-2000:]
     resumed = load_checkpoint(str(tmp_path / "out3" / "checkpoint.pt"))
