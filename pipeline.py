@@ -79,13 +79,18 @@ def build_pipeline(schedule: list[Cycle], placement: cluster.Placement | None = 
     Kubernetes settings (GPU, node selector, toleration, /dev/shm, S3 secret, pull secret,
     retries), which kfp.local would only warn about; None: for kfp.local."""
     from kfp import dsl
-    from kfp.dsl import Artifact
+    from kfp.dsl import Artifact, Dataset, Model
 
     img = cluster.images()
     version = code_version()
     ops = {n: kfp_component(n, img["gpu" if s.gpu else "cpu"]) for n, s in STEPS.items()}
     params = pipeline_params()
-    returns = NamedTuple("Outputs", [(name, Artifact) for name in Outputs._fields])
+    kinds = {"Artifact": Artifact, "Dataset": Dataset, "Model": Model}
+    producers = ("split", "train", "infer", "thresholds", "submit")  # Outputs' order
+    returns = NamedTuple(
+        "Outputs",
+        [(f, kinds[STEPS[p].output]) for f, p in zip(Outputs._fields, producers, strict=True)],
+    )
 
     def place(task, name: str, display: str):
         cluster.place(task.set_display_name(display), STEPS[name].gpu, placement)

@@ -26,6 +26,7 @@ CODE_VERSION_HELP = (
 )
 OUT_HELP = "this step's output folder"
 ERROR_FILE = "error.txt"  # a failed task's one-line error, in its output folder
+METRICS_HELP = "the numbers this step's runs are compared by (also written to the artifact file)"
 
 
 def _annotation(p: Param) -> str:
@@ -39,7 +40,7 @@ def component_source(step: Step) -> str:
     docs: list[str] = []
     for i in step.inputs:
         (optional if i.optional else required).append(
-            f"{i.name}: Input[Artifact]" + (" = None" if i.optional else "")
+            f"{i.name}: Input[{i.type}]" + (" = None" if i.optional else "")
         )
         docs.append(f"{i.name}: {i.help}")
     if step.reads_data_root:
@@ -56,16 +57,21 @@ def component_source(step: Step) -> str:
                 f"{p.name}: {_annotation(p)} = {p.default!r}",
             )
         docs.append(f"{p.name}: {p.description()}")
-    required += ["code_version: str", "out: Output[Artifact]"]
+    required += ["code_version: str", f"out: Output[{step.output}]"]
+    returns = [f"out: {OUT_HELP}"]
+    if step.scalars is not None:
+        required.append("metrics: Output[Metrics]")
+        returns.append(f"metrics: {METRICS_HELP}")
     docs.append(f"code_version: {CODE_VERSION_HELP}")
     signature = ",\n    ".join(required + optional)
     args_doc = "\n".join(f"        {line}" for line in docs)
+    returns_doc = "\n".join(f"        {line}" for line in returns)
     # KFP reads output descriptions from a Returns section.
     return (
-        "from kfp.dsl import Artifact, Input, Output\n\n\n"
+        "from kfp.dsl import Artifact, Dataset, Input, Metrics, Model, Output\n\n\n"
         f"def {step.name}(\n    {signature},\n):\n"
         f'    """{step.summary}\n\n    Args:\n{args_doc}\n\n'
-        f'    Returns:\n        out: {OUT_HELP}\n    """\n'
+        f'    Returns:\n{returns_doc}\n    """\n'
         "    from components.factory import run_task\n\n"
         f"    run_task({step.name!r}, dict(locals()))\n"
     )
@@ -137,10 +143,22 @@ def run_task(step_name: str, args: dict[str, Any]) -> Any:
             task_folder = args["out"].uri.rstrip("/").rsplit("/", 1)[0]
             cfg = dataclasses.replace(cfg, work_root=storage.join(task_folder, "work"))
     try:
-        return step.run(cfg, **folders)
+        result = step.run(cfg, **folders)
     except ProtlocError as exc:
         # One line, no traceback; ERROR_FILE lets `pipeline.py local` say which step and why.
         logging.getLogger("protloc").error("error: %s", exc)
         with contextlib.suppress(Exception):
             storage.write_text(storage.join(folders["out"], ERROR_FILE), f"{exc}\n")
         raise SystemExit(2) from None
+    if step.scalars is not None:
+        values = step.scalars(result)
+        for name, value in values.items():
+            args["metrics"].log_metric(name, value)
+        # kfp.local caches an artifact only by what is written to its file.
+        storage.write_json(args["metrics"].path, values)
+        if step.output == "Model":
+            keep = ("cycle", "size_px", "epochs", "val_macro_f1_at_0.5")
+            args["out"].metadata.update(
+                {"code_version": here, **{k: v for k, v in values.items() if k in keep}}
+            )
+    return result

@@ -40,6 +40,7 @@ from protloc.config import (
 )
 from protloc.errors import ArtifactError, ConfigError, StorageError
 from protloc.params import Param, Spec, StepConfig
+from protloc.report import scalars
 from protloc.version import code_version
 
 log = logging.getLogger(__name__)
@@ -249,15 +250,18 @@ def read_snapshot_list(train_dir: str) -> list[str]:
     return snapshots
 
 
-def infer_step(cfg: InferConfig, *, data_root: str, split: str, last_cycle: str, out: str):
-    """Every snapshot listed by ``last_cycle`` predicts the validation fold and the test ids."""
+def infer_step(
+    cfg: InferConfig, *, data_root: str, split: str, last_cycle: str, out: str
+) -> dict[str, Any]:
+    """Every snapshot listed by ``last_cycle`` predicts the validation fold and the test ids;
+    returns each snapshot's and the ensemble's validation macro F1 at 0.5."""
     from protloc.data.cache import default_cache_dir
     from protloc.data.hpa import labels_uri, sample_submission_uri
-    from protloc.evaluate.infer import run_infer
+    from protloc.evaluate.infer import run_infer, val_scores
 
     with timed("infer", out, {"split": split, "last_cycle": last_cycle}):
         storage.check_writable_folder(cfg.cache_dir or str(default_cache_dir()), "cache folder")
-        return run_infer(
+        rows = run_infer(
             storage.join(split, MANIFEST),
             data_root,
             read_snapshot_list(last_cycle),
@@ -266,6 +270,7 @@ def infer_step(cfg: InferConfig, *, data_root: str, split: str, last_cycle: str,
             labels_uri=labels_uri(data_root),
             sample_submission_uri=sample_submission_uri(data_root),
         )
+        return {"val_macro_f1_at_0.5": val_scores(rows, storage.join(split, MANIFEST))}
 
 
 def thresholds_step(
@@ -299,11 +304,12 @@ def submit_step(cfg: SubmitConfig, *, data_root: str, predictions: str, threshol
 
 @dataclass(frozen=True)
 class Input:
-    """A folder a step reads: another step's output (a KFP input artifact)."""
+    """A folder a step reads: another step's output (a KFP input artifact of ``type``)."""
 
     name: str
     help: str
     optional: bool = False
+    type: str = "Artifact"  # the KFP artifact class: Dataset, Model or Artifact
 
 
 DATA_ROOT = Param(
@@ -328,7 +334,8 @@ DATA_FINGERPRINT = Param(
 
 @dataclass(frozen=True)
 class Step:
-    """One pipeline step: its config, the folders it reads, and its front door."""
+    """One pipeline step: its config, the folders it reads, its front door, what its output
+    folder is (a KFP Dataset, Model or plain Artifact) and the scalars a run is compared by."""
 
     name: str
     summary: str
@@ -336,11 +343,15 @@ class Step:
     inputs: tuple[Input, ...]
     reads_data_root: bool
     run: Callable[..., Any]
+    output: str = "Artifact"
+    scalars: Callable[[Any], dict[str, float]] | None = None
     gpu: bool = False
 
 
-_SPLIT = Input("split", "the split step's output folder (manifest.parquet)")
-_PREDICTIONS = Input("predictions", "the infer step's output folder (predictions.parquet)")
+_SPLIT = Input("split", "the split step's output folder (manifest.parquet)", type="Dataset")
+_PREDICTIONS = Input(
+    "predictions", "the infer step's output folder (predictions.parquet)", type="Dataset"
+)
 
 STEPS: dict[str, Step] = {
     s.name: s
@@ -352,6 +363,7 @@ STEPS: dict[str, Step] = {
             (),
             True,
             split_step,
+            output="Dataset",
         ),
         Step(
             "train",
@@ -364,10 +376,13 @@ STEPS: dict[str, Step] = {
                     "the previous train step's output folder (warm start "
                     "and snapshot chain); none for the first cycle",
                     optional=True,
+                    type="Model",
                 ),
             ),
             True,
             train_step,
+            output="Model",
+            scalars=scalars.train_scalars,
             gpu=True,
         ),
         Step(
@@ -375,9 +390,18 @@ STEPS: dict[str, Step] = {
             "Every snapshot of the chain predicts validation and test ids; the "
             "ensemble is the mean.",
             InferConfig,
-            (_SPLIT, Input("last_cycle", "the last train step's output folder (snapshots.json)")),
+            (
+                _SPLIT,
+                Input(
+                    "last_cycle",
+                    "the last train step's output folder (snapshots.json)",
+                    type="Model",
+                ),
+            ),
             True,
             infer_step,
+            output="Dataset",
+            scalars=lambda result: scalars.infer_scalars(result["val_macro_f1_at_0.5"]),
             gpu=True,
         ),
         Step(
@@ -387,6 +411,7 @@ STEPS: dict[str, Step] = {
             (_SPLIT, _PREDICTIONS),
             False,
             thresholds_step,
+            scalars=scalars.thresholds_scalars,
         ),
         Step(
             "submit",
@@ -398,6 +423,7 @@ STEPS: dict[str, Step] = {
             ),
             True,
             submit_step,
+            output="Dataset",
         ),
     )
 }

@@ -10,7 +10,7 @@ survives between attempts.
 
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from components.factory import run_task
 from protloc import cli
@@ -26,6 +26,10 @@ class Artifact:
 
     path: str
     uri: str
+    metadata: dict = field(default_factory=dict)
+
+    def log_metric(self, name: str, value: float) -> None:  # as kfp.dsl.Metrics does
+        self.metadata[name] = value
 
 
 def main(argv: Sequence[str] | None) -> None:
@@ -38,6 +42,7 @@ def main(argv: Sequence[str] | None) -> None:
         "data_root": data_root,
         "code_version": code_version(),
         "out": Artifact(out, out_uri),
+        "metrics": Artifact(f"{out}.metrics.json", ""),
     }
     run_task("train", args)
 

@@ -75,3 +75,13 @@ def test_epoch_indices_draw_expected_counts_and_differ_per_epoch():
         [np.bincount(epoch_indices(w, 0, e), minlength=len(w))[:100] for e in range(200)], axis=0
     )
     assert np.abs(mean - 0.5).max() < 0.15
+
+
+def test_eta_reads_like_a_person_would_say_it():
+    from protloc.progress import eta
+
+    assert eta(0, 10, 5.0) == "ETA ?"
+    assert eta(5, 10, 5.0) == "ETA 5s"
+    assert eta(1, 14, 5.0) == "ETA 1m05s"
+    assert eta(1, 1000, 10.0) == "ETA 2h46m"
+    assert eta(10, 10, 3.0) == "ETA 0s"

@@ -315,3 +315,44 @@ def test_bad_placement_flags_are_refused(flags, message, tmp_path):
         cwd=ROOT, capture_output=True, text=True, check=False,
     )  # fmt: skip
     assert proc.returncode == 2 and message in proc.stderr, proc.stderr
+
+
+def test_metrics_artifacts_hold_the_figures_the_summary_prints(local_runs):
+    """Output[Metrics] of each train cycle, infer and thresholds, written to the artifact file
+    (kfp.local caches only what is written): the same numbers as the run summary."""
+    first, _, _ = local_runs
+    run = Path(first["submission"]).parents[2]
+    for task, cycle in (("train", first["cycles"][0]), ("train-2", first["cycles"][1])):
+        m = json.loads((run / task / "metrics").read_text())
+        assert m["val_macro_f1_at_0.5"] == cycle["val_macro_f1_at_0.5"]
+        assert m["cycle"] == cycle["cycle"] and m["size_px"] == cycle["size"]
+        assert m["images_per_s"] > 0 and m["train_loss"] > 0
+    thr = json.loads((run / "thresholds" / "metrics").read_text())
+    e = first["ensemble"]
+    assert thr["macro_f1_at_0.5"] == e["macro_f1_at_0.5"]
+    assert thr["macro_f1_fitted"] == e["macro_f1_at_thresholds"]
+    assert thr["macro_f1_crossfit"] == e["crossfit_macro_f1"] and thr["alpha"] == e["alpha"]
+    assert len([k for k in thr if k.startswith("f1_")]) == 28
+    infer = json.loads((run / "infer" / "metrics").read_text())
+    assert set(infer) == {
+        "cycle0_80px_val_macro_f1_at_0.5",
+        "cycle1_96px_val_macro_f1_at_0.5",
+        "ensemble_val_macro_f1_at_0.5",
+    }
+    assert infer["ensemble_val_macro_f1_at_0.5"] == pytest.approx(e["macro_f1_at_0.5"])
+
+
+def test_compiled_artifacts_are_typed(compiled):
+    spec, _ = compiled
+    comps = spec["components"]
+
+    def kind(comp: str, where: str, name: str) -> str:
+        return comps[comp][where]["artifacts"][name]["artifactType"]["schemaTitle"]
+
+    assert kind("comp-split", "outputDefinitions", "out") == "system.Dataset"
+    assert kind("comp-train", "outputDefinitions", "out") == "system.Model"
+    assert kind("comp-train", "inputDefinitions", "previous") == "system.Model"
+    assert kind("comp-infer", "outputDefinitions", "out") == "system.Dataset"
+    assert kind("comp-submit", "outputDefinitions", "out") == "system.Dataset"
+    for comp in ("comp-train", "comp-infer", "comp-thresholds"):
+        assert kind(comp, "outputDefinitions", "metrics") == "system.Metrics"

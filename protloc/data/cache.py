@@ -33,6 +33,7 @@ import numpy as np
 
 from protloc.data.hpa import detect_extension, load_sample
 from protloc.errors import DataError, StorageError
+from protloc.progress import eta
 
 log = logging.getLogger(__name__)
 
@@ -182,14 +183,15 @@ def _decode_into(
                 out[len(kept)] = result
                 kept.append(sample_id)
             if n % every == 0 or n == len(ids):
-                rate = n / max(time.perf_counter() - t0, 1e-9)
+                elapsed = time.perf_counter() - t0
                 log.info(
-                    "image cache %s at %d px: %d/%d samples (%.0f samples/s)",
+                    "image cache %s at %d px: %d/%d samples (%.0f samples/s, %s)",
                     split,
                     size,
                     n,
                     len(ids),
-                    rate,
+                    n / max(elapsed, 1e-9),
+                    eta(n, len(ids), elapsed),
                 )
     return kept, skipped
 

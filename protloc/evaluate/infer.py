@@ -101,3 +101,17 @@ def run_infer(
         time.perf_counter() - t0,
     )
     return rows
+
+
+def val_scores(rows: pd.DataFrame, manifest_uri: str) -> dict[str, float]:
+    """Macro F1 at 0.5 on the validation fold of every snapshot and of the ensemble."""
+    from protloc.data.hpa import labels_to_matrix
+    from protloc.metrics import macro_f1
+
+    val = read_manifest(manifest_uri).fold("val").set_index("id")
+    part = rows[rows["split"] == "val"]
+    out = {}
+    for name, group in part.groupby("snapshot", sort=False):
+        y = labels_to_matrix(val.loc[group["id"], "labels"])
+        out[str(name)] = macro_f1(y, predictions.probabilities(group), 0.5)
+    return out

@@ -14,6 +14,7 @@ from protloc.data.cache import ImageCache
 from protloc.data.dataset import CachedImages
 from protloc.data.transforms import D4_SIZE, d4_torch, normalize
 from protloc.errors import ConfigError
+from protloc.progress import eta
 
 log = logging.getLogger(__name__)
 
@@ -63,8 +64,14 @@ def predict(
         out.append((probs / tta).cpu().numpy())
         done += len(images)
         if (i + 1) % every == 0 or i + 1 == len(loader):
-            rate = done * tta / max(time.perf_counter() - t0, 1e-9)
+            elapsed = time.perf_counter() - t0
             log.info(
-                "%s: %d/%d images x %d TTA (%.1f images/s)", label, done, len(cache), tta, rate
+                "%s: %d/%d images x %d TTA (%.1f images/s, %s)",
+                label,
+                done,
+                len(cache),
+                tta,
+                done * tta / max(elapsed, 1e-9),
+                eta(done, len(cache), elapsed),
             )
     return np.concatenate(out).astype(np.float32)

@@ -35,6 +35,7 @@ from protloc.metrics import per_class_scores
 from protloc.model.checkpoint import load_checkpoint, save_checkpoint
 from protloc.model.loss import get_loss, soft_f1_from_probs
 from protloc.model.network import ARCH, InceptionV3BN, create_model, init_head, load_weights
+from protloc.progress import eta
 from protloc.train.distributed import Dist, barrier, device_for, init_distributed, teardown
 from protloc.train.schedule import cosine_lr
 
@@ -373,9 +374,11 @@ def train_one_epoch(
         norms.append(grad_norm)
         seen += len(images) * d.world
         if d.main and ((i + 1) % cfg.log_every == 0 or i + 1 == steps):
+            elapsed = time.perf_counter() - t0
+            steps_left = steps - (i + 1) + (cfg.epochs - epoch - 1) * steps  # in the cycle
             log.info(
                 "cycle %d epoch %d/%d step %d/%d: loss %.4f lr %.4g grad-norm(%s) %.3g, "
-                "%.1f images/s",
+                "%.1f images/s, cycle %s",
                 cfg.cycle,
                 epoch + 1,
                 cfg.epochs,
@@ -385,7 +388,8 @@ def train_one_epoch(
                 lr,
                 cfg.clip_norm_type,
                 grad_norm,
-                seen / (time.perf_counter() - t0),
+                seen / elapsed,
+                eta(i + 1, i + 1 + steps_left, elapsed),
             )
     return {
         "epoch": epoch + 1,
