@@ -180,3 +180,23 @@ def test_torchrun_two_processes_trains_with_ddp(tiny_data, tiny_split, tmp_path,
         "snapshots.json",
         "timing.json",
     ]
+
+
+def test_history_holds_the_training_curves(cycle0):
+    """Per optimizer step: loss, lr and gradient norm; per epoch (val_every 1): validation."""
+    out, metrics, _ = cycle0
+    saved = json.loads((out / "metrics.json").read_text())
+    history = saved["history"]
+    assert [h["epoch"] for h in history] == [1, 2]
+    steps = [s for h in history for s in h["steps"]]
+    assert [s["step"] for s in steps] == list(range(1, len(steps) + 1))
+    assert steps[0]["lr"] == pytest.approx(TINY_CYCLE.get("lr_max", 0.2))
+    assert steps[-1]["lr"] < steps[0]["lr"] and all(s["grad_norm"] > 0 for s in steps)
+    assert all("val" in h for h in history)  # every epoch validated
+    assert history[-1]["val"]["macro_f1_at_0.5"] == metrics["val"]["macro_f1_at_0.5"]
+
+
+def test_val_every_zero_validates_only_at_the_end(tiny_data, tiny_split, tmp_path, cache_dir):
+    cfg = _cfg(size=80, epochs=2, val_every=0)
+    metrics = train_cycle(str(tiny_split / "manifest.parquet"), str(tiny_data), str(tmp_path), cfg)
+    assert "val" not in metrics["history"][0] and "val" in metrics["history"][1]

@@ -219,6 +219,10 @@ def train_cycle(
     )
     for epoch in range(run.start_epoch, cfg.epochs):
         run.history.append(train_one_epoch(run, cfg, epoch, n_epoch, steps, out))
+        last = epoch + 1 == cfg.epochs  # the last epoch is validated by finish()
+        due = cfg.val_every and (epoch + 1) % cfg.val_every == 0 and run.val_cache is not None
+        if d.main and not last and due:
+            run.history[-1]["val"] = validate(run, cfg)
         if d.main:
             save_checkpoint(_state(run, cfg, init, epoch + 1, None, with_optimizer=True), ckpt_uri)
             log.info(
@@ -344,7 +348,7 @@ def train_one_epoch(
     torch.manual_seed((cfg.seed * 1000 + epoch) * 1000 + d.rank)
     run.net.train()
     t0, seen, lr = time.perf_counter(), 0, cfg.lr_max
-    losses, norms = [], []
+    losses, norms, trace = [], [], []
     for i, (images, targets) in enumerate(loader):
         step = epoch * steps + i
         lr = cosine_lr(step, total_steps, cfg.lr_max, cfg.lr_min)
@@ -372,6 +376,7 @@ def train_one_epoch(
         run.optimizer.step()
         losses.append(float(loss.detach()))
         norms.append(grad_norm)
+        trace.append({"step": step + 1, "loss": losses[-1], "lr": lr, "grad_norm": grad_norm})
         seen += len(images) * d.world
         if d.main and ((i + 1) % cfg.log_every == 0 or i + 1 == steps):
             elapsed = time.perf_counter() - t0
@@ -393,6 +398,7 @@ def train_one_epoch(
             )
     return {
         "epoch": epoch + 1,
+        "steps": trace,  # per optimizer step: the training curves
         "loss": float(np.mean(losses)),
         "grad_norm_median": float(np.median(norms)),
         "clipped_share": float(np.mean(np.array(norms) > cfg.clip_norm))
@@ -401,6 +407,29 @@ def train_one_epoch(
         "images_per_s": seen / (time.perf_counter() - t0),
         "lr_end": lr,
     }
+
+
+def validate(run: Run, cfg: TrainConfig) -> dict[str, float]:
+    """Validation loss and macro F1 at 0.5 now (rank 0); the model goes back to training mode
+    at the next epoch's start."""
+    probs = predict(
+        run.model,
+        run.val_cache,
+        run.norm,
+        cfg.batch_size,
+        run.device,
+        workers=cfg.workers,
+        label="validation",
+    )
+    y_val = labels_to_matrix(run.val_rows.set_index("id").loc[run.val_cache.ids]["labels"])
+    scores = evaluate(probs, y_val, cfg.loss)
+    log.info(
+        "cycle %d validation: loss %.4f, macro F1 at 0.5 %.4f",
+        cfg.cycle,
+        scores["loss"],
+        scores["macro_f1_at_0.5"],
+    )
+    return {"loss": scores["loss"], "macro_f1_at_0.5": scores["macro_f1_at_0.5"]}
 
 
 def finish(
@@ -428,6 +457,8 @@ def finish(
         )
         y_val = labels_to_matrix(run.val_rows.set_index("id").loc[run.val_cache.ids]["labels"])
         metrics["val"] = evaluate(probs, y_val, cfg.loss)
+        if run.history:  # the curve's last point
+            run.history[-1]["val"] = {k: metrics["val"][k] for k in ("loss", "macro_f1_at_0.5")}
         log.info(
             "cycle %d validation: loss %.4f, macro F1 at 0.5 %.4f",
             cfg.cycle,
