@@ -100,23 +100,38 @@ def kfp_component(step_name: str, image: str):
 
 
 def run_task(step_name: str, args: dict[str, Any]) -> Any:
-    """The body of every component: artifacts to folders, values to the config, front door.
+    """The body of every component: check the code and the data, artifacts to folders, values
+    to the config, the step's front door, then its metrics.
 
     ``args`` are the component function's arguments (KFP artifacts have ``.path``, the folder in
-    this container, and ``.uri``, where other tasks read it).
+    this container, and ``.uri``, where other tasks read it). A ProtlocError ends the task with
+    one line (no traceback), exit status 2, and the line in ``{out}/error.txt`` too.
     """
     from protloc import storage
     from protloc.cli import exit_on_sigterm, setup_logging
-    from protloc.errors import ConfigError, ProtlocError
-    from protloc.version import code_version
+    from protloc.errors import ProtlocError
 
     setup_logging()
     exit_on_sigterm()
-    step = STEPS[step_name]
+    try:
+        return _run_task(STEPS[step_name], args)
+    except ProtlocError as exc:
+        # One line; ERROR_FILE lets `pipeline.py local` say which step failed and why.
+        logging.getLogger("protloc").error("error: %s", exc)
+        with contextlib.suppress(Exception):
+            storage.write_text(storage.join(args["out"].path, ERROR_FILE), f"{exc}\n")
+        raise SystemExit(2) from None
+
+
+def _run_task(step: Step, args: dict[str, Any]) -> Any:
+    from protloc import storage
+    from protloc.errors import ConfigError
+    from protloc.version import code_version
+
     here = code_version()
     if args["code_version"] != here:
         raise ConfigError(
-            f"{step_name}: the pipeline was compiled for protloc {args['code_version']}, but this "
+            f"{step.name}: the pipeline was compiled for protloc {args['code_version']}, but this "
             f"container runs {here}: rebuild and push the image, or recompile the pipeline"
         )
     if step.reads_data_root and args.get("data_fingerprint"):
@@ -125,7 +140,7 @@ def run_task(step_name: str, args: dict[str, Any]) -> Any:
         now = data_fingerprint(args["data_root"])
         if now != args["data_fingerprint"]:
             raise ConfigError(
-                f"{step_name}: the data under {args['data_root']} changed since the run was "
+                f"{step.name}: the data under {args['data_root']} changed since the run was "
                 f"started (fingerprint {args['data_fingerprint']} then, {now} now): start a new run"
             )
     cfg = step.config.from_mapping({p.name: args[p.name] for p in step.config.params()})
@@ -135,21 +150,14 @@ def run_task(step_name: str, args: dict[str, Any]) -> Any:
     folders["out"] = args["out"].path
     if step.reads_data_root:
         folders["data_root"] = args["data_root"]
-    if step_name == "train":
+    if step.name == "train":
         folders["out_uri"] = args["out"].uri
         if not cfg.work_root and storage.is_s3(args["out"].uri):
             # On a cluster the output artifact lives under the pipeline root on S3; its task's
             # folder is the same for every retry of the task, so a retried pod resumes there.
             task_folder = args["out"].uri.rstrip("/").rsplit("/", 1)[0]
             cfg = dataclasses.replace(cfg, work_root=storage.join(task_folder, "work"))
-    try:
-        result = step.run(cfg, **folders)
-    except ProtlocError as exc:
-        # One line, no traceback; ERROR_FILE lets `pipeline.py local` say which step and why.
-        logging.getLogger("protloc").error("error: %s", exc)
-        with contextlib.suppress(Exception):
-            storage.write_text(storage.join(folders["out"], ERROR_FILE), f"{exc}\n")
-        raise SystemExit(2) from None
+    result = step.run(cfg, **folders)
     if step.scalars is not None:
         values = step.scalars(result)
         for name, value in values.items():

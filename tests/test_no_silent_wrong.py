@@ -85,6 +85,28 @@ def test_image_cache_notices_changed_images_and_skip_bad(data, tmp_path):
     assert fixed.ids == ids and fixed.skipped == []
 
 
+def test_a_task_refuses_data_changed_after_the_run_started(data, tmp_path):
+    """The fingerprint taken at submit/local time is checked again where the task runs."""
+    from components.factory import run_task
+    from protloc.data.identity import data_fingerprint
+    from protloc.version import code_version
+
+    class Folder:
+        def __init__(self, path):
+            self.path = self.uri = str(path)
+
+    then = data_fingerprint(str(data))
+    Image.fromarray(np.zeros((96, 96), np.uint8)).save(next((data / "test").glob("*_red.png")))
+    args = {**SplitConfig().to_dict(), "data_root": str(data), "data_fingerprint": then,
+            "code_version": code_version(), "out": Folder(tmp_path / "split")}  # fmt: skip
+    with pytest.raises(SystemExit) as exc:
+        run_task("split", args)
+    assert exc.value.code == 2
+    error = (tmp_path / "split" / "error.txt").read_text()
+    assert f"changed since the run was started (fingerprint {then} then" in error
+    assert not (tmp_path / "split" / "manifest.parquet").exists()
+
+
 # ----------------------------------------------------------------------------- 2. train rerun
 
 
