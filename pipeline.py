@@ -231,8 +231,8 @@ def submit_run(
     host: str,
     experiment: str,
     placement: cluster.Placement | None = None,
-    namespace: str = "kubeflow",
-    service_account: str = "",
+    namespace: str = cluster.NAMESPACE,
+    service_account: str = cluster.SERVICE_ACCOUNT,
     pipeline_root: str = "",
 ) -> str:
     """Compile and start a run on a KFP backend (same pipeline name, caching on), in
@@ -307,10 +307,10 @@ def parser() -> argparse.ArgumentParser:
     remote.add_argument("--data-root", required=True, metavar="URI", help=DATA_ROOT.spec.help)
     remote.add_argument("--host", required=True, help="KFP API endpoint")
     remote.add_argument("--experiment", default=PIPELINE_NAME, help="KFP experiment name")
-    remote.add_argument("--namespace", default="kubeflow", help="KFP namespace (profile) to run in")
+    remote.add_argument("--namespace", default=cluster.NAMESPACE, help="KFP namespace (profile) to run in")
     remote.add_argument(
         "--service-account",
-        default="protloc-runner",
+        default=cluster.SERVICE_ACCOUNT,
         help="Kubernetes service account of the run's pods (k8s/serviceaccount.yaml); "
         "empty: the namespace's default",
     )

@@ -24,6 +24,8 @@ IMAGE_REPO = os.environ.get("PROTLOC_IMAGE", "ghcr.io/protloc/protloc")
 S3_SECRET = "protloc-s3"  # k8s/s3-secret.example.yaml
 S3_SECRET_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL")
 GPU_NODE_SELECTOR = ("nvidia.com/gpu.present", "true")
+NAMESPACE = "kubeflow"  # KFP's default namespace (profile)
+SERVICE_ACCOUNT = "protloc-runner"  # k8s/serviceaccount.yaml
 
 
 @dataclass(frozen=True)

@@ -52,10 +52,7 @@ def component_source(step: Step) -> str:
         if p.required:
             required.append(f"{p.name}: {_annotation(p)}")
         else:
-            optional.insert(
-                len(optional) - sum(i.optional for i in step.inputs),
-                f"{p.name}: {_annotation(p)} = {p.default!r}",
-            )
+            optional.append(f"{p.name}: {_annotation(p)} = {p.default!r}")
         docs.append(f"{p.name}: {p.description()}")
     required += ["code_version: str", f"out: Output[{step.output}]"]
     returns = [f"out: {OUT_HELP}"]

@@ -64,9 +64,7 @@ LOCK = ".protloc.lock"
 def timed(step: str, out: str, reads: dict[str, str | None] | None = None) -> Iterator[None]:
     """The frame of every step: check the folders it reads are complete and ``out`` is
     writable, hold ``out``'s lock, unmark it, and mark it complete with ``timing.json``."""
-    for name, folder in (reads or {}).items():
-        if folder:
-            require_complete(folder, name)
+    require_finished(reads or {})
     if not _main_process():  # under torchrun only rank 0 writes: it frames the folder
         yield
         return
@@ -93,6 +91,13 @@ def timed(step: str, out: str, reads: dict[str, str | None] | None = None) -> It
 def _main_process() -> bool:
     """False in the ranks > 0 of a torchrun group (they compute, rank 0 writes)."""
     return os.environ.get("RANK", "0") == "0"
+
+
+def require_finished(reads: dict[str, str | None]) -> None:
+    """Every folder a step reads (name -> folder; None: not given) was finished by its step."""
+    for name, folder in reads.items():
+        if folder:
+            require_complete(folder, name)
 
 
 def require_complete(folder: str, name: str) -> None:
@@ -138,12 +143,9 @@ def _lock_holder(path: str) -> int | None:
     """The pid holding the lock file, or None if that process is gone."""
     try:
         pid = int(open(path).read().strip() or "0")  # noqa: SIM115
-        os.kill(pid, 0)
-    except (ValueError, ProcessLookupError, FileNotFoundError):
+    except (ValueError, FileNotFoundError):
         return None
-    except PermissionError:
-        return pid
-    return pid
+    return pid if pid > 0 and storage.pid_alive(pid) else None
 
 
 def split_step(cfg: SplitConfig, *, data_root: str, out: str) -> dict[str, Any]:
@@ -174,10 +176,7 @@ def train_step(
     from protloc.data.hpa import labels_uri
     from protloc.train.cycle import check_existing, train_cycle
 
-    reads = {"split": split, "previous": previous}
-    for name, folder in reads.items():
-        if folder:
-            require_complete(folder, name)
+    require_finished({"split": split, "previous": previous})
     init = storage.join(previous, CHECKPOINT) if previous else ""
     manifest = storage.join(split, MANIFEST)
     inputs = cycle_inputs(manifest, data_root, init, cfg)
@@ -214,10 +213,10 @@ def cycle_inputs(manifest_uri: str, data_root: str, init: str, cfg: TrainConfig)
     resumable cycle is reused only for the same inputs (see ``protloc.train.cycle``), and the
     durable work folder is keyed by them."""
     from protloc.data.identity import images_identity
-    from protloc.data.manifest import read_manifest
+    from protloc.data.manifest import parse_manifest
 
     raw = storage.read_bytes(manifest_uri)
-    ids = list(read_manifest(manifest_uri).frame["id"])
+    ids = list(parse_manifest(raw, manifest_uri).frame["id"])
     return {
         "manifest_sha256": hashlib.sha256(raw).hexdigest(),
         "images": images_identity(data_root, "train", ids),

@@ -351,6 +351,17 @@ def check_writable_folder(uri: str, what: str = "output folder") -> bool:
     return created
 
 
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` runs on this machine (the owner of a lock or temporary file)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it runs, as another user
+        return True
+    return True
+
+
 def remove_empty_folder(uri: str) -> None:
     """Remove a local folder if it holds no file (no-op on S3, where folders do not exist)."""
     if is_s3(uri):

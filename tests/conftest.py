@@ -25,6 +25,21 @@ def hpa_dir() -> Path:
     return HPA
 
 
+def run_python(args: list[str], env: dict | None = None, timeout: float = 300):
+    """``python ARGS`` in the repository root, output captured, never raising on failure."""
+    import subprocess
+
+    return subprocess.run(
+        [sys.executable, *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=timeout,
+    )
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import argparse
 import math
-import subprocess
-import sys
+import re
 from dataclasses import replace
 
 import pytest
@@ -25,7 +24,8 @@ from protloc.errors import ConfigError
 from protloc.params import Param
 from protloc.steps import DATA_ROOT, STEPS, Step, pipeline_params
 from protloc.train.schedule import Cycle
-from tests.conftest import ROOT
+from tests.conftest import run_python
+from tests.pod import Artifact
 
 KFP_TYPES = {bool: "Boolean", int: "Integer", float: "Float", str: "String"}
 IR_TYPES = {bool: "BOOLEAN", int: "NUMBER_INTEGER", float: "NUMBER_DOUBLE", str: "STRING"}
@@ -184,11 +184,11 @@ def test_every_bad_value_is_refused_naming_the_parameter(name):
     ],
 )
 def test_cli_refuses_what_the_config_refuses(argv, message, tmp_path):
-    cmd = [sys.executable, "-m", "components.thresholds", "--split", str(tmp_path)]
+    cmd = ["-m", "components.thresholds", "--split", str(tmp_path)]
     cmd += ["--predictions", str(tmp_path), "--out", str(tmp_path / "o"), *argv]
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=False)
+    proc = run_python(cmd)
     assert proc.returncode == 2, proc.stderr
-    assert __import__("re").search(message, proc.stderr), proc.stderr
+    assert re.search(message, proc.stderr), proc.stderr
     assert "Traceback" not in proc.stderr and not (tmp_path / "o").exists()
 
 
@@ -238,13 +238,7 @@ def test_compile_needs_no_torch(tmp_path):
         "import sys; sys.modules['torch'] = None; sys.modules['torchvision'] = None; "
         "import pipeline; sys.exit(pipeline.main(['compile', '-o', sys.argv[1]]))"
     )
-    proc = subprocess.run(
-        [sys.executable, "-c", code, str(tmp_path / "p.yaml")],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    proc = run_python(["-c", code, str(tmp_path / "p.yaml")])
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "train-7" in (tmp_path / "p.yaml").read_text()
 
@@ -255,11 +249,8 @@ def test_a_task_refuses_to_run_other_code_than_it_was_compiled_for(tmp_path):
     from components.factory import run_task
     from protloc.version import code_version
 
-    class Folder:
-        def __init__(self, path):
-            self.path = self.uri = str(path)
-
-    args = {"split": Folder(tmp_path), "predictions": Folder(tmp_path), "out": Folder(tmp_path)}
+    folder = Artifact(str(tmp_path), str(tmp_path))
+    args = {"split": folder, "predictions": folder, "out": folder}
     with pytest.raises(SystemExit) as exc:  # one line, exit 2: no traceback in the pod's log
         run_task("thresholds", {**args, "alpha": 0.1, "code_version": "0.1.0+compiledfor"})
     assert exc.value.code == 2

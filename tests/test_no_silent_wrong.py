@@ -30,19 +30,10 @@ from protloc.evaluate import predictions
 from protloc.evaluate.thresholds import read_thresholds
 from protloc.steps import STEPS, read_snapshot_list, submit_step, thresholds_step, train_step
 from protloc.synthetic.predictions import structured_predictions
-from tests.conftest import ROOT, TINY_CYCLE, free_port, mark_complete, train_cmd
+from tests.conftest import ROOT, TINY_CYCLE, free_port, mark_complete, run_python, train_cmd
+from tests.pod import Artifact
 
-
-def _run(args: list[str], env: dict | None = None, timeout: float = 300):
-    return subprocess.run(
-        [sys.executable, *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=False,
-        env=env,
-        timeout=timeout,
-    )
+_run = run_python
 
 
 def _one_line_error(proc, *needles: str) -> None:
@@ -91,14 +82,10 @@ def test_a_task_refuses_data_changed_after_the_run_started(data, tmp_path):
     from protloc.data.identity import data_fingerprint
     from protloc.version import code_version
 
-    class Folder:
-        def __init__(self, path):
-            self.path = self.uri = str(path)
-
     then = data_fingerprint(str(data))
     Image.fromarray(np.zeros((96, 96), np.uint8)).save(next((data / "test").glob("*_red.png")))
     args = {**SplitConfig().to_dict(), "data_root": str(data), "data_fingerprint": then,
-            "code_version": code_version(), "out": Folder(tmp_path / "split")}  # fmt: skip
+            "code_version": code_version(), "out": Artifact(str(tmp_path / "split"), str(tmp_path / "split"))}  # fmt: skip
     with pytest.raises(SystemExit) as exc:
         run_task("split", args)
     assert exc.value.code == 2
@@ -303,18 +290,8 @@ def test_split_refuses_an_empty_validation_fold(tmp_path):
     # Eight real-looking label sets for which iterstrat puts no sample in validation at 0.25.
     rows = ["s0,2", "s1,18", "s2,7 26", "s3,17 21 26", "s4,1", "s5,1 11 13", "s6,12", "s7,13"]
     (tmp_path / "train.csv").write_text("Id,Target\n" + "\n".join(rows) + "\n")
-    proc = _run(
-        [
-            "-m",
-            "components.split",
-            "--data-root",
-            str(tmp_path),
-            "--out",
-            str(tmp_path / "out"),
-            "--val-fraction",
-            "0.25",
-        ]
-    )
+    split = ["-m", "components.split", "--data-root", str(tmp_path)]
+    proc = _run([*split, "--out", str(tmp_path / "out"), "--val-fraction", "0.25"])
     _one_line_error(proc, "split 8 samples into 8 train and 0 validation")
     assert not (tmp_path / "out").exists()
 

@@ -25,7 +25,15 @@ from protloc.data.manifest import check_labels, read_manifest
 from protloc.errors import ArtifactError, StorageError
 from protloc.model.checkpoint import load_checkpoint
 from protloc.train.cycle import TrainConfig, train_cycle
-from tests.conftest import ROOT, TEST_KEY_ID, TEST_SECRET, TINY_CYCLE, free_port, train_cmd
+from tests.conftest import (
+    ROOT,
+    TEST_KEY_ID,
+    TEST_SECRET,
+    TINY_CYCLE,
+    free_port,
+    run_python,
+    train_cmd,
+)
 from tests.faults import CuttableProxy, kill_at
 
 MB = 1024 * 1024
@@ -47,15 +55,7 @@ def _env(endpoint: str, cache_dir: Path, **extra: str) -> dict[str, str]:
 
 
 def _run(args: list[str], env: dict[str, str], timeout: float = 300):
-    return subprocess.run(
-        [sys.executable, "-m", *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=timeout,
-    )
+    return run_python(["-m", *args], env, timeout)
 
 
 def _train_args(tiny_data: Path, tiny_split: Path, out: str, epochs: int = 2) -> list[str]:

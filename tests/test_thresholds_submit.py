@@ -1,6 +1,4 @@
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pandas as pd
@@ -19,7 +17,7 @@ from protloc.evaluate.thresholds import (
 )
 from protloc.metrics import macro_f1, per_class_scores
 from protloc.synthetic.predictions import structured_predictions
-from tests.conftest import ROOT, mark_complete
+from tests.conftest import mark_complete, run_python
 
 
 def test_metrics_match_sklearn_with_empty_classes():
@@ -92,23 +90,9 @@ def real_size_inputs(tmp_path_factory):
 
 def test_thresholds_cli_on_real_validation_size_writes_the_contract(real_size_inputs, tmp_path):
     # Its wall time is a row of `make bench` (bench/thresholds.py: cli_walls), not an assertion.
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "components.thresholds",
-            "--predictions",
-            str(real_size_inputs),
-            "--split",
-            str(real_size_inputs),
-            "--out",
-            str(tmp_path),
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    folder = str(real_size_inputs)
+    cli = ["-m", "components.thresholds", "--predictions", folder, "--split", folder]
+    proc = run_python([*cli, "--out", str(tmp_path)])
     assert proc.returncode == 0, proc.stderr
     doc = json.loads((tmp_path / "thresholds.json").read_text())
     assert len(doc["thresholds"]) == 28 and doc["alpha"] == 0.1 and doc["n_val"] == 4661

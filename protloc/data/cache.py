@@ -31,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
+from protloc import storage
 from protloc.data.hpa import detect_extension, load_sample
 from protloc.errors import DataError, StorageError
 from protloc.progress import eta
@@ -62,7 +63,7 @@ def remove_orphans(cache_dir: Path) -> int:
     removed = 0
     for tmp in cache_dir.glob("*.tmp.*"):
         pid = tmp.name.rsplit(".", 1)[-1]
-        if not pid.isdigit() or _alive(int(pid)):
+        if not pid.isdigit() or storage.pid_alive(int(pid)):
             continue
         try:
             size = tmp.stat().st_size
@@ -72,16 +73,6 @@ def remove_orphans(cache_dir: Path) -> int:
         removed += 1
         log.info("removed %s (%s) left by a killed build", tmp.name, _size(size))
     return removed
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 @dataclass

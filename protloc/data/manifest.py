@@ -69,7 +69,11 @@ def write_manifest(frame: pd.DataFrame, meta: dict[str, Any], uri: str) -> None:
 
 def read_manifest(uri: str) -> Manifest:
     """Read and validate a manifest; any problem is an ArtifactError naming the file and column."""
-    data = storage.read_bytes(uri)
+    return parse_manifest(storage.read_bytes(uri), uri)
+
+
+def parse_manifest(data: bytes, uri: str) -> Manifest:
+    """Validate a manifest already read from ``uri`` (for callers that also need its bytes)."""
     try:
         table = pq.read_table(io.BytesIO(data))
     except (pa.ArrowException, OSError, ValueError) as exc:

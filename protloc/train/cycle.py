@@ -97,10 +97,6 @@ def evaluate(probs: np.ndarray, y: np.ndarray, loss: str) -> dict[str, Any]:
     }
 
 
-def _write_json(uri: str, obj: dict) -> None:
-    storage.write_json(uri, obj)
-
-
 def check_existing(
     ckpt_uri: str, cfg: TrainConfig, init: str, inputs: dict[str, Any] | None
 ) -> None:
@@ -185,7 +181,7 @@ def train_cycle(
             )
             metrics = state["val_metrics"]
             if d.main and not storage.exists(metrics_uri):
-                _write_json(metrics_uri, metrics)
+                storage.write_json(metrics_uri, metrics)
             return metrics
         log.info(
             "resuming cycle %d from %s after epoch %d of %d",
@@ -222,7 +218,7 @@ def train_cycle(
         last = epoch + 1 == cfg.epochs  # the last epoch is validated by finish()
         due = cfg.val_every and (epoch + 1) % cfg.val_every == 0 and run.val_cache is not None
         if d.main and not last and due:
-            run.history[-1]["val"] = validate(run, cfg)
+            run.history[-1]["val"] = _curve_point(validate(run, cfg))
         if d.main:
             save_checkpoint(_state(run, cfg, init, epoch + 1, None, with_optimizer=True), ckpt_uri)
             log.info(
@@ -409,9 +405,9 @@ def train_one_epoch(
     }
 
 
-def validate(run: Run, cfg: TrainConfig) -> dict[str, float]:
-    """Validation loss and macro F1 at 0.5 now (rank 0); the model goes back to training mode
-    at the next epoch's start."""
+def validate(run: Run, cfg: TrainConfig) -> dict[str, Any]:
+    """Evaluate on the validation fold now (rank 0): loss, BCE, macro and per-class F1; the
+    model goes back to training mode at the next epoch's start."""
     probs = predict(
         run.model,
         run.val_cache,
@@ -429,7 +425,12 @@ def validate(run: Run, cfg: TrainConfig) -> dict[str, float]:
         scores["loss"],
         scores["macro_f1_at_0.5"],
     )
-    return {"loss": scores["loss"], "macro_f1_at_0.5": scores["macro_f1_at_0.5"]}
+    return scores
+
+
+def _curve_point(scores: dict[str, Any]) -> dict[str, float]:
+    """What an epoch's history entry keeps of a validation (the per-epoch curve)."""
+    return {k: scores[k] for k in ("loss", "macro_f1_at_0.5")}
 
 
 def finish(
@@ -446,29 +447,13 @@ def finish(
         "config": cfg.to_dict(),
     }
     if run.val_cache is not None and run.d.main:
-        probs = predict(
-            run.model,
-            run.val_cache,
-            run.norm,
-            cfg.batch_size,
-            run.device,
-            workers=cfg.workers,
-            label="validation",
-        )
-        y_val = labels_to_matrix(run.val_rows.set_index("id").loc[run.val_cache.ids]["labels"])
-        metrics["val"] = evaluate(probs, y_val, cfg.loss)
+        metrics["val"] = validate(run, cfg)
         if run.history:  # the curve's last point
-            run.history[-1]["val"] = {k: metrics["val"][k] for k in ("loss", "macro_f1_at_0.5")}
-        log.info(
-            "cycle %d validation: loss %.4f, macro F1 at 0.5 %.4f",
-            cfg.cycle,
-            metrics["val"]["loss"],
-            metrics["val"]["macro_f1_at_0.5"],
-        )
+            run.history[-1]["val"] = _curve_point(metrics["val"])
     metrics["seconds"] = time.perf_counter() - t_start
     if run.d.main:
         save_checkpoint(_state(run, cfg, init, cfg.epochs, metrics, with_optimizer=False), ckpt_uri)
-        _write_json(metrics_uri, metrics)
+        storage.write_json(metrics_uri, metrics)
     return metrics
 
 
