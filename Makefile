@@ -12,7 +12,7 @@ STAMP := $(VENV)/.installed
 .DEFAULT_GOAL := help
 DEMO_ROOT ?= runs/local
 
-.PHONY: help install test lint validate demo thresholds compile bench e2e-docker clean
+.PHONY: help install test lint validate demo thresholds compile bench images demo-docker e2e-docker clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | \
@@ -52,6 +52,12 @@ compile: install ## write pipeline.yaml for a cluster (the paper's Table 1 sched
 
 bench: install ## every performance case against its yardstick, one table (about 2 min on 2 cores)
 	$(BIN)/python bench/run.py --demo-root $(DEMO_ROOT) --json build/bench.json
+
+images: install ## build the cpu and gpu images from this tree (needs Docker; BASE_IMAGE=... picks the base)
+	bash docker/build.sh
+
+demo-docker: images ## opt-in: make demo with each step in its container (kfp.local's DockerRunner)
+	$(BIN)/python pipeline.py local --runner docker --root $(DEMO_ROOT)-docker
 
 e2e-docker: install ## opt-in: build the images and run the compose flow for real (needs Docker)
 	bash docker/e2e/run.sh

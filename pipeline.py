@@ -4,6 +4,7 @@
 
 python pipeline.py compile [-o pipeline.yaml] [--schedule 221:48:6,...]
 python pipeline.py local   [--data-root URI] [--alpha A] [--schedule ...] [--root runs/local]
+                           [--runner subprocess|docker]
 python pipeline.py submit  --host URL --data-root s3://... [--experiment NAME] [--namespace NS]
                            [--service-account SA] [--pipeline-root s3://...] [--alpha A] ...
 
@@ -28,8 +29,16 @@ from protloc import __version__
 from protloc.cli import add_param
 from protloc.errors import ConfigError, ProtlocError
 from protloc.params import Param
-from protloc.report.summary import format_summary, summarize
-from protloc.steps import DATA_FINGERPRINT, DATA_ROOT, STEPS, pipeline_params, step_configs
+from protloc.report.htmlpage import PAGE
+from protloc.report.summary import format_summary, run_summary, step_time
+from protloc.steps import (
+    DATA_FINGERPRINT,
+    DATA_ROOT,
+    STEPS,
+    SUBMISSION,
+    pipeline_params,
+    step_configs,
+)
 from protloc.train.schedule import Cycle, format_schedule, paper_schedule, parse_schedule
 from protloc.version import code_version
 
@@ -155,9 +164,9 @@ def arguments(
     step_configs(values, [{**c.to_dict(), "cycle": i} for i, c in enumerate(schedule)])
     args = {p.name: values.get(p.name, p.default) for p in pipeline_params()}
     if fingerprint:
-        from protloc.data.identity import data_fingerprint
+        from protloc.data.identity import run_fingerprint
 
-        args[DATA_FINGERPRINT.name] = data_fingerprint(args["data_root"])
+        args[DATA_FINGERPRINT.name] = run_fingerprint(args["data_root"], args["pretrained"])
         log.info("data root %s: fingerprint %s", args["data_root"], args[DATA_FINGERPRINT.name])
     return args
 
@@ -178,9 +187,15 @@ def compile_pipeline(
     return path
 
 
-def run_local(schedule: list[Cycle], values: dict[str, Any], root: str) -> dict:
-    """Run the whole DAG through kfp.local (SubprocessRunner in this environment, cache on);
-    returns the summary (also written to ``{root}/last_summary.json``)."""
+RUNNERS = ("subprocess", "docker")
+
+
+def run_local(
+    schedule: list[Cycle], values: dict[str, Any], root: str, runner: str = "subprocess"
+) -> dict:
+    """Run the whole DAG through kfp.local, cache on: each task a process in this environment
+    (``subprocess``), or in the project's images (``docker``, what a cluster runs); returns the
+    summary (also written to ``{root}/last_summary.json``)."""
     from kfp import local
 
     args = arguments(values, schedule, fingerprint=True)
@@ -192,8 +207,14 @@ def run_local(schedule: list[Cycle], values: dict[str, Any], root: str) -> dict:
     except OSError as exc:
         raise ConfigError(f"--root {root}: cannot create it ({exc.strerror})") from None
     before = {p.name for p in root_path.iterdir()}
+    if runner == "docker":
+        from components.docker_runner import docker_runner
+
+        task_runner = docker_runner(root_path, args["data_root"])
+    else:
+        task_runner = local.SubprocessRunner(use_venv=False)
     local.init(
-        runner=local.SubprocessRunner(use_venv=False),
+        runner=task_runner,
         pipeline_root=str(root_path),
         enable_caching=True,
         cache_root=str(root_path / ".kfp_cache"),
@@ -207,10 +228,33 @@ def run_local(schedule: list[Cycle], values: dict[str, Any], root: str) -> dict:
     wall = time.perf_counter() - t0
     new_runs = [root_path / p for p in {p.name for p in root_path.iterdir()} - before]
     outputs = {name: Path(task.outputs[name].path) for name in Outputs._fields}
-    summary = summarize(outputs, new_runs, wall)
+    summary = local_summary(outputs, new_runs, wall)
     # The latest summary, for `make bench`'s end-to-end row.
     (root_path / "last_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
+
+
+def local_summary(outputs: dict[str, Path], new_runs: list[Path], wall: float) -> dict[str, Any]:
+    """The run summary of the submit step, with the split and submit steps' times, which steps
+    ran (their folder is in one of this run's new folders) or came from cache, the wall time,
+    the submission and the HTML pages."""
+    summary = run_summary(str(outputs["predictions"]), str(outputs["thresholds"]))
+    steps = [step_time("split", str(outputs["split"])), *summary["steps"]]
+    steps.append(step_time("submit", str(outputs["submission"])))
+    for st in steps:
+        st["ran"] = any(st["folder"].startswith(str(run)) for run in new_runs)
+    # The last cycle's page shows the curves of the whole chain.
+    folders = (outputs["split"], Path(summary["cycles"][-1]["folder"]), outputs["thresholds"])
+    return {
+        **summary,
+        "steps": steps,
+        "wall_seconds": round(wall, 1),
+        "submission": str(outputs["submission"] / SUBMISSION),
+        "pages": [str(f / PAGE) for f in folders],
+        "plots": [
+            str(p) for key in ("split", "thresholds") for p in sorted(outputs[key].glob("*.png"))
+        ],
+    }
 
 
 def _step_failure(message: str, new_runs: list[Path]) -> ProtlocError:
@@ -303,11 +347,21 @@ def parser() -> argparse.ArgumentParser:
         help=DATA_ROOT.spec.help + "; default: synthetic demo data in runs/demo-data",
     )
     local.add_argument("--root", default=str(ROOT / "runs" / "local"), help="local pipeline root")
+    local.add_argument(
+        "--runner",
+        choices=RUNNERS,
+        default="subprocess",
+        help="subprocess: each task a process in this environment; docker: each task in the "
+        "project's images (`make images`), as uid 1000, GPUs where the engine has the NVIDIA "
+        "runtime",
+    )
     remote = sub.add_parser("submit", help="start a run on a KFP cluster")
     remote.add_argument("--data-root", required=True, metavar="URI", help=DATA_ROOT.spec.help)
     remote.add_argument("--host", required=True, help="KFP API endpoint")
     remote.add_argument("--experiment", default=PIPELINE_NAME, help="KFP experiment name")
-    remote.add_argument("--namespace", default=cluster.NAMESPACE, help="KFP namespace (profile) to run in")
+    remote.add_argument(
+        "--namespace", default=cluster.NAMESPACE, help="KFP namespace (profile) to run in"
+    )
     remote.add_argument(
         "--service-account",
         default=cluster.SERVICE_ACCOUNT,
@@ -402,7 +456,7 @@ def main(argv: list[str] | None = None) -> int:
                 )
             else:
                 given["data_root"] = args.data_root
-            print(format_summary(run_local(schedule, given, args.root)))
+            print(format_summary(run_local(schedule, given, args.root, args.runner)))
         else:
             run_id = submit_run(
                 schedule,

@@ -59,13 +59,16 @@ def component_source(step: Step) -> str:
     if step.scalars is not None:
         required.append("metrics: Output[Metrics]")
         returns.append(f"metrics: {METRICS_HELP}")
+    for r in step.reports:
+        required.append(f"{r.name}: Output[{r.type}]")
+        returns.append(f"{r.name}: {r.help} ({r.file} of the output folder)")
     docs.append(f"code_version: {CODE_VERSION_HELP}")
     signature = ",\n    ".join(required + optional)
     args_doc = "\n".join(f"        {line}" for line in docs)
     returns_doc = "\n".join(f"        {line}" for line in returns)
     # KFP reads output descriptions from a Returns section.
     return (
-        "from kfp.dsl import Artifact, Dataset, Input, Metrics, Model, Output\n\n\n"
+        "from kfp.dsl import HTML, Artifact, Dataset, Input, Markdown, Metrics, Model, Output\n\n\n"
         f"def {step.name}(\n    {signature},\n):\n"
         f'    """{step.summary}\n\n    Args:\n{args_doc}\n\n'
         f'    Returns:\n{returns_doc}\n    """\n'
@@ -132,14 +135,11 @@ def _run_task(step: Step, args: dict[str, Any]) -> Any:
             f"container runs {here}: rebuild and push the image, or recompile the pipeline"
         )
     if step.reads_data_root and args.get("data_fingerprint"):
-        from protloc.data.identity import data_fingerprint
+        from protloc.data.identity import require_unchanged
 
-        now = data_fingerprint(args["data_root"])
-        if now != args["data_fingerprint"]:
-            raise ConfigError(
-                f"{step.name}: the data under {args['data_root']} changed since the run was "
-                f"started (fingerprint {args['data_fingerprint']} then, {now} now): start a new run"
-            )
+        require_unchanged(
+            args["data_fingerprint"], args["data_root"], args.get("pretrained", ""), step.name
+        )
     cfg = step.config.from_mapping({p.name: args[p.name] for p in step.config.params()})
     folders: dict[str, Any] = {
         i.name: (args[i.name].path if args[i.name] is not None else None) for i in step.inputs
@@ -155,6 +155,10 @@ def _run_task(step: Step, args: dict[str, Any]) -> Any:
             task_folder = args["out"].uri.rstrip("/").rsplit("/", 1)[0]
             cfg = dataclasses.replace(cfg, work_root=storage.join(task_folder, "work"))
     result = step.run(cfg, **folders)
+    for r in step.reports:  # the UI shows the artifact's own file: a copy of the step's
+        storage.write_bytes(
+            args[r.name].path, storage.read_bytes(storage.join(folders["out"], r.file))
+        )
     if step.scalars is not None:
         values = step.scalars(result)
         for name, value in values.items():

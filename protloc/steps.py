@@ -20,6 +20,7 @@ reaches the ensemble: the infer step reads the last cycle's list.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -53,6 +54,7 @@ SNAPSHOTS = "snapshots.json"
 PREDICTIONS = "predictions.parquet"
 THRESHOLDS = "thresholds.json"
 SUBMISSION = "submission.csv"
+CURVES = "training_curves.png"
 TIMING = "timing.json"  # written last: the completion marker
 LOCK = ".protloc.lock"
 
@@ -174,6 +176,8 @@ def train_step(
     """
     from protloc.data.cache import default_cache_dir
     from protloc.data.hpa import labels_uri
+    from protloc.report.pages import training_page
+    from protloc.report.plot_worker import BackgroundPlots
     from protloc.train.cycle import check_existing, train_cycle
 
     require_finished({"split": split, "previous": previous})
@@ -183,7 +187,9 @@ def train_step(
     work = work_folder(cfg.work_root, cfg, inputs) if cfg.work_root else out
     # A checkpoint from other inputs is refused before the folder is taken (and unmarked).
     check_existing(storage.join(work, CHECKPOINT), cfg, init, inputs)
-    with timed(f"train cycle {cfg.cycle}", out):
+    # Only rank 0 draws; its helper imports matplotlib while the cycle trains.
+    plotter = BackgroundPlots() if _main_process() else contextlib.nullcontext()
+    with timed(f"train cycle {cfg.cycle}", out), plotter as figures:
         storage.check_writable_folder(cfg.cache_dir or str(default_cache_dir()), "cache folder")
         chain: list[str] = read_snapshot_list(previous) if previous else []
         metrics = train_cycle(
@@ -202,16 +208,30 @@ def train_step(
                 storage.write_bytes(
                     storage.join(out, name), storage.read_bytes(storage.join(work, name))
                 )
+        # The page shows the chain so far: the curves of every earlier cycle, then this one's.
+        chain_metrics = [_sibling_json(uri, METRICS) for uri in chain] + [metrics]
+        figures.render("training_curves", storage.join(out, CURVES), chain_metrics)
+        figures.close()
+        training_page(chain_metrics, storage.read_bytes(storage.join(out, CURVES)), out)
         chain.append(storage.join(out_uri or out, CHECKPOINT))
         storage.write_json(storage.join(out, SNAPSHOTS), {"snapshots": chain})
         return metrics
 
 
+def _sibling_json(uri: str, name: str) -> dict[str, Any]:
+    """The JSON file ``name`` in the folder of ``uri`` (a snapshot's ``metrics.json``)."""
+    path = storage.join(uri.rstrip("/").rsplit("/", 1)[0], name)
+    try:
+        return json.loads(storage.read_text(path))
+    except ValueError as exc:
+        raise ArtifactError(f"{path}: not JSON ({exc})") from None
+
+
 def cycle_inputs(manifest_uri: str, data_root: str, init: str, cfg: TrainConfig) -> dict[str, Any]:
     """Everything one cycle's result depends on, by content: the manifest's bytes, the identity
-    of its images, the warm-start weights' bytes, the settings and the code. A finished or
-    resumable cycle is reused only for the same inputs (see ``protloc.train.cycle``), and the
-    durable work folder is keyed by them."""
+    of its images, the warm-start (or pretrained) weights' bytes, the settings and the code. A
+    finished or resumable cycle is reused only for the same inputs (see
+    ``protloc.train.cycle``), and the durable work folder is keyed by them."""
     from protloc.data.identity import images_identity
     from protloc.data.manifest import parse_manifest
 
@@ -221,9 +241,19 @@ def cycle_inputs(manifest_uri: str, data_root: str, init: str, cfg: TrainConfig)
         "manifest_sha256": hashlib.sha256(raw).hexdigest(),
         "images": images_identity(data_root, "train", ids),
         "init_sha256": hashlib.sha256(storage.read_bytes(init)).hexdigest() if init else "",
+        # ImageNet weights start a chain only (its first cycle); keyed by their bytes.
+        "pretrained_sha256": _pretrained_sha256(cfg.pretrained)
+        if cfg.pretrained and not init
+        else "",
         "settings": cfg.result_fields(),
         "code_version": code_version(),
     }
+
+
+def _pretrained_sha256(uri: str) -> str:
+    if not storage.exists(uri):
+        raise ConfigError(f"pretrained weights {uri}: no such file (they are never downloaded)")
+    return hashlib.sha256(storage.read_bytes(uri)).hexdigest()
 
 
 def work_folder(work_root: str, cfg: TrainConfig, inputs: dict[str, Any]) -> str:
@@ -260,16 +290,22 @@ def infer_step(
 
     with timed("infer", out, {"split": split, "last_cycle": last_cycle}):
         storage.check_writable_folder(cfg.cache_dir or str(default_cache_dir()), "cache folder")
+        snapshots = read_snapshot_list(last_cycle)
         rows = run_infer(
             storage.join(split, MANIFEST),
             data_root,
-            read_snapshot_list(last_cycle),
+            snapshots,
             out,
             cfg,
             labels_uri=labels_uri(data_root),
             sample_submission_uri=sample_submission_uri(data_root),
         )
-        return {"val_macro_f1_at_0.5": val_scores(rows, storage.join(split, MANIFEST))}
+        scores = val_scores(rows, storage.join(split, MANIFEST))
+        # Which snapshots made these predictions, and how each scored: the run summary's source.
+        storage.write_json(
+            storage.join(out, SNAPSHOTS), {"snapshots": snapshots, "val_macro_f1_at_0.5": scores}
+        )
+        return {"val_macro_f1_at_0.5": scores}
 
 
 def thresholds_step(
@@ -285,17 +321,22 @@ def thresholds_step(
 
 
 def submit_step(cfg: SubmitConfig, *, data_root: str, predictions: str, thresholds: str, out: str):
-    """The Kaggle submission CSV for ``{data_root}/sample_submission.csv``'s ids."""
+    """The Kaggle submission CSV for ``{data_root}/sample_submission.csv``'s ids, and the run's
+    summary (``summary.md``: the cycles' and the ensemble's F1, the step times)."""
     from protloc.data.hpa import sample_submission_uri
     from protloc.evaluate.submission import run_submit
+    from protloc.report.summary import SUMMARY, format_summary, run_summary
 
     with timed("submit", out, {"predictions": predictions, "thresholds": thresholds}):
-        return run_submit(
+        result = run_submit(
             storage.join(predictions, PREDICTIONS),
             storage.join(thresholds, THRESHOLDS),
             sample_submission_uri(data_root),
             out,
         )
+        summary = run_summary(predictions, thresholds)
+        storage.write_text(storage.join(out, SUMMARY), format_summary(summary))
+        return result
 
 
 # ----------------------------------------------------------------------------- the step table
@@ -324,11 +365,26 @@ DATA_FINGERPRINT = Param(
     str,
     "",
     Spec(
-        "fingerprint of the data root's labels and image listing, taken by `pipeline.py local` "
-        "and `submit` (empty: not checked); part of every data-reading task's cache key, so a "
-        "data root changed under the same URI is never served from cache"
+        "fingerprint of the data root's labels and image listing (and of the pretrained "
+        "weights' bytes, after a +), taken by `pipeline.py local` and `submit` (empty: not "
+        "checked); part of every data-reading task's cache key, so data or weights changed "
+        "under the same URI are never served from cache"
     ),
 )
+
+
+@dataclass(frozen=True)
+class Report:
+    """A file of a step's output folder shown in the KFP UI: a page (``HTML``) or the run
+    summary (``Markdown``), handed over as an output artifact of that type named ``name``."""
+
+    name: str
+    type: str
+    file: str
+    help: str
+
+
+_PAGE = Report("page", "HTML", "report.html", "this step's results as one self-contained page")
 
 
 @dataclass(frozen=True)
@@ -345,6 +401,7 @@ class Step:
     output: str = "Artifact"
     scalars: Callable[[Any], dict[str, float]] | None = None
     gpu: bool = False
+    reports: tuple[Report, ...] = ()
 
 
 _SPLIT = Input("split", "the split step's output folder (manifest.parquet)", type="Dataset")
@@ -363,6 +420,7 @@ STEPS: dict[str, Step] = {
             True,
             split_step,
             output="Dataset",
+            reports=(_PAGE,),
         ),
         Step(
             "train",
@@ -383,6 +441,7 @@ STEPS: dict[str, Step] = {
             output="Model",
             scalars=scalars.train_scalars,
             gpu=True,
+            reports=(_PAGE,),
         ),
         Step(
             "infer",
@@ -411,6 +470,7 @@ STEPS: dict[str, Step] = {
             False,
             thresholds_step,
             scalars=scalars.thresholds_scalars,
+            reports=(_PAGE,),
         ),
         Step(
             "submit",
@@ -423,6 +483,14 @@ STEPS: dict[str, Step] = {
             True,
             submit_step,
             output="Dataset",
+            reports=(
+                Report(
+                    "summary",
+                    "Markdown",
+                    "summary.md",
+                    "the run summary: the cycles' and the ensemble's F1, the step times",
+                ),
+            ),
         ),
     )
 }

@@ -43,6 +43,7 @@ def main(argv: Sequence[str] | None) -> None:
         "code_version": code_version(),
         "out": Artifact(out, out_uri),
         "metrics": Artifact(f"{out}.metrics.json", ""),
+        "page": Artifact(f"{out}.page.html", ""),
     }
     run_task("train", args)
 

@@ -123,6 +123,24 @@ def test_bad_parameters_fail_before_anything_runs(args, message, tmp_path):
     assert not (tmp_path / "root").exists()
 
 
+def test_docker_runner_without_an_engine_is_one_line(tiny_data, tmp_path):
+    """`--runner docker` where no Docker engine answers: one line naming the runner, exit 2,
+    before any task starts (`make demo-docker` runs it for real where an engine is)."""
+    import os
+
+    proc = subprocess.run(
+        [sys.executable, "pipeline.py", "local", "--runner", "docker",
+         "--data-root", str(tiny_data), "--root", str(tmp_path / "root"),
+         "--schedule", "80:8:1"],
+        cwd=ROOT, capture_output=True, text=True, check=False,
+        env={**os.environ, "DOCKER_HOST": f"unix://{tmp_path}/no-engine.sock"},
+    )  # fmt: skip
+    assert proc.returncode == 2, proc.stderr
+    assert re.search(r"^error: --runner docker: no Docker engine answers", proc.stderr, re.M)
+    assert "Traceback" not in proc.stderr
+    assert not list((tmp_path / "root").glob("protloc-*"))  # no task ran
+
+
 @pytest.fixture(scope="module")
 def local_runs(tiny_data, tmp_path_factory):
     """The whole pipeline through kfp.local, three times: the second with only alpha changed,
@@ -342,6 +360,52 @@ def test_metrics_artifacts_hold_the_figures_the_summary_prints(local_runs):
     assert infer["ensemble_val_macro_f1_at_0.5"] == pytest.approx(e["macro_f1_at_0.5"])
 
 
+def _embedded_pngs(page: str) -> list[tuple[int, int]]:
+    """The sizes of the PNGs embedded in an HTML page."""
+    import base64
+    import io
+
+    from PIL import Image
+
+    found = re.findall(r'src="data:image/png;base64,([^"]+)"', page)
+    return [Image.open(io.BytesIO(base64.b64decode(b))).size for b in found]
+
+
+def test_pages_and_summary_reach_the_ui(local_runs):
+    """Output[HTML] of split, each cycle and thresholds and Output[Markdown] of submit hold the
+    step folder's report.html / summary.md; the pages link to nothing outside themselves; the
+    last cycle's page shows the whole chain; the figures are those the run summary prints."""
+    first, _, _ = local_runs
+    run = Path(first["submission"]).parents[2]
+    figures = {"split": 2, "train": 1, "train-2": 1, "thresholds": 2}
+    pages = {}
+    for task, n in figures.items():
+        page = (run / task / "page").read_bytes()
+        assert page == (run / task / "out" / "report.html").read_bytes(), task
+        pages[task] = text = page.decode()
+        assert not re.search(r"(href|src)=\"(?!data:)", text) and "<script" not in text, task
+        sizes = _embedded_pngs(text)
+        assert len(sizes) == n and all(w >= 600 and h >= 400 for w, h in sizes), (task, sizes)
+    c1, c2 = first["cycles"]
+    for c in (c1, c2):  # the second cycle's page: both cycles of the chain
+        assert f"<td>{c['val_macro_f1_at_0.5']:.4f}</td>" in pages["train-2"]
+    assert f"{c2['val_macro_f1_at_0.5']:.4f}" not in pages["train"]
+    e = first["ensemble"]
+    assert f"{e['macro_f1_at_thresholds']:.4f} at the fitted thresholds" in pages["thresholds"]
+    assert pages["split"].count("<tr>") == 1 + 28  # header + one row per class
+    summary = (run / "submit" / "summary").read_text()
+    assert summary == (run / "submit" / "out" / "summary.md").read_text()
+    for c in first["cycles"]:
+        assert (
+            f"| {c['cycle']} | {c['size']} | {c['epochs']} | {c['val_macro_f1_at_0.5']:.4f} |"
+            in summary
+        )
+    assert (
+        f"**{e['macro_f1_at_0.5']:.4f}** at 0.5, **{e['macro_f1_at_thresholds']:.4f}**" in summary
+    )
+    assert [Path(p).name for p in first["pages"]] == ["report.html"] * 3
+
+
 def test_compiled_artifacts_are_typed(compiled):
     spec, _ = compiled
     comps = spec["components"]
@@ -356,3 +420,6 @@ def test_compiled_artifacts_are_typed(compiled):
     assert kind("comp-submit", "outputDefinitions", "out") == "system.Dataset"
     for comp in ("comp-train", "comp-infer", "comp-thresholds"):
         assert kind(comp, "outputDefinitions", "metrics") == "system.Metrics"
+    for comp in ("comp-split", "comp-train", "comp-thresholds"):
+        assert kind(comp, "outputDefinitions", "page") == "system.HTML"
+    assert kind("comp-submit", "outputDefinitions", "summary") == "system.Markdown"

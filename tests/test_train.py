@@ -1,3 +1,4 @@
+import io
 import json
 import os
 import signal
@@ -177,8 +178,10 @@ def test_torchrun_two_processes_trains_with_ddp(tiny_data, tiny_split, tmp_path,
     assert sorted(p.name for p in out.iterdir()) == [
         "checkpoint.pt",
         "metrics.json",
+        "report.html",
         "snapshots.json",
         "timing.json",
+        "training_curves.png",
     ]
 
 
@@ -200,3 +203,51 @@ def test_val_every_zero_validates_only_at_the_end(tiny_data, tiny_split, tmp_pat
     cfg = _cfg(size=80, epochs=2, val_every=0)
     metrics = train_cycle(str(tiny_split / "manifest.parquet"), str(tiny_data), str(tmp_path), cfg)
     assert "val" not in metrics["history"][0] and "val" in metrics["history"][1]
+
+
+def test_pretrained_weights_through_s3_start_the_first_cycle(
+    tiny_data, tiny_split, tmp_path, cache_dir, bucket
+):
+    """`pretrained` as an s3:// object (a state dict of torchvision's inception_v3 layout): the
+    first cycle starts from it (a learning rate of 1e-12 leaves the weights where they
+    started); a file of another architecture and a missing object are refused, naming them."""
+    import torchvision
+
+    from protloc import storage
+    from protloc.model.network import create_model
+    from protloc.steps import train_step
+
+    tv = torchvision.models.inception_v3(weights=None, aux_logits=True, init_weights=False)
+    buf = io.BytesIO()
+    torch.save(tv.state_dict(), buf)
+    uri = f"{bucket}/weights/inception_v3.pth"
+    storage.write_bytes(uri, buf.getvalue())
+    still = {
+        **{"lr_max": 1e-12, "lr_min": 0.0, "momentum": 0.0, "weight_decay": 0.0},
+        **{"epochs": 1, "size": 80, "batch_size": 8, "val_every": 0},
+    }
+    out = tmp_path / "from-imagenet"
+    train_step(
+        _cfg(**still, pretrained=uri), data_root=str(tiny_data), split=str(tiny_split), out=str(out)
+    )
+    model = load_checkpoint(str(out / "checkpoint.pt"))["model"]
+    rgb = tv.Conv2d_1a_3x3.conv.weight.detach()
+    assert torch.allclose(model["stem.0.conv.weight"][:, :3], rgb, atol=1e-6)
+    assert torch.allclose(model["stem.0.conv.weight"][:, 3], rgb[:, :2].mean(dim=1), atol=1e-6)
+    scratch = create_model().state_dict()["stem.0.conv.weight"]  # what the cycle would start from
+    assert not torch.allclose(scratch[:, :3], rgb, atol=1e-3)
+
+    buf = io.BytesIO()
+    torch.save(torchvision.models.resnet18(weights=None).state_dict(), buf)
+    storage.write_bytes(f"{bucket}/weights/resnet18.pth", buf.getvalue())
+    for name, error, message in (
+        ("resnet18.pth", ArtifactError, "only 0 tensors match inception_v3"),
+        ("missing.pth", ConfigError, "no such file"),
+    ):
+        with pytest.raises(error, match=rf"pretrained weights {bucket}/weights/{name}: {message}"):
+            train_step(
+                _cfg(**still, pretrained=f"{bucket}/weights/{name}"),
+                data_root=str(tiny_data),
+                split=str(tiny_split),
+                out=str(tmp_path / name),
+            )

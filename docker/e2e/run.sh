@@ -13,10 +13,7 @@ ENV_FILE=build/e2e.env
 # A throwaway password for this run only; never committed, never printed.
 printf 'MINIO_ROOT_USER=protloc-e2e\nMINIO_ROOT_PASSWORD=%s\nPROTLOC_VERSION=%s\nPROTLOC_IMAGE=%s\nBASE_IMAGE=%s\n' \
     "$(head -c 18 /dev/urandom | base64 | tr -d '/+=')" "$VERSION" "$IMAGE" "$BASE_IMAGE" > "$ENV_FILE"
-export DOCKER_BUILDKIT=0
-echo "== building $IMAGE:$VERSION-cpu and -gpu on $BASE_IMAGE"
-docker build -q -f docker/Dockerfile --target cpu --build-arg BASE_IMAGE="$BASE_IMAGE" -t "$IMAGE:$VERSION-cpu" .
-docker build -q -f docker/Dockerfile --target gpu --build-arg BASE_IMAGE="$BASE_IMAGE" -t "$IMAGE:$VERSION-gpu" .
+PROTLOC_IMAGE="$IMAGE" BASE_IMAGE="$BASE_IMAGE" bash docker/build.sh
 echo "== no credential in the images (layers, build history, config) and a non-root user"
 password=$(grep '^MINIO_ROOT_PASSWORD=' "$ENV_FILE" | cut -d= -f2)
 for tag in cpu gpu; do

@@ -53,3 +53,37 @@ def data_fingerprint(root: str) -> str:
         for name, ident in sorted(storage.listing(storage.join(root, split)).items()):
             h.update(f"{split}/{name}={ident}\0".encode())
     return h.hexdigest()[:16]
+
+
+def file_digest(uri: str) -> str:
+    """The first 16 hex digits of a file's SHA-256 (e.g. the pretrained weights, ~100 MB)."""
+    return hashlib.sha256(storage.read_bytes(uri)).hexdigest()[:16]
+
+
+def run_fingerprint(root: str, pretrained: str = "") -> str:
+    """What a run's tasks are keyed by besides their settings: :func:`data_fingerprint`, then
+    ``+`` and :func:`file_digest` of the pretrained weights when a run starts from them (their
+    URI alone would let weights replaced under the same name be served from cache)."""
+    fingerprint = data_fingerprint(root)
+    return f"{fingerprint}+{file_digest(pretrained)}" if pretrained else fingerprint
+
+
+def require_unchanged(expected: str, root: str, pretrained: str, step: str) -> None:
+    """Refuse to run when the data root (or the pretrained weights, for a task that reads
+    them) is not what :func:`run_fingerprint` saw when the run was started."""
+    from protloc.errors import ConfigError
+
+    data_part, _, weights_part = expected.partition("+")
+    now = data_fingerprint(root)
+    if now != data_part:
+        raise ConfigError(
+            f"{step}: the data under {root} changed since the run was started "
+            f"(fingerprint {data_part} then, {now} now): start a new run"
+        )
+    if weights_part and pretrained:
+        now = file_digest(pretrained)
+        if now != weights_part:
+            raise ConfigError(
+                f"{step}: the pretrained weights {pretrained} changed since the run was started "
+                f"(SHA-256 {weights_part}... then, {now}... now): start a new run"
+            )

@@ -125,7 +125,9 @@ def split_stats(manifest: pd.DataFrame, params: SplitConfig) -> dict[str, Any]:
 
 
 def run_split(labels_uri: str, out: str, params: SplitConfig) -> dict[str, Any]:
-    """The whole step: read labels, split, write manifest.parquet, stats.json and two plots."""
+    """The whole step: read labels, split, write manifest.parquet, stats.json, two
+    plots and report.html."""
+    from protloc.report.pages import split_page
     from protloc.report.plot_worker import BackgroundPlots
 
     t0 = time.perf_counter()
@@ -149,6 +151,7 @@ def run_split(labels_uri: str, out: str, params: SplitConfig) -> dict[str, Any]:
         figures.render("class_distribution", storage.join(out, "class_distribution.png"), stats)
         figures.render("cooccurrence", storage.join(out, "cooccurrence.png"), y_all)
         figures.close()
+        split_page(stats, out)
     log.info(
         "split %d samples: %d train, %d val; %d rare classes x%g, %d dominant x%g; "
         "commonest/rarest %.0f -> %.1f; %.2f s",

@@ -228,7 +228,9 @@ def read_thresholds(uri: str) -> np.ndarray:
 def run_thresholds(
     predictions_uri: str, manifest_uri: str, out: str, alpha: float
 ) -> dict[str, Any]:
-    """The whole step: fit on the ensemble's validation rows, write thresholds.json and plots."""
+    """The whole step: fit on the ensemble's validation rows, write thresholds.json, plots
+    and report.html."""
+    from protloc.report.pages import thresholds_page
     from protloc.report.plot_worker import BackgroundPlots
 
     with BackgroundPlots() as figures:  # starts importing matplotlib now, in parallel
@@ -260,6 +262,7 @@ def run_thresholds(
         )
         figures.render("per_class_f1", storage.join(out, "per_class_f1.png"), report)
         figures.close()
+        thresholds_page(report, out)
     cmp = report["comparison"]
     log.info(
         "thresholds on %d validation rows (alpha %g): macro F1 %.4f at 0.5, %.4f global (t=%.2f), "

@@ -2,13 +2,14 @@
 block, global average pooling, dropout and a linear layer to 28 logits.
 
 Global average pooling makes it size-agnostic (any input from 75 px, which progressive resizing
-needs). ``pretrained`` is a local torchvision ``inception_v3`` ImageNet state dict: never
-downloaded. Its first-layer RGB filters are kept for R, G and B, and the yellow filters start as
+needs). ``pretrained`` is a torchvision ``inception_v3`` ImageNet state dict, a local file or an
+``s3://`` object: never downloaded from the internet. Its first-layer RGB filters are kept for R, G and B, and the yellow filters start as
 the mean of the red and green ones (yellow light is red plus green).
 """
 
 from __future__ import annotations
 
+import io
 import logging
 from pathlib import Path
 
@@ -16,6 +17,7 @@ import torch
 from torch import nn
 from torchvision.models.inception import BasicConv2d, Inception3
 
+from protloc import storage
 from protloc.classes import NUM_CLASSES
 from protloc.config import MIN_SIZE
 from protloc.errors import ArtifactError, ConfigError
@@ -106,12 +108,15 @@ def _torchvision_key(key: str) -> str | None:
 
 
 def load_pretrained(model: InceptionV3BN, path: str | Path) -> None:
-    """Load a local torchvision inception_v3 state dict; the new BatchNorms and the head stay."""
-    path = Path(path)
-    if not path.is_file():
+    """Load a torchvision inception_v3 state dict (local or s3://); the new BatchNorms and the
+    head stay."""
+    path = str(path)
+    if not storage.exists(path):
         raise ConfigError(f"pretrained weights {path}: no such file (they are never downloaded)")
     try:
-        source = torch.load(path, map_location="cpu", weights_only=True)
+        source = torch.load(
+            io.BytesIO(storage.read_bytes(path)), map_location="cpu", weights_only=True
+        )
     except Exception as exc:
         raise ArtifactError(
             f"pretrained weights {path}: not a readable state dict ({exc})"
@@ -147,7 +152,7 @@ def create_model(
     pretrained: str | Path | None = None,
     dropout: float = 0.5,
 ) -> InceptionV3BN:
-    """The protloc network, optionally from local ImageNet weights."""
+    """The protloc network, optionally from ImageNet weights (local or s3://)."""
     if num_classes < 1 or in_chans < 1:
         raise ConfigError(f"num_classes and in_chans must be >= 1, got {num_classes}, {in_chans}")
     if not 0.0 <= dropout < 1.0:

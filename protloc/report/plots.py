@@ -120,6 +120,59 @@ def per_class_f1(report: dict[str, Any]) -> bytes:
     return _png(fig)
 
 
+def training_curves(chain: list[dict[str, Any]]) -> bytes:
+    """Loss, learning rate and gradient norm per optimizer step, and validation loss and macro
+    F1 per epoch, over the cycles of a snapshot chain laid end to end (the warm restarts show as
+    the learning rate's saw-tooth); dotted lines mark where a cycle starts."""
+    fig, axes = _subplots(4, 1, figsize=(10, 9), squeeze=False, sharex=True)
+    axes = axes[:, 0]
+    fig.subplots_adjust(hspace=0.15, left=0.09, right=0.98, top=0.95, bottom=0.06)
+    offset = 0
+    for m in chain:
+        steps = [s for epoch in m.get("history", []) for s in epoch.get("steps", [])]
+        x = np.array([offset + s["step"] for s in steps], dtype=float)
+        label = f"cycle {m['cycle'] + 1} ({m['size']} px)"
+        if len(x):
+            axes[0].plot(x, [s["loss"] for s in steps], linewidth=0.8, label=label)
+            axes[1].plot(x, [s["lr"] for s in steps], linewidth=1)
+            axes[2].plot(x, [s["grad_norm"] for s in steps], linewidth=0.8)
+        ends, val_loss, val_f1 = [], [], []
+        for epoch in m.get("history", []):
+            if "val" in epoch and epoch.get("steps"):
+                ends.append(offset + epoch["steps"][-1]["step"])
+                val_loss.append(epoch["val"]["loss"])
+                val_f1.append(epoch["val"]["macro_f1_at_0.5"])
+        axes[3].plot(
+            ends,
+            val_f1,
+            marker="o",
+            label="macro F1 at 0.5" if offset == 0 else None,
+            color="tab:green",
+        )
+        axes[3].plot(
+            ends,
+            val_loss,
+            marker="s",
+            linestyle="--",
+            color="tab:red",
+            label="loss" if offset == 0 else None,
+        )
+        if offset:
+            for ax in axes:
+                ax.axvline(offset + 0.5, color="gray", linestyle=":", linewidth=1)
+        offset = int(x[-1]) if len(x) else offset
+    axes[0].set_ylabel("training loss")
+    axes[0].legend(fontsize=8, loc="upper right")
+    axes[1].set_ylabel("learning rate")
+    axes[2].set_ylabel("gradient norm")
+    axes[2].set_yscale("log")
+    axes[3].set_ylabel("validation")
+    axes[3].legend(fontsize=8, loc="upper left")
+    axes[3].set_xlabel("optimizer step (cycles end to end)")
+    fig.suptitle("Training curves")
+    return _png(fig)
+
+
 def warm_up() -> None:
     """Render a tiny figure once, loading the fonts, so the next figure renders warm."""
     fig, ax = _subplots(figsize=(2, 1))

@@ -1,51 +1,66 @@
-"""A local run's summary: per-cycle and ensemble F1, step times, where the files are.
+"""A run's summary: per-cycle and ensemble F1 and step times, as a dict and as Markdown.
 
-Read from the step folders a finished run left (``metrics.json``, ``thresholds.json``,
-``timing.json``); ``pipeline.py local`` prints it and writes it to ``last_summary.json``.
+Read from the folders a finished run left: the infer step's ``snapshots.json`` leads to every
+cycle's folder (``metrics.json``, ``timing.json``), the thresholds step's ``thresholds.json``
+holds the ensemble's figures. The submit step writes the Markdown as ``summary.md`` (the KFP
+UI's run summary); ``pipeline.py local`` adds the split and submit steps, which ran and which
+came from cache, and the wall time, prints it and writes the dict to ``last_summary.json``.
 """
 
 from __future__ import annotations
 
 import json
-from pathlib import Path
+from typing import Any
+
+from protloc import storage
+from protloc.errors import ArtifactError
+
+SUMMARY = "summary.md"  # the file name in the submit step's output folder
 
 
-def summarize(outputs: dict[str, Path], new_runs: list[Path], wall: float) -> dict:
-    """Per-cycle and ensemble F1, where the files are, which steps ran and for how long."""
-    snapshots = json.loads((outputs["last_cycle"] / "snapshots.json").read_text())["snapshots"]
-    cycles = []
+def _json(folder: str, name: str) -> dict[str, Any]:
+    uri = storage.join(folder, name)
+    try:
+        return json.loads(storage.read_text(uri))
+    except ValueError as exc:
+        raise ArtifactError(f"{uri}: not JSON ({exc})") from None
+
+
+def _parent(uri: str) -> str:
+    return uri.rstrip("/").rsplit("/", 1)[0]
+
+
+def step_time(name: str, folder: str) -> dict[str, Any]:
+    """One step's row: its seconds and code version from the folder's ``timing.json``."""
+    timing = _json(folder, "timing.json")
+    return {
+        "step": name,
+        "seconds": timing["seconds"],
+        "code_version": timing["code_version"],
+        "folder": folder,
+    }
+
+
+def run_summary(predictions: str, thresholds: str) -> dict[str, Any]:
+    """Per-cycle F1 (each snapshot's ``metrics.json``), the ensemble's F1 at 0.5, at the fitted
+    thresholds and cross-fitted, and the times of the cycles, infer and thresholds."""
+    snapshots = _json(predictions, "snapshots.json")["snapshots"]
+    cycles, steps = [], []
     for uri in snapshots:
-        folder = Path(uri).parent
-        metrics = json.loads((folder / "metrics.json").read_text())
+        folder = _parent(uri)
+        metrics = _json(folder, "metrics.json")
         cycles.append(
             {
                 "cycle": metrics["cycle"] + 1,
                 "size": metrics["size"],
                 "epochs": metrics["epochs"],
                 "val_macro_f1_at_0.5": metrics["val"]["macro_f1_at_0.5"],
-                "folder": str(folder),
+                "folder": folder,
             }
         )
-    thr = json.loads((outputs["thresholds"] / "thresholds.json").read_text())
-    folders = {
-        "split": outputs["split"],
-        **{f"train cycle {c['cycle']}": Path(c["folder"]) for c in cycles},
-        "infer": outputs["predictions"],
-        "thresholds": outputs["thresholds"],
-        "submit": outputs["submission"],
-    }
-    steps = []
-    for name, folder in folders.items():
-        timing = json.loads((folder / "timing.json").read_text())
-        ran = any(str(folder).startswith(str(run)) for run in new_runs)
-        steps.append(
-            {
-                "step": name,
-                "seconds": timing["seconds"],
-                "ran": ran,
-                "code_version": timing["code_version"],
-            }
-        )
+        steps.append(step_time(f"train cycle {metrics['cycle'] + 1}", folder))
+    steps += [step_time("infer", predictions), step_time("thresholds", thresholds)]
+    thr = _json(thresholds, "thresholds.json")
     return {
         "cycles": cycles,
         "ensemble": {
@@ -55,43 +70,45 @@ def summarize(outputs: dict[str, Path], new_runs: list[Path], wall: float) -> di
             "crossfit_macro_f1": thr["comparison"]["per_class_alpha"]["crossfit"],
         },
         "steps": steps,
-        "wall_seconds": round(wall, 1),
-        "submission": str(outputs["submission"] / "submission.csv"),
-        "plots": [
-            str(p) for key in ("split", "thresholds") for p in sorted(outputs[key].glob("*.png"))
-        ],
     }
 
 
-def format_summary(s: dict) -> str:
-    """The table `make demo` prints: per-cycle and ensemble F1, step times, where files are."""
+def format_summary(s: dict[str, Any]) -> str:
+    """The summary as Markdown (readable as plain text too): the cycles' and the ensemble's F1,
+    the step times (and which ran, when known), the wall time and where the files are."""
     out = [
+        "## protloc run summary",
         "",
-        "protloc run summary",
-        "",
-        f"{'cycle':>5} {'size':>5} {'epochs':>6}  val macro F1 at 0.5",
+        "| cycle | size (px) | epochs | val macro F1 at 0.5 |",
+        "|---:|---:|---:|---:|",
     ]
     out += [
-        f"{c['cycle']:>5} {c['size']:>5} {c['epochs']:>6}  {c['val_macro_f1_at_0.5']:.4f}"
+        f"| {c['cycle']} | {c['size']} | {c['epochs']} | {c['val_macro_f1_at_0.5']:.4f} |"
         for c in s["cycles"]
     ]
     e = s["ensemble"]
     out += [
-        f"ensemble of {len(s['cycles'])} snapshots: macro F1 {e['macro_f1_at_0.5']:.4f} at 0.5, "
-        f"{e['macro_f1_at_thresholds']:.4f} at fitted thresholds (alpha {e['alpha']:g}; "
-        f"2-fold cross-fit {e['crossfit_macro_f1']:.4f})",
         "",
-        f"{'step':<16} {'seconds':>8}  ",
-    ]
-    out += [
-        f"{st['step']:<16} {st['seconds']:>8.1f}  {'ran' if st['ran'] else 'served from cache'}"
-        for st in s["steps"]
-    ]
-    out += [
-        f"pipeline wall time {s['wall_seconds']:.1f} s",
+        f"Ensemble of {len(s['cycles'])} snapshots: macro F1 **{e['macro_f1_at_0.5']:.4f}** at "
+        f"0.5, **{e['macro_f1_at_thresholds']:.4f}** at the fitted thresholds (alpha "
+        f"{e['alpha']:g}; 2-fold cross-fit {e['crossfit_macro_f1']:.4f}).",
         "",
-        f"submission: {s['submission']}",
-        "plots:",
     ]
-    out += [f"  {p}" for p in s["plots"]]
-    return "\n".join(out)
+    known = all("ran" in st for st in s["steps"])
+    out += [
+        "| step | seconds |" + (" ran or from cache |" if known else ""),
+        "|:---|---:|" + (":---|" if known else ""),
+    ]
+    for st in s["steps"]:
+        row = f"| {st['step']} | {st['seconds']:.1f} |"
+        if known:
+            row += f" {'ran' if st['ran'] else 'served from cache'} |"
+        out.append(row)
+    out.append("")
+    if "wall_seconds" in s:
+        out.append(f"Pipeline wall time {s['wall_seconds']:.1f} s.")
+    if "submission" in s:
+        out.append(f"Submission: `{s['submission']}`")
+    if s.get("pages"):
+        out += ["", "Pages (self-contained HTML):"] + [f"- `{p}`" for p in s["pages"]]
+    return "\n".join(out).rstrip() + "\n"

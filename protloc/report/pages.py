@@ -1,0 +1,150 @@
+"""The result page of each step that has one: split, train (the chain's curves), thresholds.
+
+Each builds tables from what its step computed and embeds the figures the step wrote, as one
+self-contained ``report.html`` in the step's output folder (see :mod:`protloc.report.htmlpage`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from protloc import storage
+from protloc.report.htmlpage import Figure, Table, figure, write_page
+
+
+def split_page(stats: dict[str, Any], out: str) -> str:
+    """Samples per class in each fold and drawn per epoch; the distribution and co-occurrence
+    figures (``class_distribution.png``, ``cooccurrence.png`` in ``out``)."""
+    n = stats["samples"]
+    ratio = stats["commonest_to_rarest"]
+    lead = (
+        f"{n['train']} training and {n['val']} validation samples; "
+        f"{len(stats['rare_classes'])} rare classes, {len(stats['dominant_classes'])} dominant; "
+        f"commonest/rarest class {ratio['before']:.0f} before resampling, "
+        f"{ratio['after']:.1f} after."
+    )
+    classes = Table(
+        "Samples per class",
+        ["class", "train", "validation", "draws per epoch"],
+        [
+            (f"{c['index']} {c['name']}", c["train"], c["val"], float(c["draws_per_epoch"]))
+            for c in stats["classes"]
+        ],
+        digits=1,
+    )
+    return write_page(
+        out,
+        "protloc split",
+        lead,
+        [
+            figure("Class distribution", storage.join(out, "class_distribution.png")),
+            figure("Class co-occurrence", storage.join(out, "cooccurrence.png")),
+            classes,
+        ],
+    )
+
+
+def training_page(chain: list[dict[str, Any]], curves_png: bytes, out: str) -> str:
+    """The snapshot chain so far (each cycle's ``metrics.json``, this cycle last): a table of
+    cycles and the per-step curves (loss, learning rate, gradient norm, validation F1)."""
+    rows = []
+    for m in chain:
+        last_epoch = (m.get("history") or [{}])[-1]
+        val = m.get("val", {})
+        rows.append(
+            (
+                m["cycle"] + 1,
+                m["size"],
+                m["epochs"],
+                _fmt(last_epoch.get("loss"), 4),
+                _fmt(val.get("loss"), 4),
+                _fmt(val.get("macro_f1_at_0.5"), 4),
+                _fmt(last_epoch.get("images_per_s"), 1),
+                _fmt(m.get("seconds"), 1),
+            )
+        )
+    last = chain[-1]
+    epochs = f"{last['epochs']} epoch{'s' if last['epochs'] != 1 else ''}"
+    before = len(chain) - 1
+    lead = f"SGDR cycle {last['cycle'] + 1} ({last['size']} px, {epochs})" + (
+        f", after {before} earlier cycle{'s' if before != 1 else ''} of its snapshot chain."
+        if before
+        else ", the first of its snapshot chain."
+    )
+    table = Table(
+        "Cycles",
+        [
+            "cycle",
+            "size (px)",
+            "epochs",
+            "train loss (last epoch)",
+            "val loss",
+            "val macro F1 at 0.5",
+            "images/s",
+            "seconds",
+        ],
+        rows,
+    )
+    return write_page(
+        out,
+        f"protloc training, cycle {last['cycle'] + 1}",
+        lead,
+        [Figure("Curves", curves_png), table],
+    )
+
+
+def _fmt(value: float | None, digits: int) -> str:
+    """A number with ``digits`` decimals; '-' where it was not measured."""
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def thresholds_page(report: dict[str, Any], out: str) -> str:
+    """Macro F1 by threshold method (fit and 2-fold cross-fit), per-class thresholds and F1, and
+    the figures (``threshold_curves.png``, ``per_class_f1.png`` in ``out``)."""
+    cmp = report["comparison"]
+    methods = [
+        ("0.5 for every class", cmp["0.5"]),
+        (f"one global threshold ({cmp['global']['threshold']:.2f})", cmp["global"]),
+        ("per class, alpha 0", cmp["per_class_alpha_0"]),
+        (f"per class, alpha {report['alpha']:g} (chosen)", cmp["per_class_alpha"]),
+    ]
+    comparison = Table(
+        "Macro F1 by threshold method",
+        ["method", "fit on validation", "2-fold cross-fit", "mean |P - R|"],
+        [(name, c["fit"], c["crossfit"], c["mean_abs_p_minus_r"]) for name, c in methods],
+    )
+    per_class = Table(
+        "Per class",
+        ["class", "threshold", "precision", "recall", "F1", "validation positives"],
+        [
+            (
+                f"{c['index']} {c['name']}",
+                float(c["threshold"]),
+                float(c["precision"]),
+                float(c["recall"]),
+                float(c["f1"]),
+                c["support"],
+            )
+            for c in report["classes"]
+        ],
+    )
+    lead = (
+        f"{report['n_val']} validation images; macro F1 {report['macro_f1_at_0.5']:.4f} at 0.5, "
+        f"{report['macro_f1']:.4f} at the fitted thresholds "
+        f"({cmp['per_class_alpha']['crossfit']:.4f} when fitted on one half and scored on the "
+        "other)."
+    )
+    return write_page(
+        out,
+        "protloc thresholds",
+        lead,
+        [
+            comparison,
+            figure(
+                "Precision, recall and F1 against the threshold",
+                storage.join(out, "threshold_curves.png"),
+            ),
+            figure("Per-class F1", storage.join(out, "per_class_f1.png")),
+            per_class,
+        ],
+    )
