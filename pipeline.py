@@ -27,6 +27,7 @@ from components import cluster
 from components.factory import ERROR_FILE, kfp_component
 from protloc import __version__
 from protloc.cli import add_param
+from protloc.config import TrainConfig
 from protloc.errors import ConfigError, ProtlocError
 from protloc.params import Param
 from protloc.report.htmlpage import PAGE
@@ -45,6 +46,9 @@ from protloc.version import code_version
 ROOT = Path(__file__).resolve().parent
 PIPELINE_NAME = "protloc"
 DEMO_SCHEDULE = "96:16:5,128:16:2,160:16:1"
+# Ranks per train and infer task: fixed at compile time like the schedule (the pods' GPU
+# request), defined once in the train config.
+GPUS = next(p for p in TrainConfig.params() if p.name == "gpus")
 # The embedded default's small data: rare = under 10 samples, no loader processes on a laptop's
 # few cores, TTA 2 to keep it brisk. Applied only without --data-root, and logged.
 DEMO_OVERRIDES = {"rare_below": 10, "workers": 0, "tta": 2}
@@ -83,10 +87,13 @@ def _signature(params: list[Param], returns: Any) -> inspect.Signature:
     )
 
 
-def build_pipeline(schedule: list[Cycle], placement: cluster.Placement | None = None):
-    """The pipeline function for this schedule. ``placement`` (a cluster's settings) adds the
-    Kubernetes settings (GPU, node selector, toleration, /dev/shm, S3 secret, pull secret,
-    retries), which kfp.local would only warn about; None: for kfp.local."""
+def build_pipeline(
+    schedule: list[Cycle], placement: cluster.Placement | None = None, gpus: int = 1
+):
+    """The pipeline function for this schedule, with ``gpus`` ranks in each train and infer
+    task. ``placement`` (a cluster's settings) adds the Kubernetes settings (GPUs, node
+    selector, toleration, /dev/shm, S3 secret, pull secret, retries), which kfp.local would only
+    warn about; None: for kfp.local."""
     from kfp import dsl
     from kfp.dsl import Artifact, Dataset, Model
 
@@ -102,7 +109,7 @@ def build_pipeline(schedule: list[Cycle], placement: cluster.Placement | None = 
     )
 
     def place(task, name: str, display: str):
-        cluster.place(task.set_display_name(display), STEPS[name].gpu, placement)
+        cluster.place(task.set_display_name(display), STEPS[name].gpu, placement, gpus)
         return task
 
     def protloc(*args: Any) -> Outputs:
@@ -120,6 +127,7 @@ def build_pipeline(schedule: list[Cycle], placement: cluster.Placement | None = 
                 **common,
                 **_settings("train", v),
                 cycle=i,
+                gpus=gpus,
                 **c.to_dict(),
                 **({"previous": previous.outputs["out"]} if previous is not None else {}),
             )
@@ -129,6 +137,7 @@ def build_pipeline(schedule: list[Cycle], placement: cluster.Placement | None = 
             last_cycle=previous.outputs["out"],
             **common,
             **_settings("infer", v),
+            gpus=gpus,
         )
         place(p, "infer", f"infer: ensemble of {len(schedule)} snapshots")
         th = ops["thresholds"](
@@ -155,13 +164,15 @@ def build_pipeline(schedule: list[Cycle], placement: cluster.Placement | None = 
 
 
 def arguments(
-    values: dict[str, Any], schedule: list[Cycle], fingerprint: bool = False
+    values: dict[str, Any], schedule: list[Cycle], fingerprint: bool = False, gpus: int = 1
 ) -> dict[str, Any]:
     """Every pipeline parameter's value (defaults filled in), checked by the steps' configs
     before anything runs; a bad value is a ConfigError naming it. ``fingerprint``: take the
     data root's fingerprint now (labels + image listing), for every data-reading task's cache
     key."""
-    step_configs(values, [{**c.to_dict(), "cycle": i} for i, c in enumerate(schedule)])
+    step_configs(
+        values, [{**c.to_dict(), "cycle": i, "gpus": gpus} for i, c in enumerate(schedule)]
+    )
     args = {p.name: values.get(p.name, p.default) for p in pipeline_params()}
     if fingerprint:
         from protloc.data.identity import run_fingerprint
@@ -172,9 +183,10 @@ def arguments(
 
 
 def compile_pipeline(
-    schedule: list[Cycle], path: str, placement: cluster.Placement | None = None
+    schedule: list[Cycle], path: str, placement: cluster.Placement | None = None, gpus: int = 1
 ) -> str:
-    """Write the cluster pipeline's IR YAML (``placement``: default GPU settings if None)."""
+    """Write the cluster pipeline's IR YAML (``placement``: default GPU settings if None;
+    ``gpus`` per train and infer task)."""
     from kfp import compiler
 
     try:
@@ -182,7 +194,7 @@ def compile_pipeline(
     except OSError as exc:
         raise ConfigError(f"-o {path}: cannot create its folder ({exc.strerror})") from None
     compiler.Compiler().compile(
-        build_pipeline(schedule, placement or cluster.Placement()), package_path=path
+        build_pipeline(schedule, placement or cluster.Placement(), gpus), package_path=path
     )
     return path
 
@@ -191,14 +203,18 @@ RUNNERS = ("subprocess", "docker")
 
 
 def run_local(
-    schedule: list[Cycle], values: dict[str, Any], root: str, runner: str = "subprocess"
+    schedule: list[Cycle],
+    values: dict[str, Any],
+    root: str,
+    runner: str = "subprocess",
+    gpus: int = 1,
 ) -> dict:
     """Run the whole DAG through kfp.local, cache on: each task a process in this environment
     (``subprocess``), or in the project's images (``docker``, what a cluster runs); returns the
     summary (also written to ``{root}/last_summary.json``)."""
     from kfp import local
 
-    args = arguments(values, schedule, fingerprint=True)
+    args = arguments(values, schedule, fingerprint=True, gpus=gpus)
     root_path = Path(root).resolve()
     try:
         root_path.mkdir(parents=True, exist_ok=True)
@@ -221,7 +237,7 @@ def run_local(
     )
     t0 = time.perf_counter()
     try:
-        task = build_pipeline(schedule, placement=None)(**args)
+        task = build_pipeline(schedule, placement=None, gpus=gpus)(**args)
     except RuntimeError as exc:  # kfp.local: "... Inner task failed: 'train-2'."
         new = [root_path / p for p in {p.name for p in root_path.iterdir()} - before]
         raise _step_failure(str(exc), new) from None
@@ -278,13 +294,14 @@ def submit_run(
     namespace: str = cluster.NAMESPACE,
     service_account: str = cluster.SERVICE_ACCOUNT,
     pipeline_root: str = "",
+    gpus: int = 1,
 ) -> str:
     """Compile and start a run on a KFP backend (same pipeline name, caching on), in
     ``namespace``, as ``service_account``, with artifacts under ``pipeline_root`` (empty: the
     cluster's default, the kfp-launcher ConfigMap of k8s/)."""
     import kfp
 
-    args = arguments(values, schedule, fingerprint=True)
+    args = arguments(values, schedule, fingerprint=True, gpus=gpus)
     try:
         client = kfp.Client(host=host, namespace=namespace)  # asks the API's healthz endpoint
     except Exception as exc:  # urllib3/requests/kfp errors all mean: no KFP API there
@@ -292,7 +309,7 @@ def submit_run(
             f"--host {host}: cannot reach a KFP API ({type(exc).__name__})"
         ) from None
     run = client.create_run_from_pipeline_func(
-        build_pipeline(schedule, placement or cluster.Placement()),
+        build_pipeline(schedule, placement or cluster.Placement(), gpus),
         arguments=args,
         experiment_name=experiment,
         run_name=f"{PIPELINE_NAME}-{time.strftime('%Y%m%d-%H%M%S')}",
@@ -405,6 +422,7 @@ def parser() -> argparse.ArgumentParser:
             if param.name not in (DATA_ROOT.name, DATA_FINGERPRINT.name):  # given, computed
                 add_param(q, param)
     for name, q in sub.choices.items():
+        add_param(q, GPUS)
         q.add_argument(
             "--schedule",
             default=None,
@@ -435,6 +453,8 @@ def main(argv: list[str] | None = None) -> int:
             schedule = parse_schedule(DEMO_SCHEDULE if args.schedule is None else args.schedule)
         else:
             schedule = paper_schedule() if args.schedule is None else parse_schedule(args.schedule)
+        gpus = GPUS.default if args.gpus is None else args.gpus
+        TrainConfig(**schedule[0].to_dict(), gpus=gpus)  # refuses a bad --gpus, naming it
         placement = None
         if args.command in ("compile", "submit"):
             placement = cluster.Placement.from_flags(
@@ -444,7 +464,7 @@ def main(argv: list[str] | None = None) -> int:
                 args.image_pull_secret,
             )
         if args.command == "compile":
-            path = compile_pipeline(schedule, args.output, placement)
+            path = compile_pipeline(schedule, args.output, placement, gpus)
             print(f"wrote {path} ({format_schedule(schedule)})")
         elif args.command == "local":
             # Every value is checked before the demo data is made or anything runs.
@@ -456,7 +476,7 @@ def main(argv: list[str] | None = None) -> int:
                 )
             else:
                 given["data_root"] = args.data_root
-            print(format_summary(run_local(schedule, given, args.root, args.runner)))
+            print(format_summary(run_local(schedule, given, args.root, args.runner, gpus)))
         else:
             run_id = submit_run(
                 schedule,
@@ -467,6 +487,7 @@ def main(argv: list[str] | None = None) -> int:
                 args.namespace,
                 args.service_account,
                 args.pipeline_root,
+                gpus,
             )
             print(f"started run {run_id} in experiment {args.experiment!r} on {args.host}")
     except ProtlocError as exc:

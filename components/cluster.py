@@ -57,12 +57,13 @@ def images(version: str = __version__) -> dict[str, str]:
     return {"cpu": f"{IMAGE_REPO}:{version}-cpu", "gpu": f"{IMAGE_REPO}:{version}-gpu"}
 
 
-def on_gpu(task, placement: Placement, cpu: str = "8", memory: str = "48G") -> None:
-    """One GPU, a GPU node, /dev/shm, node-local scratch for the image cache, retries."""
+def on_gpu(task, placement: Placement, gpus: int = 1) -> None:
+    """``gpus`` GPUs of one node with 8 CPUs, 48 GB and 16 GiB of /dev/shm each, node-local
+    scratch for the image cache (one per pod: the ranks share it), retries."""
     from kfp import kubernetes
 
-    task.set_accelerator_type(placement.gpu_resource).set_accelerator_limit(1)
-    task.set_cpu_request(cpu).set_memory_request(memory)
+    task.set_accelerator_type(placement.gpu_resource).set_accelerator_limit(gpus)
+    task.set_cpu_request(str(8 * gpus)).set_memory_request(f"{48 * gpus}G")
     kubernetes.add_node_selector(task, *placement.gpu_node_selector)
     if placement.gpu_toleration:
         kubernetes.add_toleration(
@@ -70,7 +71,11 @@ def on_gpu(task, placement: Placement, cpu: str = "8", memory: str = "48G") -> N
         )
     # Data loader workers share batches through /dev/shm; the default 64 MB is far too small.
     kubernetes.empty_dir_mount(
-        task, volume_name="dshm", mount_path="/dev/shm", medium="Memory", size_limit="16Gi"
+        task,
+        volume_name="dshm",
+        mount_path="/dev/shm",
+        medium="Memory",
+        size_limit=f"{16 * gpus}Gi",
     )
     # The image cache (decoded uint8 images, up to ~33 GB at 512 px) lives on node-local scratch.
     kubernetes.empty_dir_mount(
@@ -102,13 +107,13 @@ def with_s3_secret(task, placement: Placement) -> None:
         kubernetes.set_image_pull_secrets(task, [placement.image_pull_secret])
 
 
-def place(task, gpu: bool, placement: Placement | None) -> None:
-    """Caching on for every task; on a cluster (``placement``), its node, resources, secrets and
-    retries."""
+def place(task, gpu: bool, placement: Placement | None, gpus: int = 1) -> None:
+    """Caching on for every task; on a cluster (``placement``), its node, resources (``gpus``
+    per GPU task), secrets and retries."""
     task.set_caching_options(enable_caching=True)
     if placement is not None:
         if gpu:
-            on_gpu(task, placement)
+            on_gpu(task, placement, gpus)
         else:
             on_cpu(task)
         with_s3_secret(task, placement)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 from collections.abc import Callable, Sequence
@@ -22,7 +23,10 @@ log = logging.getLogger("protloc")
 
 
 def setup_logging(level: int = logging.INFO) -> None:
-    """Timestamped log lines on stderr (progress, rates, warnings)."""
+    """Timestamped log lines on stderr (progress, rates, warnings); ranks other than 0 of a
+    multi-process task log warnings and errors only (rank 0 tells the progress)."""
+    if os.environ.get("RANK", "0") != "0":
+        level = max(level, logging.WARNING)
     logging.basicConfig(
         level=level,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

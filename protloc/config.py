@@ -2,7 +2,7 @@
 
 No torch, no kfp: the pipeline reads these at compile time. CLI flags, KFP component inputs and
 pipeline parameters are derived from them (see ``protloc.params``). A name used by two steps
-(``seed``, ``workers``, ``cache_dir``) is one concept and one pipeline parameter: both steps build
+(``seed``, ``workers``, ``cache_dir``, ``gpus``) is one concept and one pipeline parameter: both steps build
 the field with the same function below, and the contract test checks they agree.
 """
 
@@ -38,6 +38,20 @@ def _workers():
         high=256,
         result=False,
     )
+
+
+def _gpus():
+    return param(
+        1,
+        "processes this task runs, one per GPU of its node (on a machine without GPUs: gloo "
+        "ranks on the CPU); a compile-time setting (`pipeline.py compile --gpus N`)",
+        low=1,
+        high=16,
+        scope="task",
+    )
+
+
+LR_SCALINGS = ("none", "linear", "sqrt")
 
 
 def _cache_dir():
@@ -133,6 +147,18 @@ class TrainConfig(StepConfig):
     )
     workers: int = _workers()
     cache_dir: str = _cache_dir()
+    gpus: int = _gpus()
+    # With N ranks the global batch is N x batch_size. sqrt by default: the SGDR cycles restart
+    # at lr_max with no warm-up, and the linear rule (Goyal et al. 2017) needs one at large N.
+    lr_scaling: str = param(
+        "sqrt",
+        "learning-rate rule for N ranks: lr_max and lr_min times N (linear), sqrt(N) (sqrt) "
+        "or 1 (none), relative to the schedule's per-rank batch",
+        choices=LR_SCALINGS,
+    )
+    sync_bn: bool = param(
+        False, "SyncBatchNorm across the ranks of a cycle (GPUs only; more sync per step)"
+    )
     log_every: int = param(20, "log every N optimizer steps", low=1, high=10**6, result=False)
     # Validation is 15 % of the samples and prediction costs about a third of a training step
     # per image, so validating every epoch costs ~5 % of an epoch (the aim: under 10 %).
@@ -171,6 +197,7 @@ class InferConfig(StepConfig):
     infer_batch_size: int = param(64, "images per forward pass", low=1, high=4096)
     workers: int = _workers()
     cache_dir: str = _cache_dir()
+    gpus: int = _gpus()
 
 
 @dataclass(frozen=True)

@@ -29,6 +29,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import MISSING, dataclass
+from functools import partial
 from typing import Any
 
 from protloc import storage
@@ -88,6 +89,16 @@ def timed(step: str, out: str, reads: dict[str, str | None] | None = None) -> It
             storage.remove_empty_folder(out)
         raise
     log.info("%s took %.1f s", step, seconds)
+
+
+def _launches(gpus: int) -> bool:
+    """True where a front door must start ``gpus`` ranks of itself (not already one of them)."""
+    if gpus == 1 or "WORLD_SIZE" in os.environ:
+        return False
+    from protloc.train.distributed import check_devices
+
+    check_devices(gpus)
+    return True
 
 
 def _main_process() -> bool:
@@ -168,12 +179,28 @@ def train_step(
     previous: str | None = None,
     out_uri: str | None = None,
 ) -> dict[str, Any]:
-    """One cycle, warm-started from ``previous`` (the previous train step's folder).
+    """One cycle, warm-started from ``previous`` (the previous train step's folder); with
+    ``cfg.gpus`` N > 1, in N ranks of this front door (rank 0 writes).
 
     ``out_uri`` is where later steps will read ``out`` (on KFP the artifact's s3:// URI, while
     ``out`` is the pod's local copy); it defaults to ``out``. With ``cfg.work_root`` (durable
     storage, e.g. s3://) the per-epoch checkpoints live there, so a retried pod resumes.
     """
+    if _launches(cfg.gpus):
+        from protloc.train.distributed import launch
+
+        return launch(
+            partial(
+                train_step,
+                cfg,
+                data_root=data_root,
+                split=split,
+                out=out,
+                previous=previous,
+                out_uri=out_uri,
+            ),
+            cfg.gpus,
+        )
     from protloc.data.cache import default_cache_dir
     from protloc.data.hpa import labels_uri
     from protloc.report.pages import training_page
@@ -282,8 +309,18 @@ def read_snapshot_list(train_dir: str) -> list[str]:
 def infer_step(
     cfg: InferConfig, *, data_root: str, split: str, last_cycle: str, out: str
 ) -> dict[str, Any]:
-    """Every snapshot listed by ``last_cycle`` predicts the validation fold and the test ids;
-    returns each snapshot's and the ensemble's validation macro F1 at 0.5."""
+    """Every snapshot listed by ``last_cycle`` predicts the validation fold and the test ids
+    (with ``cfg.gpus`` N > 1, each of N ranks its share); returns each snapshot's and the
+    ensemble's validation macro F1 at 0.5."""
+    if _launches(cfg.gpus):
+        from protloc.train.distributed import launch
+
+        return launch(
+            partial(
+                infer_step, cfg, data_root=data_root, split=split, last_cycle=last_cycle, out=out
+            ),
+            cfg.gpus,
+        )
     from protloc.data.cache import default_cache_dir
     from protloc.data.hpa import labels_uri, sample_submission_uri
     from protloc.evaluate.infer import run_infer, val_scores
@@ -300,6 +337,8 @@ def infer_step(
             labels_uri=labels_uri(data_root),
             sample_submission_uri=sample_submission_uri(data_root),
         )
+        if not _main_process():  # rank 0 gathered every rank's predictions and wrote them
+            return {}
         scores = val_scores(rows, storage.join(split, MANIFEST))
         # Which snapshots made these predictions, and how each scored: the run summary's source.
         storage.write_json(

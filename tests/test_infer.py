@@ -74,3 +74,27 @@ def test_tta_averages_d4_transforms(two_snapshots, tiny_data, tiny_split, tmp_pa
 def test_unfinished_or_missing_snapshot_refused(tiny_data, tiny_split, tmp_path):
     with pytest.raises(ArtifactError, match=r"nope\.pt"):
         _infer(tiny_split, tiny_data, [str(tmp_path / "nope.pt")], tmp_path)
+
+
+def test_two_ranks_predict_what_one_does(two_snapshots, tiny_data, tiny_split, tmp_path):
+    """gpus 2: each rank predicts every other id, rank 0 gathers them into one predictions
+    file: the same rows, in the same order, with the probabilities one process gives."""
+    import json
+
+    from protloc.steps import infer_step
+    from tests.conftest import mark_complete
+
+    (tmp_path / "chain").mkdir()
+    chain = mark_complete(tmp_path / "chain")
+    (chain / "snapshots.json").write_text(json.dumps({"snapshots": two_snapshots}))
+    one = _infer(tiny_split, tiny_data, two_snapshots, tmp_path / "one", tta=2, infer_batch_size=8)
+    cfg = InferConfig(workers=0, tta=2, infer_batch_size=8, gpus=2)
+    scores = infer_step(
+        cfg, data_root=str(tiny_data), split=str(tiny_split), last_cycle=str(chain),
+        out=str(tmp_path / "two"),
+    )  # fmt: skip
+    two = read_predictions(str(tmp_path / "two" / "predictions.parquet"))
+    keys = ["snapshot", "split", "id"]
+    assert two[keys].equals(one[keys])
+    assert np.allclose(two[list(PROB_COLUMNS)], one[list(PROB_COLUMNS)], atol=1e-5)
+    assert set(scores["val_macro_f1_at_0.5"]) == {"cycle0_96px", "cycle1_112px", ENSEMBLE}

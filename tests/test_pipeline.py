@@ -123,6 +123,49 @@ def test_bad_parameters_fail_before_anything_runs(args, message, tmp_path):
     assert not (tmp_path / "root").exists()
 
 
+def test_gpus_scales_the_pods_and_reaches_train_and_infer(tmp_path):
+    """compile --gpus 4: train and infer ask for 4 GPUs with 4x the CPUs, memory and /dev/shm,
+    and get gpus=4 (the ranks they start); a bad value is one line."""
+    out = tmp_path / "p.yaml"
+    rc = pipeline.main(["compile", "-o", str(out), "--schedule", "96:8:1", "--gpus", "4"])
+    assert rc == 0
+    spec, platform = list(yaml.safe_load_all(out.read_text()))
+    tasks = spec["root"]["dag"]["tasks"]
+    executors = spec["deploymentSpec"]["executors"]
+    k8s = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    for name in ("train", "infer"):
+        label = spec["components"][tasks[name]["componentRef"]["name"]]["executorLabel"]
+        res = executors[label]["container"]["resources"]
+        assert res["accelerator"]["resourceCount"] == "4" and res["cpuRequest"] == 32
+        assert res["memoryRequest"] == 192
+        shm = next(m for m in k8s[label]["emptyDirMounts"] if m["mountPath"] == "/dev/shm")
+        assert shm["sizeLimit"] == "64Gi"
+        assert tasks[name]["inputs"]["parameters"]["gpus"]["runtimeValue"]["constant"] == 4
+    proc = subprocess.run(
+        [sys.executable, "pipeline.py", "compile", "-o", str(out), "--gpus", "0"],
+        cwd=ROOT, capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 2 and "gpus must be in [1, 16], got 0" in proc.stderr
+
+
+def test_local_pipeline_with_two_ranks_per_task(tiny_data, tmp_path, capfd):
+    """kfp.local with gpus 2 on the CPU: train and infer each start 2 gloo ranks, the ranks'
+    weights agree at the end of the cycle, rank 0 writes one complete result."""
+    base = {"data_root": str(tiny_data), "rare_below": 0, "workers": 0, "tta": 1, "alpha": 0.0}
+    summary = pipeline.run_local([Cycle(80, 8, 1)], base, str(tmp_path / "root"), gpus=2)
+    text = "".join(capfd.readouterr())
+    assert text.count("launching 2 ranks on this node") == 2  # train and infer
+    assert "device cpu x2" in text and "weights identical on 2 ranks" in text
+    assert "on 2 rank(s)" in text  # infer
+    sub = pd.read_csv(summary["submission"], dtype=str)
+    assert list(sub["Id"]) == read_test_ids(str(tiny_data / "sample_submission.csv"))
+    run = Path(summary["submission"]).parents[2]
+    assert sorted(p.name for p in (run / "train" / "out").iterdir()) == [
+        "checkpoint.pt", "metrics.json", "report.html", "snapshots.json", "timing.json",
+        "training_curves.png",
+    ]  # fmt: skip
+
+
 def test_docker_runner_without_an_engine_is_one_line(tiny_data, tmp_path):
     """`--runner docker` where no Docker engine answers: one line naming the runner, exit 2,
     before any task starts (`make demo-docker` runs it for real where an engine is)."""

@@ -251,3 +251,45 @@ def test_pretrained_weights_through_s3_start_the_first_cycle(
                 split=str(tiny_split),
                 out=str(tmp_path / name),
             )
+
+
+def test_ranks_of_a_node_build_the_image_cache_once(tiny_data, tiny_split, tmp_path):
+    """Local rank 0 decodes while the other ranks wait at the barrier, then open its cache."""
+    from functools import partial
+
+    from protloc.train.distributed import launch
+    from tests import ranks
+
+    ids = list(read_manifest(str(tiny_split / "manifest.parquet")).frame["id"])
+    probe = partial(ranks.build_cache_once_per_node, str(tiny_data), ids, str(tmp_path / "c"))
+    assert launch(probe, 2) == [1, 0]
+    assert len(list((tmp_path / "c").glob("*.u8"))) == 1
+
+
+def test_killed_two_rank_cycle_resumes(tiny_data, tiny_split, tmp_path, cache_dir):
+    """--gpus 2 (two gloo ranks on the CPU): the pod killed outright after the first epoch's
+    checkpoint (every process of it, as Kubernetes does), then the same command again: it
+    resumes after that epoch with 2 ranks and ends complete."""
+    out = tmp_path / "out"
+    cmd = [*train_cmd(tiny_data, tiny_split, out), "--gpus", "2"]
+    env = {**os.environ, "PROTLOC_CACHE_DIR": str(cache_dir), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(
+        cmd, cwd=ROOT, env=env, stderr=subprocess.DEVNULL, start_new_session=True
+    )
+    ckpt = out / "checkpoint.pt"
+    deadline = time.time() + 180
+    while time.time() < deadline and not ckpt.exists():
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)  # the launcher and both ranks
+    proc.wait()
+    done_before = load_checkpoint(str(ckpt))["epochs_done"]
+    assert 1 <= done_before < 3
+    rerun = subprocess.run(
+        cmd, cwd=ROOT, env=env, capture_output=True, text=True, check=False, timeout=300
+    )
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    assert f"resuming cycle 0 from {ckpt} after epoch {done_before} of 3" in rerun.stderr
+    assert "device cpu x2" in rerun.stderr and "weights identical on 2 ranks" in rerun.stderr
+    state = load_checkpoint(str(ckpt))
+    assert state["complete"] and state["epochs_done"] == 3
+    assert [h["epoch"] for h in state["history"]] == [1, 2, 3]

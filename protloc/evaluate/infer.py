@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from protloc.classes import NUM_CLASSES
 from protloc.config import InferConfig
 from protloc.data.cache import build_cache
 from protloc.data.hpa import read_test_ids
@@ -20,6 +21,7 @@ from protloc.evaluate.predict import predict
 from protloc.model.checkpoint import load_checkpoint
 from protloc.model.network import create_model, load_weights
 from protloc.storage import join
+from protloc.train.distributed import Dist, device_for, init_distributed, teardown
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +29,74 @@ log = logging.getLogger(__name__)
 def snapshot_name(state: dict) -> str:
     """'cycle{I}_{S}px': unique within one chain of cycles."""
     return f"cycle{state['cycle']}_{state['size']}px"
+
+
+def gather(d: Dist, mine: dict) -> list[dict] | None:
+    """Every rank's predictions on rank 0 (in rank order); None on the other ranks."""
+    if d.world == 1:
+        return [mine]
+    import torch.distributed as dist
+
+    parts: list = [None] * d.world
+    dist.all_gather_object(parts, mine)
+    return parts if d.main else None
+
+
+def load_snapshots(snapshots: list[str]) -> tuple[list[str], list[dict]]:
+    """Every snapshot's name and checkpoint, all checked before any work: complete, and no two
+    of the same cycle and size."""
+    if not snapshots:
+        raise ConfigError("give at least one snapshot checkpoint")
+    states = [load_checkpoint(uri) for uri in snapshots]
+    for uri, state in zip(snapshots, states, strict=True):
+        if not state["complete"]:
+            raise ArtifactError(
+                f"{uri}: cycle {state['cycle']} stopped after epoch {state['epochs_done']} "
+                f"of {state['config']['epochs']}; finish it first"
+            )
+    names = [snapshot_name(s) for s in states]
+    if len(set(names)) != len(names):
+        raise ArtifactError(f"two snapshots share a cycle and size: {names}")
+    return names, states
+
+
+def predict_share(
+    d: Dist,
+    names: list[str],
+    states: list[dict],
+    splits: dict[str, tuple[str, list[str]]],
+    data_root: str,
+    cfg: InferConfig,
+) -> dict[tuple[str, str], np.ndarray]:
+    """This rank's predictions: every ``d.world``-th id of each split (``split -> (folder,
+    ids)``), from its own image cache of them, for every snapshot."""
+    device = device_for(d)
+    mine: dict[tuple[str, str], np.ndarray] = {}
+    for name, state in zip(names, states, strict=True):
+        model = create_model()
+        load_weights(model, state["model"], name)
+        model.to(device)
+        if device.type == "cuda":
+            model = model.to(memory_format=torch.channels_last)
+        for split, (folder, ids) in splits.items():
+            share = ids[d.rank :: d.world]
+            if not share:
+                continue
+            cache = build_cache(
+                data_root, folder, share, state["size"], cfg.cache_dir, workers=max(cfg.workers, 2)
+            )
+            rank = f" (rank {d.rank} of {d.world})" if d.world > 1 else ""
+            mine[name, split] = predict(
+                model,
+                cache,
+                state["norm"],
+                cfg.infer_batch_size,
+                device,
+                tta=cfg.tta,
+                workers=cfg.workers,
+                label=f"{name} {split}{rank}",
+            )
+    return mine
 
 
 def run_infer(
@@ -39,65 +109,45 @@ def run_infer(
     labels_uri: str,
     sample_submission_uri: str,
 ) -> pd.DataFrame:
-    """Write ``{out}/predictions.parquet`` (per-snapshot and ensemble rows); returns the frame.
+    """Write ``{out}/predictions.parquet`` (per-snapshot and ensemble rows); returns the frame
+    (empty on ranks other than 0, which only predict their share).
 
     Validation ids come from the manifest, test ids from ``sample_submission_uri``; images from
     ``data_root``'s ``train/`` and ``test/`` folders."""
-    if not snapshots:
-        raise ConfigError("give at least one snapshot checkpoint")
-    states = [load_checkpoint(uri) for uri in snapshots]  # all checked before any work
-    for uri, state in zip(snapshots, states, strict=True):
-        if not state["complete"]:
-            raise ArtifactError(
-                f"{uri}: cycle {state['cycle']} stopped after epoch {state['epochs_done']} of {state['config']['epochs']}; finish it first"
-            )
-    names = [snapshot_name(s) for s in states]
-    if len(set(names)) != len(names):
-        raise ArtifactError(f"two snapshots share a cycle and size: {names}")
+    names, states = load_snapshots(snapshots)
     manifest = read_manifest(manifest_uri)
     check_labels(manifest, labels_uri, manifest_uri)
-    val_ids = list(manifest.fold("val")["id"])
-    test_ids = read_test_ids(sample_submission_uri)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    splits = {
+        "val": ("train", list(manifest.fold("val")["id"])),
+        "test": ("test", read_test_ids(sample_submission_uri)),
+    }
+    splits = {k: v for k, v in splits.items() if v[1]}
+    d = init_distributed()
     t0 = time.perf_counter()
-    frames, sums = [], {"val": 0.0, "test": 0.0}
-    for name, state in zip(names, states, strict=True):
-        model = create_model()
-        load_weights(model, state["model"], name)
-        model.to(device)
-        if device.type == "cuda":
-            model = model.to(memory_format=torch.channels_last)
-        for split, folder, ids in (("val", "train", val_ids), ("test", "test", test_ids)):
-            if not ids:
-                continue
-            cache = build_cache(
-                data_root, folder, ids, state["size"], cfg.cache_dir, workers=max(cfg.workers, 2)
-            )
-            probs = predict(
-                model,
-                cache,
-                state["norm"],
-                cfg.infer_batch_size,
-                device,
-                tta=cfg.tta,
-                workers=cfg.workers,
-                label=f"{name} {split}",
-            )
+    parts = gather(d, predict_share(d, names, states, splits, data_root, cfg))
+    teardown(d)
+    if parts is None:  # not rank 0
+        return pd.DataFrame()
+    frames = []
+    for split, (_, ids) in splits.items():
+        total = np.zeros((len(ids), NUM_CLASSES), dtype=np.float64)
+        for name in names:
+            probs = np.empty((len(ids), NUM_CLASSES), dtype=np.float32)
+            for rank, part in enumerate(parts):
+                if (name, split) in part:
+                    probs[rank :: d.world] = part[name, split]
             frames.append(predictions.frame(ids, split, name, probs))
-            sums[split] = sums[split] + probs.astype(np.float64)
-    for split, ids in (("val", val_ids), ("test", test_ids)):
-        if ids:
-            frames.append(
-                predictions.frame(ids, split, predictions.ENSEMBLE, sums[split] / len(states))
-            )
+            total += probs
+        frames.append(predictions.frame(ids, split, predictions.ENSEMBLE, total / len(states)))
     rows = pd.concat(frames, ignore_index=True)
     predictions.write_predictions(rows, join(out, "predictions.parquet"))
     log.info(
-        "predicted %d val + %d test ids with %d snapshot(s) x %d TTA in %.1f s",
-        len(val_ids),
-        len(test_ids),
+        "predicted %d val + %d test ids with %d snapshot(s) x %d TTA on %d rank(s) in %.1f s",
+        len(splits.get("val", ("", []))[1]),
+        len(splits.get("test", ("", []))[1]),
         len(states),
         cfg.tta,
+        d.world,
         time.perf_counter() - t0,
     )
     return rows

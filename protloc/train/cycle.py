@@ -36,7 +36,16 @@ from protloc.model.checkpoint import load_checkpoint, save_checkpoint
 from protloc.model.loss import get_loss, soft_f1_from_probs
 from protloc.model.network import ARCH, InceptionV3BN, create_model, init_head, load_weights
 from protloc.progress import eta
-from protloc.train.distributed import Dist, barrier, device_for, init_distributed, teardown
+from protloc.train.distributed import (
+    Dist,
+    barrier,
+    check_in_sync,
+    device_for,
+    init_distributed,
+    lr_scale,
+    node_first,
+    teardown,
+)
 from protloc.train.schedule import cosine_lr
 
 log = logging.getLogger(__name__)
@@ -197,7 +206,7 @@ def train_cycle(
     n_epoch, steps = _per_epoch(run.weights, cfg.batch_size, d.world)
     log.info(
         "cycle %d: %d px, batch %d, %d epochs x %d steps (%d draws/epoch from %d samples), %s, "
-        "lr %.4g -> %.4g, clip %s %.3g, device %s x%d",
+        "lr %.4g -> %.4g (%s scaling), clip %s %.3g, device %s x%d",
         cfg.cycle,
         cfg.size,
         cfg.batch_size,
@@ -206,8 +215,9 @@ def train_cycle(
         n_epoch,
         len(run.weights),
         cfg.loss,
-        cfg.lr_max,
-        cfg.lr_min,
+        cfg.lr_max * lr_scale(cfg.lr_scaling, d.world),
+        cfg.lr_min * lr_scale(cfg.lr_scaling, d.world),
+        cfg.lr_scaling,
         cfg.clip_norm_type,
         cfg.clip_norm,
         run.device.type,
@@ -252,14 +262,18 @@ def setup(
     train_rows, val_rows = manifest.fold("train"), manifest.fold("val")
 
     def cache_of(ids: list[str]) -> ImageCache:
-        return build_cache(
-            data_root,
-            "train",
-            ids,
-            cfg.size,
-            cfg.cache_dir,
-            workers=max(cfg.workers, 2),
-            skip_bad=cfg.skip_bad,
+        # Once per node: local rank 0 decodes, the other ranks then open what it built.
+        return node_first(
+            d,
+            lambda: build_cache(
+                data_root,
+                "train",
+                ids,
+                cfg.size,
+                cfg.cache_dir,
+                workers=max(cfg.workers, 2),
+                skip_bad=cfg.skip_bad,
+            ),
         )
 
     train_cache = cache_of(list(train_rows["id"]))
@@ -289,6 +303,11 @@ def setup(
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
     net: torch.nn.Module = model
+    if cfg.sync_bn and d.world > 1:
+        if device.type != "cuda":
+            raise ConfigError("sync_bn needs GPUs: SyncBatchNorm has no CPU (gloo) kernel")
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        net = model
     if d.world > 1:
         net = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[d.local_rank] if device.type == "cuda" else None
@@ -338,6 +357,7 @@ def train_one_epoch(
     std_t = torch.tensor(run.norm["std"], device=device)
     total_steps = steps * cfg.epochs
     max_norm = cfg.clip_norm if cfg.clip_norm > 0 else math.inf
+    scale = lr_scale(cfg.lr_scaling, d.world)  # the global batch is d.world x batch_size
     jitter_gen = torch.Generator().manual_seed(cfg.seed * 1000 + epoch)
     # Dropout draws from the global generator: one seed per (epoch, rank), so resuming at an
     # epoch boundary replays exactly what an uninterrupted run would have drawn.
@@ -347,7 +367,7 @@ def train_one_epoch(
     losses, norms, trace = [], [], []
     for i, (images, targets) in enumerate(loader):
         step = epoch * steps + i
-        lr = cosine_lr(step, total_steps, cfg.lr_max, cfg.lr_min)
+        lr = cosine_lr(step, total_steps, cfg.lr_max * scale, cfg.lr_min * scale)
         for group in run.optimizer.param_groups:
             group["lr"] = lr
         x = normalize(images.to(device, non_blocking=True), mean_t, std_t, cfg.jitter, jitter_gen)
@@ -446,6 +466,14 @@ def finish(
         "skipped_ids": skipped,
         "config": cfg.to_dict(),
     }
+    checksum = check_in_sync(run.d, run.model)
+    if run.d.world > 1:
+        log.info(
+            "cycle %d: weights identical on %d ranks (checksum %.6f)",
+            cfg.cycle,
+            run.d.world,
+            checksum,
+        )
     if run.val_cache is not None and run.d.main:
         metrics["val"] = validate(run, cfg)
         if run.history:  # the curve's last point
