@@ -1,6 +1,6 @@
 """protloc's Kubeflow Pipelines DAG and its command line.
 
-    split -> train cycle 1 -> ... -> train cycle K -> infer -> thresholds -> submit
+    split -> prepare -> train cycle 1 -> ... -> train cycle K -> infer -> thresholds -> submit
 
 python pipeline.py compile [-o pipeline.yaml] [--schedule 221:48:6,...]
 python pipeline.py local   [--data-root URI] [--alpha A] [--schedule ...] [--root runs/local]
@@ -58,6 +58,7 @@ log = logging.getLogger("protloc.pipeline")
 
 class Outputs(NamedTuple):
     split: object
+    store: object
     last_cycle: object
     predictions: object
     thresholds: object
@@ -102,14 +103,15 @@ def build_pipeline(
     ops = {n: kfp_component(n, img["gpu" if s.gpu else "cpu"]) for n, s in STEPS.items()}
     params = pipeline_params()
     kinds = {"Artifact": Artifact, "Dataset": Dataset, "Model": Model}
-    producers = ("split", "train", "infer", "thresholds", "submit")  # Outputs' order
+    producers = ("split", "prepare", "train", "infer", "thresholds", "submit")  # Outputs' order
     returns = NamedTuple(
         "Outputs",
         [(f, kinds[STEPS[p].output]) for f, p in zip(Outputs._fields, producers, strict=True)],
     )
 
     def place(task, name: str, display: str):
-        cluster.place(task.set_display_name(display), STEPS[name].gpu, placement, gpus)
+        step = STEPS[name]
+        cluster.place(task.set_display_name(display), step.gpu, placement, gpus, step.cpus)
         return task
 
     def protloc(*args: Any) -> Outputs:
@@ -120,6 +122,12 @@ def build_pipeline(
             "code_version": version,
         }
         s = place(ops["split"](**common, **_settings("split", v)), "split", "split")
+        # Decoded once, at the largest size; every cycle and infer derive theirs from it.
+        size = schedule[-1].size
+        store = ops["prepare"](
+            split=s.outputs["out"], **common, **_settings("prepare", v), store_size=size
+        )
+        place(store, "prepare", f"prepare: decode every sample once ({size} px)")
         previous = None
         for i, c in enumerate(schedule):
             t = ops["train"](
@@ -130,11 +138,13 @@ def build_pipeline(
                 gpus=gpus,
                 **c.to_dict(),
                 **({"previous": previous.outputs["out"]} if previous is not None else {}),
+                store=store.outputs["out"],
             )
             previous = place(t, "train", f"train cycle {i + 1}/{len(schedule)} ({c.size} px)")
         p = ops["infer"](
             split=s.outputs["out"],
             last_cycle=previous.outputs["out"],
+            store=store.outputs["out"],
             **common,
             **_settings("infer", v),
             gpus=gpus,
@@ -149,7 +159,7 @@ def build_pipeline(
         place(th, "thresholds", "thresholds")
         sub = ops["submit"](predictions=p.outputs["out"], thresholds=th.outputs["out"], **common)
         place(sub, "submit", "submit")
-        return Outputs(*(t.outputs["out"] for t in (s, previous, p, th, sub)))
+        return Outputs(*(t.outputs["out"] for t in (s, store, previous, p, th, sub)))
 
     protloc.__signature__ = _signature(params, returns)
     protloc.__doc__ = f"protloc {__version__}: {format_schedule(schedule)}\n\nArgs:\n" + "\n".join(
@@ -255,7 +265,11 @@ def local_summary(outputs: dict[str, Path], new_runs: list[Path], wall: float) -
     ran (their folder is in one of this run's new folders) or came from cache, the wall time,
     the submission and the HTML pages."""
     summary = run_summary(str(outputs["predictions"]), str(outputs["thresholds"]))
-    steps = [step_time("split", str(outputs["split"])), *summary["steps"]]
+    steps = [
+        step_time("split", str(outputs["split"])),
+        step_time("prepare", str(outputs["store"])),
+        *summary["steps"],
+    ]
     steps.append(step_time("submit", str(outputs["submission"])))
     for st in steps:
         st["ran"] = any(st["folder"].startswith(str(run)) for run in new_runs)

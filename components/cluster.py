@@ -107,13 +107,13 @@ def with_s3_secret(task, placement: Placement) -> None:
         kubernetes.set_image_pull_secrets(task, [placement.image_pull_secret])
 
 
-def place(task, gpu: bool, placement: Placement | None, gpus: int = 1) -> None:
+def place(task, gpu: bool, placement: Placement | None, gpus: int = 1, cpus: int = 2) -> None:
     """Caching on for every task; on a cluster (``placement``), its node, resources (``gpus``
-    per GPU task), secrets and retries."""
+    per GPU task, ``cpus`` per CPU task), secrets and retries."""
     task.set_caching_options(enable_caching=True)
     if placement is not None:
         if gpu:
             on_gpu(task, placement, gpus)
         else:
-            on_cpu(task)
+            on_cpu(task, str(cpus), f"{2 * cpus}G")
         with_s3_secret(task, placement)

@@ -54,6 +54,14 @@ def _gpus():
 LR_SCALINGS = ("none", "linear", "sqrt")
 
 
+def _skip_bad():
+    return param(
+        False,
+        "leave unreadable samples out (listed in the step's output) instead of stopping",
+        result=False,
+    )
+
+
 def _cache_dir():
     return param(
         "", "image cache folder; empty: $PROTLOC_CACHE_DIR, else a temporary folder", result=False
@@ -97,6 +105,23 @@ class SplitConfig(StepConfig):
         high=1,
         low_open=True,
     )
+
+
+@dataclass(frozen=True)
+class PrepareConfig(StepConfig):
+    """The prepare step: every labelled and test sample decoded once into the store."""
+
+    store_size: int = param(
+        help="pixels of the stored samples: the schedule's largest size (cycles resize from it)",
+        low=MIN_SIZE,
+        high=MAX_SIZE,
+        scope="task",
+    )
+    # 512 samples at 512 px are 512 MiB: a pod holds a few while it resizes, and a test set of
+    # 11,702 samples is 23 shards to fetch in parallel.
+    shard_samples: int = param(512, "samples per store shard", low=1, high=10**6)
+    workers: int = _workers()
+    skip_bad: bool = _skip_bad()
 
 
 @dataclass(frozen=True)
@@ -169,11 +194,7 @@ class TrainConfig(StepConfig):
         high=10_000,
         result=False,
     )
-    skip_bad: bool = param(
-        False,
-        "leave unreadable samples out (listed in metrics.json) instead of stopping",
-        result=False,
-    )
+    skip_bad: bool = _skip_bad()
     work_root: str = param(
         "",
         "durable folder (e.g. s3://) for per-epoch checkpoints so a retried pod resumes; "
@@ -215,6 +236,7 @@ class SubmitConfig(StepConfig):
 
 CONFIGS: dict[str, type[StepConfig]] = {
     "split": SplitConfig,
+    "prepare": PrepareConfig,
     "train": TrainConfig,
     "infer": InferConfig,
     "thresholds": ThresholdsConfig,

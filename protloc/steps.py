@@ -35,6 +35,7 @@ from typing import Any
 from protloc import storage
 from protloc.config import (
     InferConfig,
+    PrepareConfig,
     SplitConfig,
     SubmitConfig,
     ThresholdsConfig,
@@ -170,6 +171,30 @@ def split_step(cfg: SplitConfig, *, data_root: str, out: str) -> dict[str, Any]:
         return run_split(labels_uri(data_root), out, cfg)
 
 
+def prepare_step(cfg: PrepareConfig, *, data_root: str, split: str, out: str) -> dict[str, Any]:
+    """Every sample of the split's manifest and every test id decoded once, at ``cfg.store_size``
+    px, into the store in ``out`` (shards, index.parquet, store.json)."""
+    from protloc.data.hpa import read_test_ids, sample_submission_uri
+    from protloc.data.manifest import read_manifest
+    from protloc.data.store import build_store
+
+    with timed("prepare", out, {"split": split}):
+        manifest = read_manifest(storage.join(split, MANIFEST))
+        return build_store(
+            data_root,
+            {
+                "train": list(manifest.frame["id"]),
+                "test": read_test_ids(sample_submission_uri(data_root)),
+            },
+            cfg.store_size,
+            out,
+            shard_samples=cfg.shard_samples,
+            workers=cfg.workers,
+            skip_bad=cfg.skip_bad,
+            labels_sha256=manifest.meta.get("labels_sha256", ""),
+        )
+
+
 def train_step(
     cfg: TrainConfig,
     *,
@@ -177,6 +202,7 @@ def train_step(
     split: str,
     out: str,
     previous: str | None = None,
+    store: str | None = None,
     out_uri: str | None = None,
 ) -> dict[str, Any]:
     """One cycle, warm-started from ``previous`` (the previous train step's folder); with
@@ -197,6 +223,7 @@ def train_step(
                 split=split,
                 out=out,
                 previous=previous,
+                store=store,
                 out_uri=out_uri,
             ),
             cfg.gpus,
@@ -207,7 +234,7 @@ def train_step(
     from protloc.report.plot_worker import BackgroundPlots
     from protloc.train.cycle import check_existing, train_cycle
 
-    require_finished({"split": split, "previous": previous})
+    require_finished({"split": split, "previous": previous, "store": store})
     init = storage.join(previous, CHECKPOINT) if previous else ""
     manifest = storage.join(split, MANIFEST)
     inputs = cycle_inputs(manifest, data_root, init, cfg)
@@ -227,6 +254,7 @@ def train_step(
             init=init,
             labels_uri=labels_uri(data_root),
             inputs=inputs,
+            store=store or "",
         )
         if not _main_process():
             return metrics
@@ -307,7 +335,13 @@ def read_snapshot_list(train_dir: str) -> list[str]:
 
 
 def infer_step(
-    cfg: InferConfig, *, data_root: str, split: str, last_cycle: str, out: str
+    cfg: InferConfig,
+    *,
+    data_root: str,
+    split: str,
+    last_cycle: str,
+    out: str,
+    store: str | None = None,
 ) -> dict[str, Any]:
     """Every snapshot listed by ``last_cycle`` predicts the validation fold and the test ids
     (with ``cfg.gpus`` N > 1, each of N ranks its share); returns each snapshot's and the
@@ -317,7 +351,13 @@ def infer_step(
 
         return launch(
             partial(
-                infer_step, cfg, data_root=data_root, split=split, last_cycle=last_cycle, out=out
+                infer_step,
+                cfg,
+                data_root=data_root,
+                split=split,
+                last_cycle=last_cycle,
+                out=out,
+                store=store,
             ),
             cfg.gpus,
         )
@@ -325,7 +365,7 @@ def infer_step(
     from protloc.data.hpa import labels_uri, sample_submission_uri
     from protloc.evaluate.infer import run_infer, val_scores
 
-    with timed("infer", out, {"split": split, "last_cycle": last_cycle}):
+    with timed("infer", out, {"split": split, "last_cycle": last_cycle, "store": store}):
         storage.check_writable_folder(cfg.cache_dir or str(default_cache_dir()), "cache folder")
         snapshots = read_snapshot_list(last_cycle)
         rows = run_infer(
@@ -336,6 +376,7 @@ def infer_step(
             cfg,
             labels_uri=labels_uri(data_root),
             sample_submission_uri=sample_submission_uri(data_root),
+            store=store or "",
         )
         if not _main_process():  # rank 0 gathered every rank's predictions and wrote them
             return {}
@@ -441,9 +482,16 @@ class Step:
     scalars: Callable[[Any], dict[str, float]] | None = None
     gpu: bool = False
     reports: tuple[Report, ...] = ()
+    cpus: int = 2  # a CPU step's request on a cluster
 
 
 _SPLIT = Input("split", "the split step's output folder (manifest.parquet)", type="Dataset")
+_STORE = Input(
+    "store",
+    "the prepare step's output folder (the decoded samples); none: decode the images",
+    optional=True,
+    type="Dataset",
+)
 _PREDICTIONS = Input(
     "predictions", "the infer step's output folder (predictions.parquet)", type="Dataset"
 )
@@ -462,6 +510,16 @@ STEPS: dict[str, Step] = {
             reports=(_PAGE,),
         ),
         Step(
+            "prepare",
+            "Every labelled and test sample decoded once into the sample store (uint8 shards).",
+            PrepareConfig,
+            (_SPLIT,),
+            True,
+            prepare_step,
+            output="Dataset",
+            cpus=16,
+        ),
+        Step(
             "train",
             "One SGDR cycle, warm-started from the previous cycle's snapshot.",
             TrainConfig,
@@ -474,6 +532,7 @@ STEPS: dict[str, Step] = {
                     optional=True,
                     type="Model",
                 ),
+                _STORE,
             ),
             True,
             train_step,
@@ -494,6 +553,7 @@ STEPS: dict[str, Step] = {
                     "the last train step's output folder (snapshots.json)",
                     type="Model",
                 ),
+                _STORE,
             ),
             True,
             infer_step,
@@ -569,6 +629,8 @@ def step_configs(values: dict[str, Any], cycles: list[dict[str, int]]) -> dict[s
     for name, step in STEPS.items():
         if name == "train":
             out[name] = [TrainConfig(**pick(TrainConfig), **c) for c in cycles]
+        elif name == "prepare":  # the store holds the largest size of the schedule
+            out[name] = PrepareConfig(**pick(PrepareConfig), store_size=cycles[-1]["size"])
         else:
             out[name] = step.config(**pick(step.config))
     return out

@@ -39,6 +39,7 @@ def main(argv: Sequence[str] | None) -> None:
         **defaults,
         "split": Artifact(split_dir, split_dir),
         "previous": None,
+        "store": None,
         "data_root": data_root,
         "code_version": code_version(),
         "out": Artifact(out, out_uri),

@@ -19,7 +19,7 @@ import yaml
 import pipeline
 from components.factory import kfp_component
 from protloc.cli import step_parser
-from protloc.config import CONFIGS, TrainConfig
+from protloc.config import CONFIGS, PrepareConfig, TrainConfig
 from protloc.errors import ConfigError
 from protloc.params import Param
 from protloc.steps import DATA_ROOT, STEPS, Step, pipeline_params
@@ -160,7 +160,11 @@ def _bad_values(p: Param) -> list:
 
 
 def _valid(cls) -> dict:
-    return {"size": 96, "batch_size": 8, "epochs": 1} if cls is TrainConfig else {}
+    required = {
+        TrainConfig: {"size": 96, "batch_size": 8, "epochs": 1},
+        PrepareConfig: {"store_size": 96},
+    }
+    return required.get(cls, {})
 
 
 @pytest.mark.parametrize("name", list(CONFIGS))

@@ -453,7 +453,8 @@ def test_bad_train_flags_are_one_line_errors(tiny_data, tiny_split, tmp_path, fl
 
 
 def test_pipeline_errors_are_one_line(data, tmp_path):
-    # A step that fails under kfp.local: which step, and its own one-line error.
+    # A step that fails under kfp.local: which step, and its own one-line error. A bad image
+    # stops the prepare step, before any train task.
     victim = sorted((data / "train").glob("*_yellow.png"))[5]
     victim.write_bytes(victim.read_bytes()[:40])  # truncated
     proc = _run(
@@ -472,7 +473,7 @@ def test_pipeline_errors_are_one_line(data, tmp_path):
             "0",
         ]
     )
-    _one_line_error(proc, "step train failed:", victim.name.rsplit("_", 1)[0], "yellow")
+    _one_line_error(proc, "step prepare failed:", victim.name.rsplit("_", 1)[0], "yellow")
     assert "RuntimeError" not in proc.stderr
     # --root that is a file; compile into a folder that does not exist yet.
     (tmp_path / "f").write_text("x")
@@ -545,7 +546,8 @@ def _candidates(p, rng: random.Random) -> list[str]:
         pool += list(p.spec.choices) + [c.upper() for c in p.spec.choices]
     if p.spec.low is not None:
         pool += [repr(p.spec.low), repr(p.spec.low - 1), repr(p.spec.high or 0)]
-    return [rng.choice(pool) for _ in range(3)]
+    valid = [] if p.required else [str(p.default)]  # at least one value that must parse
+    return [rng.choice(pool) for _ in range(3)] + valid
 
 
 @pytest.mark.parametrize("name", list(STEPS))
@@ -562,6 +564,8 @@ def test_every_cli_parameter_parses_to_a_valid_value_or_a_one_line_error(name):
         base += ["--data-root", "r"]
     if name == "train":
         base += ["--size", "96", "--batch-size", "8", "--epochs", "1"]
+    if name == "prepare":
+        base += ["--store-size", "96"]
     outcomes = {"ok": 0, "refused": 0}
     if not step.config.params():  # submit: no settings; another step's flag is refused
         with pytest.raises(SystemExit):

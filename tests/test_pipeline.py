@@ -27,7 +27,12 @@ def test_compiled_dag(compiled):
     spec, platform = compiled
     tasks = spec["root"]["dag"]["tasks"]
     trains = [f"train{'' if i == 0 else f'-{i + 1}'}" for i in range(7)]
-    assert set(tasks) == {"split", *trains, "infer", "thresholds", "submit"}
+    assert set(tasks) == {"split", "prepare", *trains, "infer", "thresholds", "submit"}
+    # Decoded once, at the largest size; every cycle and infer read that store.
+    assert tasks["prepare"]["inputs"]["parameters"]["store_size"]["runtimeValue"]["constant"] == 512
+    for name in (*trains, "infer"):
+        store = tasks[name]["inputs"]["artifacts"]["store"]["taskOutputArtifact"]
+        assert store["producerTask"] == "prepare", name
     # K train tasks chained in schedule order, each warm-started from the one before.
     assert "previous" not in tasks["train"]["inputs"].get("artifacts", {})
     for i in range(1, 7):
@@ -219,6 +224,7 @@ def test_alpha_only_rerun_serves_split_train_infer_from_cache(local_runs):
     ran = {s["step"]: s["ran"] for s in second["steps"]}
     assert ran == {
         "split": False,
+        "prepare": False,
         "train cycle 1": False,
         "train cycle 2": False,
         "infer": False,
@@ -244,7 +250,7 @@ def test_data_changed_under_the_same_uri_is_not_served_from_cache(local_runs):
     _, _, third = local_runs
     ran = {s["step"]: s["ran"] for s in third["steps"]}
     assert ran["train cycle 1"] and ran["train cycle 2"] and ran["infer"], ran
-    assert ran["split"]  # it reads the data root too (its output is the same)
+    assert ran["split"] and ran["prepare"]  # they read the data root too
     assert third["cycles"][0]["val_macro_f1_at_0.5"] >= 0
 
 

@@ -33,6 +33,7 @@ import numpy as np
 
 from protloc import storage
 from protloc.data.hpa import detect_extension, load_sample
+from protloc.data.store import Store, fill_from_store
 from protloc.errors import DataError, StorageError
 from protloc.progress import eta
 
@@ -187,6 +188,37 @@ def _decode_into(
     return kept, skipped
 
 
+def _fill_from_store(
+    out: np.ndarray,
+    store: Store,
+    split: str,
+    ids: list[str],
+    size: int,
+    workers: int,
+    skip_bad: bool,
+) -> list[str]:
+    """:func:`protloc.data.store.fill_from_store` with the cache's progress lines."""
+    t0, done = time.perf_counter(), 0
+
+    def progress(n: int) -> None:
+        nonlocal done
+        done += n
+        elapsed = time.perf_counter() - t0
+        log.info(
+            "image cache %s at %d px from the store: %d/%d samples (%.0f samples/s, %s)",
+            split,
+            size,
+            done,
+            len(ids),
+            done / max(elapsed, 1e-9),
+            eta(done, len(ids), elapsed),
+        )
+
+    return fill_from_store(
+        store, split, ids, size, out, workers=workers, skip_bad=skip_bad, progress=progress
+    )
+
+
 def build_cache(
     root: str,
     split: str,
@@ -195,8 +227,10 @@ def build_cache(
     cache_dir: str | Path | None = None,
     workers: int = 4,
     skip_bad: bool = False,
+    store: Store | None = None,
 ) -> ImageCache:
-    """Return the cache of ``ids`` at ``size`` px, building it first if needed."""
+    """Return the cache of ``ids`` at ``size`` px, building it first if needed: from the
+    prepare step's ``store`` when given (no PNG decoded), else by decoding ``root``'s images."""
     if not ids:
         raise DataError(f"no samples to cache from {root}/{split}")
     from protloc.data.identity import images_identity
@@ -204,14 +238,14 @@ def build_cache(
     cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
     cache_dir.mkdir(parents=True, exist_ok=True)
     remove_orphans(cache_dir)
-    identity = images_identity(root, split, ids)
+    # A store made from these images holds their bytes: its identity keys the cache instead.
+    identity = f"store {store.identity}" if store else images_identity(root, split, ids)
     base = cache_dir / cache_key(root, split, ids, size, skip_bad, identity)
     found = _open_existing(base, size)
     if found is not None:
         log.info("image cache hit: %d samples at %d px (%s)", len(found), size, found.path.name)
         return found
 
-    ext = detect_extension(root, split, ids[0])
     tmp = base.with_name(f"{base.name}.u8.tmp.{os.getpid()}")
     sample_bytes = 4 * size * size
     t0 = time.perf_counter()
@@ -219,7 +253,12 @@ def build_cache(
         _reserve(tmp, len(ids) * sample_bytes, cache_dir)
         out = np.memmap(tmp, dtype=np.uint8, mode="r+", shape=(len(ids), 4, size, size))
 
-        kept, skipped = _decode_into(out, root, split, ids, size, ext, workers, skip_bad)
+        if store is not None:
+            skipped = _fill_from_store(out, store, split, ids, size, workers, skip_bad)
+            kept = [i for i in ids if i not in set(skipped)]
+        else:
+            ext = detect_extension(root, split, ids[0])
+            kept, skipped = _decode_into(out, root, split, ids, size, ext, workers, skip_bad)
         out.flush()
         del out
         if not kept:

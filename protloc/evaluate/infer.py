@@ -15,6 +15,7 @@ from protloc.config import InferConfig
 from protloc.data.cache import build_cache
 from protloc.data.hpa import read_test_ids
 from protloc.data.manifest import check_labels, read_manifest
+from protloc.data.store import Store, open_store
 from protloc.errors import ArtifactError, ConfigError
 from protloc.evaluate import predictions
 from protloc.evaluate.predict import predict
@@ -67,6 +68,7 @@ def predict_share(
     splits: dict[str, tuple[str, list[str]]],
     data_root: str,
     cfg: InferConfig,
+    store: Store | None = None,
 ) -> dict[tuple[str, str], np.ndarray]:
     """This rank's predictions: every ``d.world``-th id of each split (``split -> (folder,
     ids)``), from its own image cache of them, for every snapshot."""
@@ -83,7 +85,13 @@ def predict_share(
             if not share:
                 continue
             cache = build_cache(
-                data_root, folder, share, state["size"], cfg.cache_dir, workers=max(cfg.workers, 2)
+                data_root,
+                folder,
+                share,
+                state["size"],
+                cfg.cache_dir,
+                workers=max(cfg.workers, 2),
+                store=store,
             )
             rank = f" (rank {d.rank} of {d.world})" if d.world > 1 else ""
             mine[name, split] = predict(
@@ -108,6 +116,7 @@ def run_infer(
     *,
     labels_uri: str,
     sample_submission_uri: str,
+    store: str = "",
 ) -> pd.DataFrame:
     """Write ``{out}/predictions.parquet`` (per-snapshot and ensemble rows); returns the frame
     (empty on ranks other than 0, which only predict their share).
@@ -124,7 +133,8 @@ def run_infer(
     splits = {k: v for k, v in splits.items() if v[1]}
     d = init_distributed()
     t0 = time.perf_counter()
-    parts = gather(d, predict_share(d, names, states, splits, data_root, cfg))
+    opened = open_store(store) if store else None
+    parts = gather(d, predict_share(d, names, states, splits, data_root, cfg, opened))
     teardown(d)
     if parts is None:  # not rank 0
         return pd.DataFrame()

@@ -28,6 +28,7 @@ from protloc.data.dataset import CachedImages
 from protloc.data.hpa import labels_to_matrix
 from protloc.data.manifest import Manifest, check_labels, read_manifest
 from protloc.data.sampling import epoch_indices
+from protloc.data.store import open_store
 from protloc.data.transforms import channel_stats, normalize
 from protloc.errors import ArtifactError, ConfigError, ProtlocError
 from protloc.evaluate.predict import autocast, predict
@@ -167,8 +168,11 @@ def train_cycle(
     init: str = "",
     labels_uri: str = "",
     inputs: dict[str, Any] | None = None,
+    store: str = "",
 ) -> dict[str, Any]:
     """Run (or resume, or skip) one SGDR cycle; writes checkpoint.pt and metrics.json to ``out``.
+
+    ``store``: the prepare step's folder; the images then come from it, not from decoding.
 
     ``init``: the previous cycle's checkpoint to warm-start from (empty: a new model, from
     ``cfg.pretrained`` or from scratch). ``labels_uri``: the labels file the manifest must match.
@@ -201,7 +205,7 @@ def train_cycle(
         )
 
     t_start = time.perf_counter()
-    run = setup(manifest_uri, data_root, cfg, d, state, init, labels_uri, ckpt_uri)
+    run = setup(manifest_uri, data_root, cfg, d, state, init, labels_uri, ckpt_uri, store)
     run.inputs = inputs
     n_epoch, steps = _per_epoch(run.weights, cfg.batch_size, d.world)
     log.info(
@@ -254,8 +258,11 @@ def setup(
     init: str,
     labels_uri: str,
     ckpt_uri: str,
+    store: str = "",
 ) -> Run:
-    """Read the manifest, build the image caches, make the model and the optimizer."""
+    """Read the manifest, build the image caches (from ``store`` if given), make the model and
+    the optimizer."""
+    opened = open_store(store) if store else None
     manifest: Manifest = read_manifest(manifest_uri)
     if labels_uri:
         check_labels(manifest, labels_uri, manifest_uri)
@@ -273,6 +280,7 @@ def setup(
                 cfg.cache_dir,
                 workers=max(cfg.workers, 2),
                 skip_bad=cfg.skip_bad,
+                store=opened,
             ),
         )
 

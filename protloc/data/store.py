@@ -1,0 +1,251 @@
+"""The sample store: every labelled and test sample decoded once, as uint8 shards.
+
+Decoding four PNGs costs ~12 ms per 512-px sample and core, and without a store every train task
+and the infer task decode every image again (8 times for the Table-1 schedule). The prepare step
+decodes each sample once, at the schedule's largest size (the native 512 px for HPA's Table 1),
+into shards of raw (n, 4, S, S) uint8 arrays, ``{split}-{k:05d}.u8``, with an index
+(``index.parquet``: id, split, shard, row) and ``store.json`` (size, shard files, skipped ids,
+the labels' SHA-256). A task then fetches only the shards it needs, in parallel, and derives its
+cycle's size from the uint8 arrays: a resize, never a PNG decode.
+
+The resize is the one the PNG path does (Pillow bilinear with ``reducing_gap=2.0``), so a store
+at the native size gives the same cache bytes, and so the same training, as decoding the PNGs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from itertools import islice
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+
+from protloc import storage
+from protloc.data.hpa import detect_extension, load_sample
+from protloc.errors import ArtifactError, ConfigError, DataError
+from protloc.progress import eta
+
+log = logging.getLogger(__name__)
+
+STORE = "store.json"
+INDEX = "index.parquet"
+STORE_FORMAT = 1
+FETCHES = 4  # shards downloaded at once
+
+
+def shard_name(split: str, k: int) -> str:
+    return f"{split}-{k:05d}.u8"
+
+
+def build_store(
+    root: str,
+    ids_by_split: dict[str, list[str]],
+    size: int,
+    out: str,
+    *,
+    shard_samples: int,
+    workers: int,
+    skip_bad: bool,
+    labels_sha256: str,
+) -> dict:
+    """Decode every id of ``ids_by_split`` (``train`` and ``test`` folders of ``root``) at
+    ``size`` px into shards in ``out``; returns the ``store.json`` document."""
+    doc: dict = {"format": STORE_FORMAT, "size": size, "labels_sha256": labels_sha256, "splits": {}}
+    index = []
+    t0 = time.perf_counter()
+    total = sum(len(ids) for ids in ids_by_split.values())
+    done = 0
+    for split, ids in ids_by_split.items():
+        if not ids:
+            continue
+        ext = detect_extension(root, split, ids[0])
+        shards, skipped = [], []
+        for k, start in enumerate(range(0, len(ids), shard_samples)):
+            chunk = ids[start : start + shard_samples]
+            arrays, bad = _decode(root, split, chunk, size, ext, workers, skip_bad)
+            skipped += bad
+            kept = [i for i in chunk if i not in set(bad)]  # arrays are in this order
+            if kept:
+                name = shard_name(split, len(shards))
+                storage.write_bytes(storage.join(out, name), np.stack(arrays).tobytes())
+                index += [(i, split, len(shards), row) for row, i in enumerate(kept)]
+                shards.append({"file": name, "count": len(kept)})
+            done += len(chunk)
+            elapsed = time.perf_counter() - t0
+            log.info(
+                "store %s at %d px: %d/%d samples, shard %d (%.1f samples/s, %s)",
+                split,
+                size,
+                done,
+                total,
+                k,
+                done / max(elapsed, 1e-9),
+                eta(done, total, elapsed),
+            )
+        if not shards:
+            raise DataError(f"every sample in {root}/{split} was bad; nothing to store")
+        doc["splits"][split] = {"shards": shards, "skipped": skipped}
+    frame = pd.DataFrame(index, columns=["id", "split", "shard", "row"])
+    buf = io.BytesIO()
+    frame.to_parquet(buf, index=False)
+    storage.write_bytes(storage.join(out, INDEX), buf.getvalue())
+    doc["index_sha256"] = hashlib.sha256(buf.getvalue()).hexdigest()
+    storage.write_json(storage.join(out, STORE), doc)
+    log.info(
+        "store: %d samples at %d px in %d shards, %.1f s",
+        len(frame),
+        size,
+        sum(len(s["shards"]) for s in doc["splits"].values()),
+        time.perf_counter() - t0,
+    )
+    return doc
+
+
+def _decode(
+    root: str, split: str, ids: list[str], size: int, ext: str, workers: int, skip_bad: bool
+) -> tuple[list[np.ndarray], list[str]]:
+    """The samples of ``ids`` at ``size`` px (threads: Pillow releases the GIL), and the ids
+    left out as bad (with ``skip_bad``; else the first bad one stops it, named)."""
+
+    def load(sample_id: str) -> np.ndarray | DataError:
+        try:
+            return load_sample(root, split, sample_id, size=size, ext=ext)
+        except DataError as exc:
+            if not skip_bad:
+                raise
+            return exc
+
+    arrays, bad = [], []
+    with ThreadPoolExecutor(max(1, workers)) as pool:
+        for sample_id, result in zip(ids, pool.map(load, ids), strict=True):
+            if isinstance(result, DataError):
+                log.warning("skipping bad sample: %s", result)
+                bad.append(sample_id)
+            else:
+                arrays.append(result)
+    return arrays, bad
+
+
+@dataclass
+class Store:
+    """A finished store: where it is, its size and which shard and row hold each id."""
+
+    uri: str
+    size: int
+    doc: dict
+    index: pd.DataFrame
+
+    @property
+    def identity(self) -> str:
+        """What the store's bytes are (its index and size): part of an image cache's key."""
+        return f"{self.size}:{self.doc['index_sha256']}"
+
+    def skipped(self, split: str) -> list[str]:
+        return list(self.doc["splits"].get(split, {}).get("skipped", []))
+
+
+def open_store(uri: str) -> Store:
+    """Read ``store.json`` and the index of the store folder ``uri``."""
+    try:
+        doc = json.loads(storage.read_text(storage.join(uri, STORE)))
+        size = int(doc["size"])
+        if doc.get("format") != STORE_FORMAT:
+            raise ValueError(f"format {doc.get('format')!r}, this code reads {STORE_FORMAT}")
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ArtifactError(f"{storage.join(uri, STORE)}: not a protloc store ({exc})") from None
+    raw = storage.read_bytes(storage.join(uri, INDEX))
+    if hashlib.sha256(raw).hexdigest() != doc.get("index_sha256"):
+        raise ArtifactError(f"{storage.join(uri, INDEX)}: does not match {STORE} (changed?)")
+    return Store(uri, size, doc, pd.read_parquet(io.BytesIO(raw)))
+
+
+def fill_from_store(
+    store: Store,
+    split: str,
+    ids: list[str],
+    size: int,
+    out: np.ndarray,
+    *,
+    workers: int,
+    skip_bad: bool,
+    progress: Callable[[int], None],
+) -> list[str]:
+    """Write ``ids``' samples at ``size`` px into the rows of ``out`` (in order, bad ones left
+    out), from the shards that hold them: each fetched once, several at a time, resized by
+    ``workers`` threads. Returns the ids the store left out as bad; without ``skip_bad`` such
+    an id stops it, named, as decoding it would. An id the store does not hold is refused."""
+    if size > store.size:
+        raise ConfigError(
+            f"store {store.uri} holds {store.size}-px samples: it cannot serve {size} px "
+            f"(prepare it at the schedule's largest size)"
+        )
+    where = store.index[store.index["split"] == split].set_index("id")
+    bad = set(store.skipped(split))
+    missing = [i for i in ids if i not in where.index and i not in bad]
+    if missing:
+        raise ArtifactError(
+            f"store {store.uri} has no {split} sample {missing[0]!r} "
+            f"({len(missing)} missing): it was prepared from another manifest or data root"
+        )
+    left_out = [i for i in ids if i in bad]
+    if left_out and not skip_bad:
+        raise DataError(
+            f"sample {left_out[0]!r}: unreadable, left out of the store {store.uri} by prepare "
+            f"(skip_bad); set skip_bad here too, or fix the image and prepare again"
+        )
+    kept = [i for i in ids if i not in bad]
+    rows = where.loc[kept]
+    position = {sample_id: n for n, sample_id in enumerate(kept)}
+    files = store.doc["splits"][split]["shards"]
+    side = store.size
+
+    def fetch(k: int) -> np.ndarray:
+        uri = storage.join(store.uri, files[k]["file"])
+        data = np.frombuffer(storage.read_bytes(uri), dtype=np.uint8)
+        if data.size != files[k]["count"] * 4 * side * side:
+            raise ArtifactError(f"{uri}: {data.size} bytes, not {files[k]['count']} samples")
+        return data.reshape(files[k]["count"], 4, side, side)
+
+    def place(args: tuple[np.ndarray, str, int]) -> None:
+        shard, sample_id, row = args
+        out[position[sample_id]] = resize(shard[row], size)
+
+    shards = iter(sorted(set(rows["shard"])))
+    with ThreadPoolExecutor(FETCHES) as fetcher, ThreadPoolExecutor(max(1, workers)) as resizer:
+        # At most FETCHES shards in flight: a test set at 512 px is ~12 GB.
+        pending = deque((k, fetcher.submit(fetch, k)) for k in islice(shards, FETCHES))
+        while pending:
+            k, future = pending.popleft()
+            shard = future.result()
+            following = next(shards, None)
+            if following is not None:
+                pending.append((following, fetcher.submit(fetch, following)))
+            part = rows[rows["shard"] == k]
+            jobs = [(shard, i, r) for i, r in zip(part.index, part["row"], strict=True)]
+            list(resizer.map(place, jobs))
+            progress(len(jobs))
+    return left_out
+
+
+def resize(sample: np.ndarray, size: int) -> np.ndarray:
+    """A (4, S, S) uint8 sample at ``size`` px, resized as decoding the PNGs would be."""
+    if sample.shape[-1] == size:
+        return sample
+    return np.stack(
+        [
+            np.asarray(
+                Image.fromarray(c).resize((size, size), Image.BILINEAR, reducing_gap=2.0),
+                dtype=np.uint8,
+            )
+            for c in sample
+        ]
+    )

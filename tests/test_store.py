@@ -1,0 +1,88 @@
+"""The sample store: each image decoded once by prepare, read by train and infer instead."""
+
+import json
+
+import numpy as np
+import pytest
+
+from protloc import storage
+from protloc.config import PrepareConfig
+from protloc.data.cache import build_cache
+from protloc.data.manifest import read_manifest
+from protloc.data.store import open_store
+from protloc.errors import ArtifactError, ConfigError, DataError
+from protloc.steps import prepare_step
+
+
+def _ids(tiny_split):
+    return list(read_manifest(str(tiny_split / "manifest.parquet")).frame["id"])
+
+
+def test_cache_from_the_store_is_the_cache_from_the_pngs(tiny_data, tiny_split, tmp_path):
+    """At the store's size and smaller: byte for byte what decoding the PNGs gives, so a
+    cycle trains the same either way; the test ids are in the store too."""
+    prepare_step(PrepareConfig(store_size=96, shard_samples=7, workers=2), data_root=str(tiny_data),
+                 split=str(tiny_split), out=str(tmp_path / "store"))  # fmt: skip
+    store = open_store(str(tmp_path / "store"))
+    doc = json.loads((tmp_path / "store" / "store.json").read_text())
+    assert len(doc["splits"]["train"]["shards"]) == -(-len(_ids(tiny_split)) // 7)
+    ids = _ids(tiny_split)[::-1]  # any order
+    for size in (96, 80):
+        decoded = build_cache(str(tiny_data), "train", ids, size, tmp_path / "a", workers=2)
+        stored = build_cache(str(tiny_data), "train", ids, size, tmp_path / "b", store=store)
+        assert stored.ids == decoded.ids and np.array_equal(stored.array, decoded.array), size
+    test_ids = sorted(p.name.split("_")[0] for p in (tiny_data / "test").glob("*_red.png"))
+    a = build_cache(str(tiny_data), "test", test_ids, 80, tmp_path / "a", workers=2)
+    b = build_cache(str(tiny_data), "test", test_ids, 80, tmp_path / "b", store=store)
+    assert np.array_equal(a.array, b.array)
+    with pytest.raises(ConfigError, match="holds 96-px samples: it cannot serve 112 px"):
+        build_cache(str(tiny_data), "train", ids, 112, tmp_path / "b", store=store)
+    with pytest.raises(ArtifactError, match="has no train sample 'not-an-id'"):
+        build_cache(str(tiny_data), "train", ["not-an-id"], 80, tmp_path / "b", store=store)
+
+
+def test_store_on_s3(tiny_data, tiny_split, tmp_path, bucket):
+    """Prepared into s3:// (moto) and read back from there: the same cache bytes."""
+    uri = f"{bucket}/run/prepare"
+    prepare_step(PrepareConfig(store_size=96, shard_samples=16, workers=2), data_root=str(tiny_data),
+                 split=str(tiny_split), out=uri)  # fmt: skip
+    assert storage.exists(f"{uri}/store.json") and storage.exists(f"{uri}/timing.json")
+    ids = _ids(tiny_split)
+    decoded = build_cache(str(tiny_data), "train", ids, 80, tmp_path / "a", workers=2)
+    stored = build_cache(str(tiny_data), "train", ids, 80, tmp_path / "b", store=open_store(uri))
+    assert np.array_equal(stored.array, decoded.array)
+
+
+def test_bad_image_is_found_and_named_by_prepare(tiny_data, tiny_split, tmp_path):
+    """A corrupt PNG stops prepare naming the id and channel; with skip_bad it is left out
+    and listed, and a train cache without skip_bad refuses it by name, as decoding would."""
+    import shutil
+
+    data = shutil.copytree(tiny_data, tmp_path / "data")
+    bad = _ids(tiny_split)[3]
+    (data / "train" / f"{bad}_green.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    cfg = PrepareConfig(store_size=96, shard_samples=8, workers=2)
+    with pytest.raises(DataError, match=rf"sample '{bad}' channel green"):
+        prepare_step(cfg, data_root=str(data), split=str(tiny_split), out=str(tmp_path / "s1"))
+    assert not (tmp_path / "s1" / "timing.json").exists()
+    out = str(tmp_path / "s2")
+    prepare_step(PrepareConfig(store_size=96, shard_samples=8, workers=2, skip_bad=True),
+                 data_root=str(data), split=str(tiny_split), out=out)  # fmt: skip
+    store = open_store(out)
+    assert store.skipped("train") == [bad]
+    ids = _ids(tiny_split)
+    with pytest.raises(DataError, match=rf"sample '{bad}': unreadable, left out of the store"):
+        build_cache(str(data), "train", ids, 80, tmp_path / "c", store=store)
+    cache = build_cache(str(data), "train", ids, 80, tmp_path / "c", skip_bad=True, store=store)
+    assert cache.skipped == [bad] and len(cache) == len(ids) - 1
+    decoded = build_cache(str(data), "train", ids, 80, tmp_path / "d", workers=2, skip_bad=True)
+    assert np.array_equal(cache.array, decoded.array)
+
+
+def test_a_changed_index_is_refused(tiny_data, tiny_split, tmp_path):
+    out = tmp_path / "store"
+    prepare_step(PrepareConfig(store_size=96), data_root=str(tiny_data), split=str(tiny_split),
+                 out=str(out))  # fmt: skip
+    (out / "index.parquet").write_bytes((out / "index.parquet").read_bytes() + b"x")
+    with pytest.raises(ArtifactError, match=r"index\.parquet: does not match store\.json"):
+        open_store(str(out))
