@@ -50,7 +50,7 @@ thresholds: install ## rerun the demo with ALPHA=A: only thresholds and submit e
 compile: install ## write pipeline.yaml for a cluster (the paper's Table 1 schedule)
 	$(BIN)/python pipeline.py compile -o pipeline.yaml
 
-bench: install ## every performance case against its yardstick, one table (about 2 min on 2 cores)
+bench: install ## every performance case against its yardstick, one table (about 3.5 min on 2 cores)
 	$(BIN)/python bench/run.py --demo-root $(DEMO_ROOT) --json build/bench.json
 
 images: install ## build the cpu and gpu images from this tree (needs Docker; BASE_IMAGE=... picks the base)

@@ -34,6 +34,7 @@ class Projection:
     epochs: int
     draws_per_epoch: int
     val: int
+    labelled: int
     gflops: dict[int, float]  # forward GFLOPs per image, by size
     train_h: float
     infer_h: float
@@ -78,11 +79,58 @@ def project(
         epochs=epochs,
         draws_per_epoch=draws,
         val=val,
+        labelled=len(manifest),
         gflops=gflops,
         train_h=train_s / 3600,
         infer_h=infer_s / 3600,
         cache_h=cache_s / 3600,
         needed_img_s={s: sustained / (3 * gflops[s] * 1e9) for s in sizes},
+    )
+
+
+@dataclass
+class StoreProjection:
+    """The same schedule with the prepare step's store, on ``gpus`` GPUs of one node."""
+
+    gpus: int
+    train_h: float
+    infer_h: float
+    prepare_h: float
+    read_h: float  # every train and infer task fetching and resizing its samples
+
+    @property
+    def total_h(self) -> float:
+        return self.train_h + self.infer_h + self.prepare_h + self.read_h
+
+
+def project_with_store(
+    base: Projection,
+    gpus: int = 1,
+    prepare_cpus: int = 16,
+    decode_per_core: float = 70.0,
+    read_gb_s: float = 1.0,
+    resize_per_core: float = 400.0,
+    cpus_per_gpu: int = 8,
+) -> StoreProjection:
+    """Decoding once (prepare, ``prepare_cpus``), then each of the 8 tasks fetching its
+    samples' 512-px uint8 arrays (1 MiB each) at ``read_gb_s`` and resizing them on its
+    ``cpus_per_gpu * gpus`` cores; GPU work divided by ``gpus`` (ideal data parallelism:
+    an upper bound on the speed-up)."""
+    everything = base.labelled + TEST_IDS
+    prepare_s = everything / (prepare_cpus * decode_per_core)
+
+    def read_s(samples: int) -> float:  # one task: fetch 1 MiB per sample, then resize
+        return samples * 4 * 512 * 512 / (read_gb_s * 1e9) + samples / (
+            cpus_per_gpu * gpus * resize_per_core
+        )
+
+    reads = len(base.gflops) * read_s(base.labelled) + read_s(base.val + TEST_IDS)
+    return StoreProjection(
+        gpus=gpus,
+        train_h=base.train_h / gpus,
+        infer_h=base.infer_h / gpus,
+        prepare_h=prepare_s / 3600,
+        read_h=reads / 3600,
     )
 
 
@@ -94,6 +142,8 @@ def main() -> None:
     p.add_argument("--cpus", type=int, default=8, help="CPU cores of a train pod")
     p.add_argument("--decode-per-core", type=float, default=70.0)
     p.add_argument("--tta", type=int, default=8)
+    p.add_argument("--read-gb-s", type=float, default=1.0, help="store fetch rate per pod, GB/s")
+    p.add_argument("--resize-per-core", type=float, default=400.0, help="512 -> S px, samples/s")
     a = p.parse_args()
     r = project(a.epochs, a.peak_tflops, a.mfu, a.cpus, a.decode_per_core, a.tta)
     print(f"draws per epoch {r.draws_per_epoch}, validation {r.val}, test {TEST_IDS}")
@@ -105,6 +155,16 @@ def main() -> None:
         f"train {r.train_h:.2f} h + infer {r.infer_h:.2f} h + cache builds {r.cache_h:.2f} h "
         f"= {r.total_h:.2f} h"
     )
+    for gpus in (1, 8):
+        q = project_with_store(
+            r, gpus, decode_per_core=a.decode_per_core, read_gb_s=a.read_gb_s,
+            resize_per_core=a.resize_per_core,
+        )  # fmt: skip
+        print(
+            f"with the store, {gpus} GPU(s): train {q.train_h * 60:.1f} min + infer "
+            f"{q.infer_h * 60:.1f} + prepare {q.prepare_h * 60:.1f} + reading {q.read_h * 60:.1f}"
+            f" = {q.total_h * 60:.1f} min"
+        )
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """`make bench`: every performance case against its yardstick, side by side in one run, printed
-as one table (about 4 minutes on 2 cores). Each case's own script has more options and detail:
-input_pipeline.py, split_scaling.py, thresholds.py, train_speed.py, gpu.py, projection.py.
+as one table (about 3.5 minutes on 2 cores). Each case's own script has more options and detail:
+input_pipeline.py, store_readiness.py, split_scaling.py, thresholds.py, train_speed.py, gpu.py,
+projection.py.
 
     .venv/bin/python bench/run.py [--json bench/last.json] [--demo-root runs/local]
 """
@@ -21,11 +22,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling bench mo
 import input_pipeline
 import projection
 import split_scaling
+import store_readiness
 import thresholds
 import torch
 import train_speed
 
 GOAL_INPUT = 20.0  # cache against decoding, samples/s per core (issue: at least 20x)
+GOAL_READY = 10.0  # data readiness of a train task, store against decoding (issue: >= 10x)
 
 
 @dataclass
@@ -78,6 +81,40 @@ def input_rows(seconds: float) -> tuple[list[Row], float]:
             ),
         ]
     return rows, figures[-1].decode_per_s
+
+
+def store_rows(samples: int) -> list[Row]:
+    """Data readiness of one train task through S3 (moto): decode the PNGs vs read the store;
+    the prepare step's rate against plain decoding."""
+    cores = 2
+    out = store_readiness.run(samples, [221, 512], cores, shard_samples=128)
+    rows = []
+    for size in (221, 512):
+        old, new, local = (out[f"{k}_{size}_s"] for k in ("old", "new", "new_local"))
+        ratio = old / new
+        goal = "met" if ratio >= GOAL_READY else f"missed by {1 - ratio / GOAL_READY:.0%}"
+        rows.append(
+            Row(
+                f"data readiness {size} px, {samples} real-size samples via S3, s ({cores} cores)",
+                f"{old:.1f} (decode PNGs)",
+                f"{new:.1f} (read the store)",
+                _x(ratio),
+                f"goal >= {GOAL_READY:.0f}x {goal}; store on local disk {local:.1f} s "
+                f"({_x(old / local)})",
+            )
+        )
+    prepare = samples / out["prepare_s"] / cores
+    decode = samples / out["old_512_s"] / cores
+    rows.append(
+        Row(
+            "prepare step, samples/s per core (512 px, to S3)",
+            f"{decode:.1f} (plain decoding)",
+            f"{prepare:.1f}",
+            _x(prepare / decode),
+            "decoding is the floor",
+        )
+    )
+    return rows
 
 
 def split_rows() -> list[Row]:
@@ -250,6 +287,7 @@ def main() -> None:
     p.add_argument("--json", default=None, help="also write the rows here")
     p.add_argument("--demo-root", default="runs/local")
     p.add_argument("--seconds", type=float, default=3.0, help="per input-pipeline measurement")
+    p.add_argument("--store-samples", type=int, default=1000, help="samples of the store case")
     args = p.parse_args()
     logging.basicConfig(level=logging.WARNING)
     torch.set_num_threads(2)
@@ -258,6 +296,7 @@ def main() -> None:
     rows, decode_512 = input_rows(args.seconds)
     print(f"[bench] input pipeline: {time.perf_counter() - t:.0f} s", file=sys.stderr, flush=True)
     for name, fn in (
+        ("store", lambda: store_rows(args.store_samples)),
         ("split", split_rows),
         ("thresholds", threshold_rows),
         ("synthetic data", synthetic_rows),

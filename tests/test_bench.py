@@ -26,3 +26,19 @@ def test_gpu_benchmark_code_paths_run_on_the_cpu(tmp_path):
     assert row["fp32_img_s"] > 0 and row["bf16_cl_img_s"] > 0
     assert set(row["idle_fraction"]) == {"0", "1"}
     assert all(0 <= v <= 1 for v in row["idle_fraction"].values())
+
+
+def test_store_readiness_benchmark_runs(tmp_path):
+    """bench/store_readiness.py on 12 samples through its own moto server: both paths build
+    a cache at both sizes (the figures themselves are make bench's, not asserted here)."""
+    proc = subprocess.run(
+        [sys.executable, "bench/store_readiness.py", "--samples", "12", "--sizes", "96,128",
+         "--workers", "2", "--shard-samples", "5"],
+        cwd=ROOT, capture_output=True, text=True, check=False, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = json.loads(proc.stdout[proc.stdout.index("{") :])
+    assert out["samples"] == 12 and out["shard_samples"] == 5
+    for key in ("old_96_s", "old_128_s", "new_96_s", "new_128_s", "new_local_96_s", "prepare_s"):
+        assert out[key] > 0, key
+    assert "96 px: decode PNGs" in proc.stdout and "128 px: decode PNGs" in proc.stdout

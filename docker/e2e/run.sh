@@ -48,7 +48,7 @@ echo "== docker-compose up (each step waits for the previous one to complete)"
 status=$(docker wait "$("${compose[@]}" ps -q submit)")
 echo "== flow finished in $(( $(date +%s) - start )) s; submit exited with $status"
 "${compose[@]}" ps
-for svc in split train-1 train-2 train-3 infer thresholds submit; do
+for svc in split prepare train-1 train-2 train-3 infer thresholds submit; do
     echo "--- $svc (last lines)"; "${compose[@]}" logs --no-color "$svc" | tail -n 3
 done
 [ "$status" = 0 ] || exit 1

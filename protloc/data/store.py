@@ -21,7 +21,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from itertools import islice
 
@@ -64,6 +64,9 @@ def build_store(
     t0 = time.perf_counter()
     total = sum(len(ids) for ids in ids_by_split.values())
     done = 0
+    # One shard uploads while the next one decodes.
+    uploader = ThreadPoolExecutor(1)
+    upload: Future | None = None
     for split, ids in ids_by_split.items():
         if not ids:
             continue
@@ -76,7 +79,11 @@ def build_store(
             kept = [i for i in chunk if i not in set(bad)]  # arrays are in this order
             if kept:
                 name = shard_name(split, len(shards))
-                storage.write_bytes(storage.join(out, name), np.stack(arrays).tobytes())
+                data = np.stack(arrays).tobytes()
+                del arrays
+                if upload is not None:
+                    upload.result()
+                upload = uploader.submit(storage.write_bytes, storage.join(out, name), data)
                 index += [(i, split, len(shards), row) for row, i in enumerate(kept)]
                 shards.append({"file": name, "count": len(kept)})
             done += len(chunk)
@@ -94,6 +101,9 @@ def build_store(
         if not shards:
             raise DataError(f"every sample in {root}/{split} was bad; nothing to store")
         doc["splits"][split] = {"shards": shards, "skipped": skipped}
+    if upload is not None:
+        upload.result()
+    uploader.shutdown()
     frame = pd.DataFrame(index, columns=["id", "split", "shard", "row"])
     buf = io.BytesIO()
     frame.to_parquet(buf, index=False)

@@ -1,0 +1,160 @@
+"""Data readiness of one train task: decoding the PNGs (the old path) against reading the
+prepare step's store (the new one), both from S3 (moto's server on 127.0.0.1), on N real-size
+samples (512 px, 4 channels: the 20 real HPA channel files of tests/data/hpa, reused under N
+ids); and the prepare step's own rate against plain decoding.
+
+Readiness here is the seconds from nothing to a finished image cache at the cycle's size: what
+a train task does before its first optimizer step besides building the model (~1 s on either
+path). Every build starts from an empty cache folder.
+
+    .venv/bin/python bench/store_readiness.py [--samples 1000] [--sizes 221,512] [--workers 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from protloc import storage
+from protloc.data.cache import build_cache
+from protloc.data.hpa import CHANNELS
+from protloc.data.store import build_store, open_store
+
+REAL = Path(__file__).resolve().parents[1] / "tests" / "data" / "hpa" / "real_channels"
+
+
+def _moto() -> tuple[subprocess.Popen, str]:
+    """moto's S3 server as its own process on a free port of 127.0.0.1 (as S3 is another
+    machine: it does not share this process's interpreter), test credentials in the env."""
+    import socket
+
+    import boto3
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = subprocess.Popen(
+        [str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    endpoint = f"http://127.0.0.1:{port}"
+    os.environ.update(
+        AWS_ENDPOINT_URL=endpoint,
+        AWS_ACCESS_KEY_ID="bench",
+        AWS_SECRET_ACCESS_KEY="bench",
+        AWS_DEFAULT_REGION="us-east-1",
+    )
+    client = boto3.client("s3", endpoint_url=endpoint)
+    for _ in range(100):
+        try:
+            client.create_bucket(Bucket="bench")
+            break
+        except Exception:  # not listening yet
+            time.sleep(0.1)
+    return server, "s3://bench"
+
+
+def upload(root: str, n: int) -> list[str]:
+    """N samples under ``{root}/train/``: each channel one of the 5 real files of its colour."""
+    files = {c: sorted(REAL.glob(f"*_{c}.png")) for c in CHANNELS}
+    data = {c: [f.read_bytes() for f in fs] for c, fs in files.items()}
+    ids = [f"s{i:05d}" for i in range(n)]
+
+    def put(i: int) -> None:
+        for c in CHANNELS:
+            blob = data[c][i % len(data[c])]
+            storage.write_bytes(storage.join(root, "train", f"{ids[i]}_{c}.png"), blob)
+
+    with ThreadPoolExecutor(16) as pool:
+        list(pool.map(put, range(n)))
+    return ids
+
+
+def run(samples: int, sizes: list[int], workers: int, shard_samples: int) -> dict:
+    server, bucket = _moto()
+    try:
+        root = f"{bucket}/data"
+        t0 = time.perf_counter()
+        ids = upload(root, samples)
+        out: dict = {"samples": samples, "workers": workers, "upload_s": time.perf_counter() - t0}
+        with tempfile.TemporaryDirectory() as tmp:
+            for size in sizes:
+                t0 = time.perf_counter()
+                build_cache(root, "train", ids, size, Path(tmp) / f"old{size}", workers=workers)
+                out[f"old_{size}_s"] = time.perf_counter() - t0
+            store_uri = f"{bucket}/store"
+            t0 = time.perf_counter()
+            build_store(
+                root,
+                {"train": ids},
+                max(sizes),
+                store_uri,
+                shard_samples=shard_samples,
+                workers=workers,
+                skip_bad=False,
+                labels_sha256="",
+            )
+            out["prepare_s"] = time.perf_counter() - t0
+            out["shard_samples"] = shard_samples
+            for size in sizes:
+                t0 = time.perf_counter()
+                store = open_store(store_uri)
+                build_cache(
+                    root, "train", ids, size, Path(tmp) / f"new{size}", workers=workers, store=store
+                )
+                out[f"new_{size}_s"] = time.perf_counter() - t0
+            # The same store on a local disk: what is left when the object store is not the
+            # bottleneck (moto serves ~250 MB/s from one Python process).
+            local = Path(tmp) / "store"
+            for name in storage.listing(store_uri):
+                storage.write_bytes(str(local / name), storage.read_bytes(f"{store_uri}/{name}"))
+            for size in sizes:
+                t0 = time.perf_counter()
+                build_cache(
+                    root, "train", ids, size, Path(tmp) / f"loc{size}", workers=workers,
+                    store=open_store(str(local)),
+                )  # fmt: skip
+                out[f"new_local_{size}_s"] = time.perf_counter() - t0
+    finally:
+        server.terminate()
+        server.wait()
+    return out
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--samples", type=int, default=1000)
+    p.add_argument("--sizes", default="221,512")
+    p.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    p.add_argument("--shard-samples", type=int, default=128)
+    args = p.parse_args()
+    sizes = [int(s) for s in args.sizes.split(",")]
+    out = run(args.samples, sizes, args.workers, args.shard_samples)
+    for size in sizes:
+        old, new = out[f"old_{size}_s"], out[f"new_{size}_s"]
+        loc = out[f"new_local_{size}_s"]
+        print(
+            f"{size} px: decode PNGs {old:.1f} s, read the store {new:.1f} s: {old / new:.1f}x "
+            f"(the store on a local disk: {loc:.1f} s, {old / loc:.1f}x)"
+        )
+    per_core_prepare = args.samples / out["prepare_s"] / args.workers
+    per_core_decode = args.samples / out[f"old_{max(sizes)}_s"] / args.workers
+    print(
+        f"prepare: {per_core_prepare:.1f} samples/s per core; plain decoding at {max(sizes)} px "
+        f"{per_core_decode:.1f}"
+    )
+    print(json.dumps(out, indent=2))
+
+
+if __name__ == "__main__":
+    main()
