@@ -175,10 +175,12 @@ def prepare_step(cfg: PrepareConfig, *, data_root: str, split: str, out: str) ->
     """Every sample of the split's manifest and every test id decoded once, at ``cfg.store_size``
     px, into the store in ``out`` (shards, index.parquet, store.json)."""
     from protloc.data.hpa import read_test_ids, sample_submission_uri
+    from protloc.data.identity import data_fingerprint
     from protloc.data.manifest import read_manifest
     from protloc.data.store import build_store
 
     with timed("prepare", out, {"split": split}):
+        fingerprint = data_fingerprint(data_root)  # before reading: a change meanwhile shows
         manifest = read_manifest(storage.join(split, MANIFEST))
         return build_store(
             data_root,
@@ -192,7 +194,18 @@ def prepare_step(cfg: PrepareConfig, *, data_root: str, split: str, out: str) ->
             workers=cfg.workers,
             skip_bad=cfg.skip_bad,
             labels_sha256=manifest.meta.get("labels_sha256", ""),
+            data_fingerprint=fingerprint,
         )
+
+
+def check_store(store: str | None, data_root: str) -> None:
+    """A store given to train or infer must come from the data the data root holds now."""
+    if not store:
+        return
+    from protloc.data.identity import data_fingerprint
+    from protloc.data.store import open_store, require_same_data
+
+    require_same_data(open_store(store), data_fingerprint(data_root), data_root)
 
 
 def train_step(
@@ -235,6 +248,7 @@ def train_step(
     from protloc.train.cycle import check_existing, train_cycle
 
     require_finished({"split": split, "previous": previous, "store": store})
+    check_store(store, data_root)
     init = storage.join(previous, CHECKPOINT) if previous else ""
     manifest = storage.join(split, MANIFEST)
     inputs = cycle_inputs(manifest, data_root, init, cfg)
@@ -365,6 +379,8 @@ def infer_step(
     from protloc.data.hpa import labels_uri, sample_submission_uri
     from protloc.evaluate.infer import run_infer, val_scores
 
+    require_finished({"split": split, "last_cycle": last_cycle, "store": store})
+    check_store(store, data_root)
     with timed("infer", out, {"split": split, "last_cycle": last_cycle, "store": store}):
         storage.check_writable_folder(cfg.cache_dir or str(default_cache_dir()), "cache folder")
         snapshots = read_snapshot_list(last_cycle)

@@ -86,3 +86,25 @@ def test_a_changed_index_is_refused(tiny_data, tiny_split, tmp_path):
     (out / "index.parquet").write_bytes((out / "index.parquet").read_bytes() + b"x")
     with pytest.raises(ArtifactError, match=r"index\.parquet: does not match store\.json"):
         open_store(str(out))
+
+
+def test_a_store_of_older_images_is_refused(tiny_data, tiny_split, tmp_path, cache_dir):
+    """An image regenerated after prepare: a train step given that store stops before any
+    work, naming the store, instead of training on the old pixels."""
+    import shutil
+
+    from PIL import Image
+
+    from protloc.config import TrainConfig
+    from protloc.steps import train_step
+
+    data = shutil.copytree(tiny_data, tmp_path / "data")
+    store = str(tmp_path / "store")
+    prepare_step(PrepareConfig(store_size=96), data_root=str(data), split=str(tiny_split),
+                 out=store)  # fmt: skip
+    Image.fromarray(np.zeros((96, 96), np.uint8)).save(next((data / "train").glob("*_red.png")))
+    cfg = TrainConfig(size=80, batch_size=8, epochs=1, workers=0)
+    with pytest.raises(ArtifactError, match=r"was prepared from other data .* run prepare again"):
+        train_step(cfg, data_root=str(data), split=str(tiny_split), out=str(tmp_path / "t"),
+                   store=store)  # fmt: skip
+    assert not (tmp_path / "t").exists()

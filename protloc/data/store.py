@@ -56,10 +56,19 @@ def build_store(
     workers: int,
     skip_bad: bool,
     labels_sha256: str,
+    data_fingerprint: str = "",
 ) -> dict:
     """Decode every id of ``ids_by_split`` (``train`` and ``test`` folders of ``root``) at
-    ``size`` px into shards in ``out``; returns the ``store.json`` document."""
-    doc: dict = {"format": STORE_FORMAT, "size": size, "labels_sha256": labels_sha256, "splits": {}}
+    ``size`` px into shards in ``out``; returns the ``store.json`` document, which records
+    ``data_fingerprint`` (the data root's, when it was read) so a store of older images is
+    refused later."""
+    doc: dict = {
+        "format": STORE_FORMAT,
+        "size": size,
+        "labels_sha256": labels_sha256,
+        "data_fingerprint": data_fingerprint,
+        "splits": {},
+    }
     index = []
     t0 = time.perf_counter()
     total = sum(len(ids) for ids in ids_by_split.values())
@@ -176,6 +185,17 @@ def open_store(uri: str) -> Store:
     if hashlib.sha256(raw).hexdigest() != doc.get("index_sha256"):
         raise ArtifactError(f"{storage.join(uri, INDEX)}: does not match {STORE} (changed?)")
     return Store(uri, size, doc, pd.read_parquet(io.BytesIO(raw)))
+
+
+def require_same_data(store: Store, fingerprint: str, root: str) -> None:
+    """Refuse a store prepared from other data than ``root`` holds now (images fixed or
+    regenerated since: its pixels would be the old ones)."""
+    then = store.doc.get("data_fingerprint", "")
+    if then and then != fingerprint:
+        raise ArtifactError(
+            f"store {store.uri} was prepared from other data than {root} holds now "
+            f"(fingerprint {then} then, {fingerprint} now): run prepare again"
+        )
 
 
 def fill_from_store(
