@@ -102,6 +102,13 @@ def _launches(gpus: int) -> bool:
     return True
 
 
+def _in_ranks(front_door: Callable[..., Any], cfg: Any, **kwargs: Any) -> Any:
+    """``front_door(cfg, **kwargs)`` in ``cfg.gpus`` ranks; rank 0's result."""
+    from protloc.train.distributed import launch
+
+    return launch(partial(front_door, cfg, **kwargs), cfg.gpus)
+
+
 def _main_process() -> bool:
     """False in the ranks > 0 of a torchrun group (they compute, rank 0 writes)."""
     return os.environ.get("RANK", "0") == "0"
@@ -226,21 +233,8 @@ def train_step(
     storage, e.g. s3://) the per-epoch checkpoints live there, so a retried pod resumes.
     """
     if _launches(cfg.gpus):
-        from protloc.train.distributed import launch
-
-        return launch(
-            partial(
-                train_step,
-                cfg,
-                data_root=data_root,
-                split=split,
-                out=out,
-                previous=previous,
-                store=store,
-                out_uri=out_uri,
-            ),
-            cfg.gpus,
-        )
+        folders = {"split": split, "out": out, "previous": previous, "store": store}
+        return _in_ranks(train_step, cfg, data_root=data_root, out_uri=out_uri, **folders)
     from protloc.data.cache import default_cache_dir
     from protloc.data.hpa import labels_uri
     from protloc.report.pages import training_page
@@ -361,20 +355,8 @@ def infer_step(
     (with ``cfg.gpus`` N > 1, each of N ranks its share); returns each snapshot's and the
     ensemble's validation macro F1 at 0.5."""
     if _launches(cfg.gpus):
-        from protloc.train.distributed import launch
-
-        return launch(
-            partial(
-                infer_step,
-                cfg,
-                data_root=data_root,
-                split=split,
-                last_cycle=last_cycle,
-                out=out,
-                store=store,
-            ),
-            cfg.gpus,
-        )
+        folders = {"split": split, "last_cycle": last_cycle, "out": out, "store": store}
+        return _in_ranks(infer_step, cfg, data_root=data_root, **folders)
     from protloc.data.cache import default_cache_dir
     from protloc.data.hpa import labels_uri, sample_submission_uri
     from protloc.evaluate.infer import run_infer, val_scores

@@ -25,14 +25,13 @@ import json
 import logging
 import os
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from protloc import storage
-from protloc.data.hpa import detect_extension, load_sample
+from protloc.data.hpa import decode_samples, detect_extension
 from protloc.data.store import Store, fill_from_store
 from protloc.errors import DataError, StorageError
 from protloc.progress import eta
@@ -154,37 +153,27 @@ def _decode_into(
 ) -> tuple[list[str], list[str]]:
     """Decode ``ids`` into the rows of ``out`` in order; returns (kept, skipped) ids."""
     t0 = time.perf_counter()
-
-    def load(sample_id: str) -> np.ndarray | DataError:
-        try:
-            return load_sample(root, split, sample_id, size=size, ext=ext)
-        except DataError as exc:
-            if not skip_bad:
-                raise
-            return exc
-
     kept: list[str] = []
     skipped: list[str] = []
     every = max(1, len(ids) // 10)
-    with ThreadPoolExecutor(max(1, workers)) as pool:  # Pillow releases the GIL while decoding
-        for n, (sample_id, result) in enumerate(zip(ids, pool.map(load, ids), strict=True), 1):
-            if isinstance(result, DataError):
-                log.warning("skipping bad sample: %s", result)
-                skipped.append(sample_id)
-            else:
-                out[len(kept)] = result
-                kept.append(sample_id)
-            if n % every == 0 or n == len(ids):
-                elapsed = time.perf_counter() - t0
-                log.info(
-                    "image cache %s at %d px: %d/%d samples (%.0f samples/s, %s)",
-                    split,
-                    size,
-                    n,
-                    len(ids),
-                    n / max(elapsed, 1e-9),
-                    eta(n, len(ids), elapsed),
-                )
+    samples = decode_samples(root, split, ids, size, ext, workers, skip_bad)
+    for n, (sample_id, sample) in enumerate(samples, 1):
+        if sample is None:
+            skipped.append(sample_id)
+        else:
+            out[len(kept)] = sample
+            kept.append(sample_id)
+        if n % every == 0 or n == len(ids):
+            elapsed = time.perf_counter() - t0
+            log.info(
+                "image cache %s at %d px: %d/%d samples (%.0f samples/s, %s)",
+                split,
+                size,
+                n,
+                len(ids),
+                n / max(elapsed, 1e-9),
+                eta(n, len(ids), elapsed),
+            )
     return kept, skipped
 
 

@@ -18,6 +18,8 @@ import io
 import logging
 import re
 import warnings
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -274,3 +276,33 @@ def load_sample(
         # reducing_gap lets Pillow shrink by an integer factor first: much faster, same look.
         images = [img.resize((size, size), Image.BILINEAR, reducing_gap=2.0) for img in images]
     return np.stack([np.asarray(img, dtype=np.uint8) for img in images])
+
+
+def decode_samples(
+    root: str,
+    split: str,
+    ids: list[str],
+    size: int,
+    ext: str,
+    workers: int,
+    skip_bad: bool,
+) -> Iterator[tuple[str, np.ndarray | None]]:
+    """``(id, sample)`` for ``ids`` in order, each decoded at ``size`` px by one of ``workers``
+    threads (Pillow releases the GIL while decoding). A bad sample stops it with its DataError,
+    or with ``skip_bad`` comes as ``(id, None)``, logged."""
+
+    def load(sample_id: str) -> np.ndarray | DataError:
+        try:
+            return load_sample(root, split, sample_id, size=size, ext=ext)
+        except DataError as exc:
+            if not skip_bad:
+                raise
+            return exc
+
+    with ThreadPoolExecutor(max(1, workers)) as pool:
+        for sample_id, result in zip(ids, pool.map(load, ids), strict=True):
+            if isinstance(result, DataError):
+                log.warning("skipping bad sample: %s", result)
+                yield sample_id, None
+            else:
+                yield sample_id, result

@@ -30,7 +30,7 @@ import pandas as pd
 from PIL import Image
 
 from protloc import storage
-from protloc.data.hpa import detect_extension, load_sample
+from protloc.data.hpa import decode_samples, detect_extension
 from protloc.errors import ArtifactError, ConfigError, DataError
 from protloc.progress import eta
 
@@ -132,25 +132,14 @@ def build_store(
 def _decode(
     root: str, split: str, ids: list[str], size: int, ext: str, workers: int, skip_bad: bool
 ) -> tuple[list[np.ndarray], list[str]]:
-    """The samples of ``ids`` at ``size`` px (threads: Pillow releases the GIL), and the ids
-    left out as bad (with ``skip_bad``; else the first bad one stops it, named)."""
-
-    def load(sample_id: str) -> np.ndarray | DataError:
-        try:
-            return load_sample(root, split, sample_id, size=size, ext=ext)
-        except DataError as exc:
-            if not skip_bad:
-                raise
-            return exc
-
+    """The samples of ``ids`` at ``size`` px, and the ids left out as bad (with ``skip_bad``;
+    else the first bad one stops it, named)."""
     arrays, bad = [], []
-    with ThreadPoolExecutor(max(1, workers)) as pool:
-        for sample_id, result in zip(ids, pool.map(load, ids), strict=True):
-            if isinstance(result, DataError):
-                log.warning("skipping bad sample: %s", result)
-                bad.append(sample_id)
-            else:
-                arrays.append(result)
+    for sample_id, sample in decode_samples(root, split, ids, size, ext, workers, skip_bad):
+        if sample is None:
+            bad.append(sample_id)
+        else:
+            arrays.append(sample)
     return arrays, bad
 
 
