@@ -152,7 +152,7 @@ def _run_task(step: Step, args: dict[str, Any]) -> Any:
         if not cfg.work_root and storage.is_s3(args["out"].uri):
             # On a cluster the output artifact lives under the pipeline root on S3; its task's
             # folder is the same for every retry of the task, so a retried pod resumes there.
-            task_folder = args["out"].uri.rstrip("/").rsplit("/", 1)[0]
+            task_folder = storage.parent(args["out"].uri)
             cfg = dataclasses.replace(cfg, work_root=storage.join(task_folder, "work"))
     result = step.run(cfg, **folders)
     for r in step.reports:  # the UI shows the artifact's own file: a copy of the step's

@@ -272,22 +272,16 @@ def train_step(
                     storage.join(out, name), storage.read_bytes(storage.join(work, name))
                 )
         # The page shows the chain so far: the curves of every earlier cycle, then this one's.
-        chain_metrics = [_sibling_json(uri, METRICS) for uri in chain] + [metrics]
+        chain_metrics = [
+            storage.read_json(storage.join(storage.parent(uri), METRICS)) for uri in chain
+        ]
+        chain_metrics.append(metrics)
         figures.render("training_curves", storage.join(out, CURVES), chain_metrics)
         figures.close()
         training_page(chain_metrics, storage.read_bytes(storage.join(out, CURVES)), out)
         chain.append(storage.join(out_uri or out, CHECKPOINT))
         storage.write_json(storage.join(out, SNAPSHOTS), {"snapshots": chain})
         return metrics
-
-
-def _sibling_json(uri: str, name: str) -> dict[str, Any]:
-    """The JSON file ``name`` in the folder of ``uri`` (a snapshot's ``metrics.json``)."""
-    path = storage.join(uri.rstrip("/").rsplit("/", 1)[0], name)
-    try:
-        return json.loads(storage.read_text(path))
-    except ValueError as exc:
-        raise ArtifactError(f"{path}: not JSON ({exc})") from None
 
 
 def cycle_inputs(manifest_uri: str, data_root: str, init: str, cfg: TrainConfig) -> dict[str, Any]:

@@ -25,9 +25,9 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
-from protloc.errors import StorageError
+from protloc.errors import ArtifactError, StorageError
 
 log = logging.getLogger(__name__)
 
@@ -302,6 +302,19 @@ def write_bytes(uri: str, data: bytes) -> None:
 def write_text(uri: str, text: str) -> None:
     """Write a UTF-8 text file atomically."""
     write_bytes(uri, text.encode("utf-8"))
+
+
+def read_json(uri: str) -> Any:
+    """A JSON file's value; a file that is not JSON is an ArtifactError naming it."""
+    try:
+        return json.loads(read_text(uri))
+    except ValueError as exc:
+        raise ArtifactError(f"{uri}: not JSON ({exc})") from None
+
+
+def parent(uri: str) -> str:
+    """The folder (or prefix) ``uri`` is in: ``s3://b/run/x/checkpoint.pt`` -> ``s3://b/run/x``."""
+    return uri.rstrip("/").rsplit("/", 1)[0]
 
 
 def write_json(uri: str, obj: object) -> None:

@@ -7,8 +7,9 @@ from tests.conftest import ROOT
 
 def test_cpu_steps_import_neither_torch_nor_kfp():
     code = (
-        "import sys, protloc.data.split, protloc.evaluate.thresholds, protloc.evaluate.submission, protloc.steps, "
-        "components.split, components.thresholds, components.submit; "
+        "import sys, protloc.data.split, protloc.data.store, protloc.evaluate.thresholds, "
+        "protloc.evaluate.submission, protloc.steps, "
+        "components.split, components.prepare, components.thresholds, components.submit; "
         "print(sorted(m for m in ('torch', 'kfp') if m in sys.modules))"
     )
     out = subprocess.run(

@@ -244,7 +244,8 @@ def build_cache(
 
         if store is not None:
             skipped = _fill_from_store(out, store, split, ids, size, workers, skip_bad)
-            kept = [i for i in ids if i not in set(skipped)]
+            left_out = set(skipped)
+            kept = [i for i in ids if i not in left_out]
         else:
             ext = detect_extension(root, split, ids[0])
             kept, skipped = _decode_into(out, root, split, ids, size, ext, workers, skip_bad)

@@ -273,9 +273,15 @@ def load_sample(
         )
         raise DataError(f"sample {sample_id!r}: channels differ in size ({detail})")
     if size is not None and images[0].size != (size, size):
-        # reducing_gap lets Pillow shrink by an integer factor first: much faster, same look.
-        images = [img.resize((size, size), Image.BILINEAR, reducing_gap=2.0) for img in images]
+        images = [resize_channel(img, size) for img in images]
     return np.stack([np.asarray(img, dtype=np.uint8) for img in images])
+
+
+def resize_channel(img: Image.Image, size: int) -> Image.Image:
+    """One channel at ``size`` x ``size`` px: the one resize of the PNG path and the store (so
+    a cache made from the store holds the bytes decoding gives)."""
+    # reducing_gap lets Pillow shrink by an integer factor first: much faster, same look.
+    return img.resize((size, size), Image.BILINEAR, reducing_gap=2.0)
 
 
 def decode_samples(

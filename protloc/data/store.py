@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
 import logging
 import time
 from collections import deque
@@ -30,7 +29,7 @@ import pandas as pd
 from PIL import Image
 
 from protloc import storage
-from protloc.data.hpa import decode_samples, detect_extension
+from protloc.data.hpa import decode_samples, detect_extension, resize_channel
 from protloc.errors import ArtifactError, ConfigError, DataError
 from protloc.progress import eta
 
@@ -85,7 +84,8 @@ def build_store(
             chunk = ids[start : start + shard_samples]
             arrays, bad = _decode(root, split, chunk, size, ext, workers, skip_bad)
             skipped += bad
-            kept = [i for i in chunk if i not in set(bad)]  # arrays are in this order
+            left_out = set(bad)
+            kept = [i for i in chunk if i not in left_out]  # arrays are in this order
             if kept:
                 name = shard_name(split, len(shards))
                 data = np.stack(arrays).tobytes()
@@ -163,8 +163,8 @@ class Store:
 
 def open_store(uri: str) -> Store:
     """Read ``store.json`` and the index of the store folder ``uri``."""
+    doc = storage.read_json(storage.join(uri, STORE))
     try:
-        doc = json.loads(storage.read_text(storage.join(uri, STORE)))
         size = int(doc["size"])
         if doc.get("format") != STORE_FORMAT:
             raise ValueError(f"format {doc.get('format')!r}, this code reads {STORE_FORMAT}")
@@ -260,11 +260,5 @@ def resize(sample: np.ndarray, size: int) -> np.ndarray:
     if sample.shape[-1] == size:
         return sample
     return np.stack(
-        [
-            np.asarray(
-                Image.fromarray(c).resize((size, size), Image.BILINEAR, reducing_gap=2.0),
-                dtype=np.uint8,
-            )
-            for c in sample
-        ]
+        [np.asarray(resize_channel(Image.fromarray(c), size), dtype=np.uint8) for c in sample]
     )

@@ -9,25 +9,15 @@ came from cache, and the wall time, prints it and writes the dict to ``last_summ
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from protloc import storage
-from protloc.errors import ArtifactError
 
 SUMMARY = "summary.md"  # the file name in the submit step's output folder
 
 
 def _json(folder: str, name: str) -> dict[str, Any]:
-    uri = storage.join(folder, name)
-    try:
-        return json.loads(storage.read_text(uri))
-    except ValueError as exc:
-        raise ArtifactError(f"{uri}: not JSON ({exc})") from None
-
-
-def _parent(uri: str) -> str:
-    return uri.rstrip("/").rsplit("/", 1)[0]
+    return storage.read_json(storage.join(folder, name))
 
 
 def step_time(name: str, folder: str) -> dict[str, Any]:
@@ -47,7 +37,7 @@ def run_summary(predictions: str, thresholds: str) -> dict[str, Any]:
     snapshots = _json(predictions, "snapshots.json")["snapshots"]
     cycles, steps = [], []
     for uri in snapshots:
-        folder = _parent(uri)
+        folder = storage.parent(uri)
         metrics = _json(folder, "metrics.json")
         cycles.append(
             {
