@@ -42,3 +42,19 @@ def test_store_readiness_benchmark_runs(tmp_path):
     for key in ("old_96_s", "old_128_s", "new_96_s", "new_128_s", "new_local_96_s", "prepare_s"):
         assert out[key] > 0, key
     assert "96 px: decode PNGs" in proc.stdout and "128 px: decode PNGs" in proc.stdout
+
+
+def test_resampling_table_on_the_real_labels():
+    """bench/resampling.py: the class rule halves both dominant classes, the sample rule cuts
+    them by far less, and neither touches the x5 rare classes."""
+    proc = subprocess.run(
+        [sys.executable, "bench/resampling.py"],
+        cwd=ROOT, capture_output=True, text=True, check=False, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = {line.split("|")[1].strip(): line.split("|") for line in proc.stdout.splitlines()}
+    assert len([k for k in rows if k[:1].isdigit()]) == 28
+    assert rows["0 Nucleoplasm"][5].strip() == "-17%" and rows["0 Nucleoplasm"][7].strip() == "-50%"
+    assert rows["25 Cytosol"][5].strip() == "-21%" and rows["25 Cytosol"][7].strip() == "-50%"
+    for rare in ("8 Peroxisomes", "27 Rods & rings"):
+        assert rows[rare][5].strip() == rows[rare][7].strip() == "+0%"

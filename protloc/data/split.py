@@ -3,9 +3,11 @@
 Validation gets ``val_fraction`` of the samples by ``iterstrat``'s
 ``MultilabelStratifiedShuffleSplit`` (Sechidis et al., the paper's reference [15]). In the train
 fold, a sample that carries a *rare* class (fewer than ``rare_below`` training samples) is drawn
-``rare_factor`` times per epoch; a sample whose labels are all *dominant* classes (present in at
-least ``dominant_share`` of training samples: Nucleoplasm and Cytosol on the real data) is drawn
-``dominant_factor`` times; every other sample once. The weight is the expected number of draws
+``rare_factor`` times per epoch. The *dominant* classes (present in at least ``dominant_share`` of
+training samples: Nucleoplasm and Cytosol on the real data) are undersampled: with
+``resampling="class"`` (the paper's "by a factor of two") each one's expected draws are scaled by
+``dominant_factor``; with ``"sample"`` only a sample whose labels are all dominant is drawn
+``dominant_factor`` times. Every other sample is drawn once. The weight is the expected number of draws
 per epoch; the train step turns it into a fresh sample list each epoch (protloc.data.sampling).
 """
 
@@ -62,13 +64,52 @@ def class_roles(y_train: np.ndarray, params: SplitConfig) -> tuple[np.ndarray, n
 def resampling_weights(
     y_train: np.ndarray, rare: np.ndarray, dominant: np.ndarray, params: SplitConfig
 ) -> np.ndarray:
-    """Expected draws per epoch for each training sample (float32)."""
+    """Expected draws per epoch for each training sample (float32): every sample with a rare class
+    ``rare_factor`` times, the dominant classes undersampled by ``params.resampling``'s rule."""
     has_rare = (y_train[:, rare] > 0).any(axis=1)
-    only_dominant = (y_train[:, ~dominant].sum(axis=1) == 0) & (y_train.sum(axis=1) > 0)
-    weights = np.ones(len(y_train), dtype=np.float32)
-    weights[only_dominant] = params.dominant_factor
-    weights[has_rare] = params.rare_factor  # a rare class wins over everything else
-    return weights
+    weights = np.ones(len(y_train), dtype=np.float64)
+    weights[has_rare] = params.rare_factor
+    if params.resampling == "sample":
+        only_dominant = (y_train[:, ~dominant].sum(axis=1) == 0) & (y_train.sum(axis=1) > 0)
+        weights[only_dominant & ~has_rare] = params.dominant_factor
+    elif dominant.any():
+        weights = _undersample_classes(
+            y_train, weights, ~has_rare, dominant, params.dominant_factor
+        )
+    return weights.astype(np.float32)
+
+
+def _undersample_classes(
+    y: np.ndarray, weights: np.ndarray, free: np.ndarray, dominant: np.ndarray, factor: float
+) -> np.ndarray:
+    """Scale each dominant class's expected draws by ``factor`` by reweighting only the ``free``
+    samples (those without a rare class, which keep their x rare_factor).
+
+    A free sample's weight is the product of one multiplier per dominant class it carries, found
+    by iterative proportional fitting (raking): with Nucleoplasm and Cytosol on one image, one
+    multiplier per class cannot be set alone. If a class's fixed (rare) draws already exceed its
+    target, its free samples go to 0 and the achieved factor (in the split's stats) says so.
+    """
+    yd = y[:, dominant].astype(bool)
+    carriers = yd & free[:, None]
+    fixed = ((yd & ~free[:, None]) * weights[:, None]).sum(axis=0)
+    target = np.maximum(factor * (yd * weights[:, None]).sum(axis=0) - fixed, 0.0)
+    multipliers = np.ones(yd.shape[1])
+    free_weights = np.ones(len(y))
+    for _ in range(1000):
+        for c in range(yd.shape[1]):
+            current = free_weights[carriers[:, c]].sum()
+            if current > 0:
+                ratio = target[c] / current
+                multipliers[c] *= ratio
+                free_weights[carriers[:, c]] *= ratio
+        reached = np.array([free_weights[carriers[:, c]].sum() for c in range(yd.shape[1])])
+        if np.allclose(reached, target, rtol=1e-9, atol=1e-9):
+            break
+    out = weights.copy()
+    rows = carriers.any(axis=1)
+    out[rows] = free_weights[rows]
+    return out
 
 
 def make_manifest(labels: pd.DataFrame, params: SplitConfig) -> pd.DataFrame:
@@ -98,6 +139,11 @@ def split_stats(manifest: pd.DataFrame, params: SplitConfig) -> dict[str, Any]:
     draws = (y[train] * w[train, None]).sum(axis=0)
     rare, dominant = class_roles(y[train], params)
     present = train_counts > 0
+    # What undersampling did: each dominant class's draws against its draws with the rare
+    # classes' upsampling alone (params.dominant_factor when the rule reached its target).
+    upsampled = (
+        y[train] * np.where((y[train][:, rare] > 0).any(axis=1), params.rare_factor, 1.0)[:, None]
+    ).sum(axis=0)
 
     def ratio(values: np.ndarray) -> float:
         return float(values[present].max() / values[present].min()) if present.any() else None
@@ -110,6 +156,10 @@ def split_stats(manifest: pd.DataFrame, params: SplitConfig) -> dict[str, Any]:
         },
         "rare_classes": [int(c) for c in np.flatnonzero(rare)],
         "dominant_classes": [int(c) for c in np.flatnonzero(dominant)],
+        "resampling": params.resampling,
+        "dominant_draws_factor": {
+            str(c): round(float(draws[c] / upsampled[c]), 4) for c in np.flatnonzero(dominant)
+        },
         "commonest_to_rarest": {"before": ratio(train_counts.astype(float)), "after": ratio(draws)},
         "classes": [
             {
@@ -153,8 +203,8 @@ def run_split(labels_uri: str, out: str, params: SplitConfig) -> dict[str, Any]:
         figures.close()
         split_page(stats, out)
     log.info(
-        "split %d samples: %d train, %d val; %d rare classes x%g, %d dominant x%g; "
-        "commonest/rarest %.0f -> %.1f; %.2f s",
+        "split %d samples: %d train, %d val; %d rare classes x%g, %d dominant x%g (%s rule, "
+        "achieved %s); commonest/rarest %.0f -> %.1f; %.2f s",
         len(manifest),
         stats["samples"]["train"],
         stats["samples"]["val"],
@@ -162,6 +212,8 @@ def run_split(labels_uri: str, out: str, params: SplitConfig) -> dict[str, Any]:
         params.rare_factor,
         len(stats["dominant_classes"]),
         params.dominant_factor,
+        params.resampling,
+        stats["dominant_draws_factor"],
         stats["commonest_to_rarest"]["before"],
         stats["commonest_to_rarest"]["after"],
         time.perf_counter() - t0,
