@@ -1,6 +1,6 @@
 """`make bench`: every performance case against its yardstick, side by side in one run, printed
 as one table (about 3.5 minutes on 2 cores). Each case's own script has more options and detail:
-input_pipeline.py, store_readiness.py, split_scaling.py, thresholds.py, train_speed.py, gpu.py,
+input_pipeline.py, store_readiness.py, jpeg_draft.py, split_scaling.py, thresholds.py, train_speed.py, gpu.py,
 projection.py.
 
     .venv/bin/python bench/run.py [--json bench/last.json] [--demo-root runs/local]
@@ -20,6 +20,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling bench modules
 
 import input_pipeline
+import jpeg_draft
 import projection
 import split_scaling
 import store_readiness
@@ -115,6 +116,20 @@ def store_rows(samples: int) -> list[Row]:
         )
     )
     return rows
+
+
+def jpeg_rows() -> list[Row]:
+    """HPAv18's 2048-px colour-coded JPEGs: reduced decoding against full decoding + resize."""
+    return [
+        Row(
+            f"HPAv18 JPEG sample (4 x 2048 px) at {r['size']} px, samples/s per core",
+            f"{r['full_per_s']:.1f} (full decode + resize)",
+            f"{r['reduced_per_s']:.1f} (reduced decode, draft)",
+            _x(r["ratio"]),
+            "the external data's decoding floor",
+        )
+        for r in jpeg_draft.run(6, [512, 221], 3)
+    ]
 
 
 def split_rows() -> list[Row]:
@@ -297,6 +312,7 @@ def main() -> None:
     print(f"[bench] input pipeline: {time.perf_counter() - t:.0f} s", file=sys.stderr, flush=True)
     for name, fn in (
         ("store", lambda: store_rows(args.store_samples)),
+        ("HPAv18 JPEG", jpeg_rows),
         ("split", split_rows),
         ("thresholds", threshold_rows),
         ("synthetic data", synthetic_rows),

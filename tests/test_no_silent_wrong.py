@@ -495,14 +495,15 @@ def test_pipeline_errors_are_one_line(data, tmp_path):
 
 
 def test_messages_name_the_real_problem(data, tmp_path):
-    from protloc.data.hpa import detect_extension, read_labels
+    from protloc.data.hpa import load_sample, read_labels, sample_extensions
 
     first = sorted(p.name.rsplit("_", 1)[0] for p in (data / "train").glob("*_red.png"))[0]
     red = data / "train" / f"{first}_red.png"
     red.unlink()
     red.mkdir()
     with pytest.raises(DataError, match=rf"{first}_red.png is a folder, not an image file"):
-        detect_extension(str(data), "train", first)
+        ext = sample_extensions(str(data), "train", [first])[first]
+        load_sample(str(data), "train", first, ext=ext)
     train_dir = tmp_path / "t"
     train_dir.mkdir()
     (train_dir / "snapshots.json").write_text('{"snapshots": "/:"}')

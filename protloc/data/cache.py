@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from protloc import storage
-from protloc.data.hpa import decode_samples, detect_extension
+from protloc.data.hpa import decode_samples
 from protloc.data.store import Store, fill_from_store
 from protloc.errors import DataError, StorageError
 from protloc.progress import eta
@@ -147,7 +147,6 @@ def _decode_into(
     split: str,
     ids: list[str],
     size: int,
-    ext: str,
     workers: int,
     skip_bad: bool,
 ) -> tuple[list[str], list[str]]:
@@ -156,7 +155,7 @@ def _decode_into(
     kept: list[str] = []
     skipped: list[str] = []
     every = max(1, len(ids) // 10)
-    samples = decode_samples(root, split, ids, size, ext, workers, skip_bad)
+    samples = decode_samples(root, split, ids, size, workers, skip_bad)
     for n, (sample_id, sample) in enumerate(samples, 1):
         if sample is None:
             skipped.append(sample_id)
@@ -247,8 +246,7 @@ def build_cache(
             left_out = set(skipped)
             kept = [i for i in ids if i not in left_out]
         else:
-            ext = detect_extension(root, split, ids[0])
-            kept, skipped = _decode_into(out, root, split, ids, size, ext, workers, skip_bad)
+            kept, skipped = _decode_into(out, root, split, ids, size, workers, skip_bad)
         out.flush()
         del out
         if not kept:

@@ -201,22 +201,44 @@ def channel_uri(root: str, split: str, sample_id: str, channel: str, ext: str = 
     return storage.join(root, split, f"{sample_id}_{channel}{ext}")
 
 
-def detect_extension(root: str, split: str, sample_id: str) -> str:
-    """The image extension a data set uses, probed on one sample's red channel."""
+def sample_extensions(root: str, split: str, ids: list[str]) -> dict[str, str | None]:
+    """Each id's image extension, from one listing of ``{root}/{split}`` (so PNG, JPEG and TIFF
+    samples can mix); None for an id without a red channel file (its load names it)."""
+    names = set(storage.listing(storage.join(root, split)))
+    out: dict[str, str | None] = {}
+    for sample_id in ids:
+        out[sample_id] = next((e for e in EXTENSIONS if f"{sample_id}_red{e}" in names), None)
+    return out
+
+
+def _no_red_channel(root: str, split: str, sample_id: str) -> DataError:
     for ext in EXTENSIONS:
         uri = channel_uri(root, split, sample_id, "red", ext)
-        if storage.exists(uri):
-            return ext
         if not storage.is_s3(uri) and Path(uri).is_dir():
-            raise DataError(f"sample {sample_id!r}: {uri} is a folder, not an image file")
-    raise DataError(
+            return DataError(f"sample {sample_id!r}: {uri} is a folder, not an image file")
+    return DataError(
         f"sample {sample_id!r}: no red channel file under {storage.join(root, split)} "
         f"(looked for {', '.join(sample_id + '_red' + e for e in EXTENSIONS)})"
     )
 
 
-def decode_channel(data: bytes, sample_id: str, channel: str, source: str) -> Image.Image:
-    """Decode one channel file fully into an 8-bit grayscale Pillow image."""
+# HPAv18's colour-coded JPEGs keep each channel in its display colour's planes.
+_PLANES = {"red": (0,), "green": (1,), "blue": (2,), "yellow": (0, 1)}
+_WIDE_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
+_warned: set[str] = set()  # warnings given once per process
+
+
+def decode_channel(
+    data: bytes, sample_id: str, channel: str, source: str, size: int | None = None
+) -> Image.Image:
+    """Decode one channel file into an 8-bit grayscale Pillow image.
+
+    Grayscale files are taken as they are. A colour file holds the channel in the planes of its
+    display colour (HPAv18: red R, green G, blue B, yellow the mean of R and G), never its
+    luminance. A JPEG is decoded reduced by a power of two (Pillow's ``draft``) when ``size`` is
+    given and the file is at least twice as large. 16-bit images are scaled by their real bit
+    depth: the TIFF's MaxSampleValue when it has one, else its bits per sample.
+    """
     where = f"sample {sample_id!r} channel {channel} ({source})"
     if not data:
         raise DataError(f"{where}: file is empty")
@@ -224,6 +246,8 @@ def decode_channel(data: bytes, sample_id: str, channel: str, source: str) -> Im
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             img = Image.open(io.BytesIO(data))
+            if size is not None and img.format == "JPEG":
+                img.draft(img.mode, (size, size))
             img.load()  # decode now, so truncation shows here and not later
     except (
         UnidentifiedImageError,
@@ -235,13 +259,55 @@ def decode_channel(data: bytes, sample_id: str, channel: str, source: str) -> Im
     ) as exc:
         kind = "truncated" if "truncated" in str(exc).lower() else "corrupt or not an image"
         raise DataError(f"{where}: {kind} ({type(exc).__name__}: {exc})") from None
-    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
-        # 16-bit microscopy exports: keep the top 8 bits.
-        arr = np.asarray(img, dtype=np.uint32) >> (8 if img.mode.startswith("I;16") else 0)
-        img = Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8), mode="L")
-    elif img.mode != "L":
-        img = img.convert("L")
-    return img
+    return _to_channel(img, channel, where)
+
+
+def _to_channel(img: Image.Image, channel: str, where: str) -> Image.Image:
+    """The 8-bit plane of ``channel`` in a decoded image of any supported mode."""
+    if img.mode == "L":
+        return img
+    if img.mode in _WIDE_MODES:
+        return _scale_wide(img, where)
+    if img.mode in ("1", "LA"):
+        return img.convert("L")
+    if img.mode in ("RGB", "RGBA", "RGBX", "P", "PA", "CMYK", "YCbCr"):
+        rgb = np.asarray(img if img.mode in ("RGB", "RGBA", "RGBX") else img.convert("RGB"))
+        planes = _PLANES[channel]
+        if len(planes) == 1:
+            plane = rgb[..., planes[0]]
+        else:  # the mean of two planes, rounded half up
+            plane = ((rgb[..., 0].astype(np.uint16) + rgb[..., 1] + 1) // 2).astype(np.uint8)
+        return Image.fromarray(np.ascontiguousarray(plane), mode="L")
+    raise DataError(f"{where}: pixel mode {img.mode} is not supported (8- or 16-bit gray, RGB)")
+
+
+def _scale_wide(img: Image.Image, where: str) -> Image.Image:
+    """A 16-bit (or 32-bit integer) image to 0..255 by its bit depth."""
+    arr = np.asarray(img).astype(np.uint32)
+    tags = getattr(img, "tag_v2", {})
+    max_value = tags.get(281) or tags.get(341)  # MaxSampleValue, SMaxSampleValue
+    if isinstance(max_value, tuple):
+        max_value = max(max_value)
+    if not max_value:
+        bits = tags.get(258)
+        bits = max(bits) if isinstance(bits, tuple) else bits
+        max_value = (1 << int(bits or 16)) - 1
+        if arr.max() < 4096 and "depth" not in _warned:
+            _warned.add("depth")
+            log.warning(
+                "%s: a 16-bit image whose brightest pixel is %d: if it holds 12-bit data, "
+                "record that in its TIFF MaxSampleValue tag (4095), or it is scaled as 16-bit",
+                where,
+                int(arr.max()),
+            )
+    max_value = int(max_value)
+    if arr.max() > max_value:
+        raise DataError(
+            f"{where}: pixel value {int(arr.max())} exceeds the file's maximum sample value "
+            f"{max_value}"
+        )
+    scaled = (arr * 255 + max_value // 2) // max_value
+    return Image.fromarray(scaled.astype(np.uint8), mode="L")
 
 
 def load_sample(
@@ -249,13 +315,16 @@ def load_sample(
     split: str,
     sample_id: str,
     size: int | None = None,
-    ext: str = ".png",
+    ext: str | None = ".png",
 ) -> np.ndarray:
     """One sample as a uint8 array (4, H, W) in R, G, B, Y order; resized to (size, size) if given.
 
-    A missing, empty, truncated or corrupt channel file, or channels of different sizes, raise a
-    DataError naming the Id and the channel.
+    ``ext`` None: the sample has no red channel file (a DataError naming it). A missing, empty,
+    truncated or corrupt channel file, or channels of different sizes, raise a DataError naming
+    the Id and the channel.
     """
+    if ext is None:
+        raise _no_red_channel(root, split, sample_id)
     images: list[Image.Image] = []
     for channel in CHANNELS:
         uri = channel_uri(root, split, sample_id, channel, ext)
@@ -265,7 +334,7 @@ def load_sample(
             raise DataError(
                 f"sample {sample_id!r} channel {channel}: cannot read ({exc})"
             ) from None
-        images.append(decode_channel(data, sample_id, channel, uri))
+        images.append(decode_channel(data, sample_id, channel, uri, size))
     sizes = {img.size for img in images}
     if len(sizes) > 1:
         detail = ", ".join(
@@ -289,17 +358,20 @@ def decode_samples(
     split: str,
     ids: list[str],
     size: int,
-    ext: str,
     workers: int,
     skip_bad: bool,
+    extensions: dict[str, str | None] | None = None,
 ) -> Iterator[tuple[str, np.ndarray | None]]:
     """``(id, sample)`` for ``ids`` in order, each decoded at ``size`` px by one of ``workers``
     threads (Pillow releases the GIL while decoding). A bad sample stops it with its DataError,
-    or with ``skip_bad`` comes as ``(id, None)``, logged."""
+    or with ``skip_bad`` comes as ``(id, None)``, logged. ``extensions`` (id -> extension, from
+    :func:`sample_extensions`) is looked up once when not given."""
+    if extensions is None:
+        extensions = sample_extensions(root, split, ids)
 
     def load(sample_id: str) -> np.ndarray | DataError:
         try:
-            return load_sample(root, split, sample_id, size=size, ext=ext)
+            return load_sample(root, split, sample_id, size=size, ext=extensions[sample_id])
         except DataError as exc:
             if not skip_bad:
                 raise

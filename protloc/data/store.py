@@ -29,7 +29,7 @@ import pandas as pd
 from PIL import Image
 
 from protloc import storage
-from protloc.data.hpa import decode_samples, detect_extension, resize_channel
+from protloc.data.hpa import decode_samples, resize_channel, sample_extensions
 from protloc.errors import ArtifactError, ConfigError, DataError
 from protloc.progress import eta
 
@@ -78,11 +78,11 @@ def build_store(
     for split, ids in ids_by_split.items():
         if not ids:
             continue
-        ext = detect_extension(root, split, ids[0])
+        extensions = sample_extensions(root, split, ids)  # one listing per folder
         shards, skipped = [], []
         for k, start in enumerate(range(0, len(ids), shard_samples)):
             chunk = ids[start : start + shard_samples]
-            arrays, bad = _decode(root, split, chunk, size, ext, workers, skip_bad)
+            arrays, bad = _decode(root, split, chunk, size, extensions, workers, skip_bad)
             skipped += bad
             left_out = set(bad)
             kept = [i for i in chunk if i not in left_out]  # arrays are in this order
@@ -130,12 +130,18 @@ def build_store(
 
 
 def _decode(
-    root: str, split: str, ids: list[str], size: int, ext: str, workers: int, skip_bad: bool
+    root: str,
+    split: str,
+    ids: list[str],
+    size: int,
+    extensions: dict[str, str | None],
+    workers: int,
+    skip_bad: bool,
 ) -> tuple[list[np.ndarray], list[str]]:
     """The samples of ``ids`` at ``size`` px, and the ids left out as bad (with ``skip_bad``;
     else the first bad one stops it, named)."""
     arrays, bad = [], []
-    for sample_id, sample in decode_samples(root, split, ids, size, ext, workers, skip_bad):
+    for sample_id, sample in decode_samples(root, split, ids, size, workers, skip_bad, extensions):
         if sample is None:
             bad.append(sample_id)
         else:
