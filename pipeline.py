@@ -1,6 +1,7 @@
 """protloc's Kubeflow Pipelines DAG and its command line.
 
     split -> prepare -> train cycle 1 -> ... -> train cycle K -> infer -> thresholds -> submit
+    with --folds F: split -> prepare -> F x (train cycles -> infer) -> collect -> thresholds -> submit
 
 python pipeline.py compile [-o pipeline.yaml] [--schedule 221:48:6,...]
 python pipeline.py local   [--data-root URI] [--alpha A] [--schedule ...] [--root runs/local]
@@ -27,7 +28,7 @@ from components import cluster
 from components.factory import ERROR_FILE, kfp_component
 from protloc import __version__
 from protloc.cli import add_param
-from protloc.config import TrainConfig
+from protloc.config import SplitConfig, TrainConfig
 from protloc.errors import ConfigError, ProtlocError
 from protloc.params import Param
 from protloc.report.htmlpage import PAGE
@@ -49,6 +50,8 @@ DEMO_SCHEDULE = "96:16:5,128:16:2,160:16:1"
 # Ranks per train and infer task: fixed at compile time like the schedule (the pods' GPU
 # request), defined once in the train config.
 GPUS = next(p for p in TrainConfig.params() if p.name == "gpus")
+# K-fold chains (1: the holdout), fixed at compile time like the schedule: the DAG's shape.
+FOLDS = next(p for p in SplitConfig.params() if p.name == "folds")
 # The embedded default's small data: rare = under 10 samples, no loader processes on a laptop's
 # few cores, TTA 2 to keep it brisk. Applied only without --data-root, and logged.
 DEMO_OVERRIDES = {"rare_below": 10, "workers": 0, "tta": 2}
@@ -59,7 +62,6 @@ log = logging.getLogger("protloc.pipeline")
 class Outputs(NamedTuple):
     split: object
     store: object
-    last_cycle: object
     predictions: object
     thresholds: object
     submission: object
@@ -89,10 +91,14 @@ def _signature(params: list[Param], returns: Any) -> inspect.Signature:
 
 
 def build_pipeline(
-    schedule: list[Cycle], placement: cluster.Placement | None = None, gpus: int = 1
+    schedule: list[Cycle],
+    placement: cluster.Placement | None = None,
+    gpus: int = 1,
+    folds: int = 1,
 ):
     """The pipeline function for this schedule, with ``gpus`` ranks in each train and infer
-    task. ``placement`` (a cluster's settings) adds the Kubernetes settings (GPUs, node
+    task and ``folds`` chains of cycles (1: the holdout; F: a ParallelFor over the folds, then
+    collect). ``placement`` (a cluster's settings) adds the Kubernetes settings (GPUs, node
     selector, toleration, /dev/shm, S3 secret, pull secret, retries), which kfp.local would only
     warn about; None: for kfp.local."""
     from kfp import dsl
@@ -103,7 +109,8 @@ def build_pipeline(
     ops = {n: kfp_component(n, img["gpu" if s.gpu else "cpu"]) for n, s in STEPS.items()}
     params = pipeline_params()
     kinds = {"Artifact": Artifact, "Dataset": Dataset, "Model": Model}
-    producers = ("split", "prepare", "train", "infer", "thresholds", "submit")  # Outputs' order
+    gather = "infer" if folds == 1 else "collect"
+    producers = ("split", "prepare", gather, "thresholds", "submit")  # Outputs' order
     returns = NamedTuple(
         "Outputs",
         [(f, kinds[STEPS[p].output]) for f, p in zip(Outputs._fields, producers, strict=True)],
@@ -121,35 +128,53 @@ def build_pipeline(
             "data_fingerprint": v["data_fingerprint"],
             "code_version": version,
         }
-        s = place(ops["split"](**common, **_settings("split", v)), "split", "split")
+        s = place(ops["split"](**common, **_settings("split", v), folds=folds), "split", "split")
         # Decoded once, at the largest size; every cycle and infer derive theirs from it.
         size = schedule[-1].size
         store = ops["prepare"](
             split=s.outputs["out"], **common, **_settings("prepare", v), store_size=size
         )
         place(store, "prepare", f"prepare: decode every sample once ({size} px)")
-        previous = None
-        for i, c in enumerate(schedule):
-            t = ops["train"](
+
+        def chain(fold: Any, where: str):
+            """One chain of cycles and its infer task (of one fold, or of the holdout)."""
+            previous = None
+            for i, c in enumerate(schedule):
+                t = ops["train"](
+                    split=s.outputs["out"],
+                    **common,
+                    **_settings("train", v),
+                    cycle=i,
+                    fold=fold,
+                    gpus=gpus,
+                    **c.to_dict(),
+                    **({"previous": previous.outputs["out"]} if previous is not None else {}),
+                    store=store.outputs["out"],
+                )
+                display = f"train cycle {i + 1}/{len(schedule)} ({c.size} px){where}"
+                previous = place(t, "train", display)
+            p = ops["infer"](
                 split=s.outputs["out"],
-                **common,
-                **_settings("train", v),
-                cycle=i,
-                gpus=gpus,
-                **c.to_dict(),
-                **({"previous": previous.outputs["out"]} if previous is not None else {}),
+                last_cycle=previous.outputs["out"],
                 store=store.outputs["out"],
+                **common,
+                **_settings("infer", v),
+                fold=fold,
+                gpus=gpus,
             )
-            previous = place(t, "train", f"train cycle {i + 1}/{len(schedule)} ({c.size} px)")
-        p = ops["infer"](
-            split=s.outputs["out"],
-            last_cycle=previous.outputs["out"],
-            store=store.outputs["out"],
-            **common,
-            **_settings("infer", v),
-            gpus=gpus,
-        )
-        place(p, "infer", f"infer: ensemble of {len(schedule)} snapshots")
+            return place(p, "infer", f"infer: ensemble of {len(schedule)} snapshots{where}")
+
+        if folds == 1:
+            p = chain(-1, "")
+        else:
+            with dsl.ParallelFor(items=list(range(folds))) as fold:
+                per_fold = chain(fold, ", one fold")
+            p = ops["collect"](
+                split=s.outputs["out"],
+                predictions=dsl.Collected(per_fold.outputs["out"]),
+                code_version=version,
+            )
+            place(p, "collect", f"collect: {folds} folds' out-of-fold and test predictions")
         th = ops["thresholds"](
             split=s.outputs["out"],
             predictions=p.outputs["out"],
@@ -159,29 +184,34 @@ def build_pipeline(
         place(th, "thresholds", "thresholds")
         sub = ops["submit"](predictions=p.outputs["out"], thresholds=th.outputs["out"], **common)
         place(sub, "submit", "submit")
-        return Outputs(*(t.outputs["out"] for t in (s, store, previous, p, th, sub)))
+        return Outputs(*(t.outputs["out"] for t in (s, store, p, th, sub)))
 
     protloc.__signature__ = _signature(params, returns)
-    protloc.__doc__ = f"protloc {__version__}: {format_schedule(schedule)}\n\nArgs:\n" + "\n".join(
+    shape = format_schedule(schedule) + (f", {folds} folds" if folds > 1 else "")
+    protloc.__doc__ = f"protloc {__version__}: {shape}\n\nArgs:\n" + "\n".join(
         f"    {p.name}: {p.description()}" for p in params
     )
-    return dsl.pipeline(
-        name=PIPELINE_NAME, description=f"protloc {__version__}: {format_schedule(schedule)}"
-    )(protloc)
+    return dsl.pipeline(name=PIPELINE_NAME, description=f"protloc {__version__}: {shape}")(protloc)
 
 
 # ----------------------------------------------------------------------------- compile, local, submit
 
 
 def arguments(
-    values: dict[str, Any], schedule: list[Cycle], fingerprint: bool = False, gpus: int = 1
+    values: dict[str, Any],
+    schedule: list[Cycle],
+    fingerprint: bool = False,
+    gpus: int = 1,
+    folds: int = 1,
 ) -> dict[str, Any]:
     """Every pipeline parameter's value (defaults filled in), checked by the steps' configs
     before anything runs; a bad value is a ConfigError naming it. ``fingerprint``: take the
     data root's fingerprint now (labels + image listing), for every data-reading task's cache
     key."""
     step_configs(
-        values, [{**c.to_dict(), "cycle": i, "gpus": gpus} for i, c in enumerate(schedule)]
+        values,
+        [{**c.to_dict(), "cycle": i, "gpus": gpus} for i, c in enumerate(schedule)],
+        folds,
     )
     args = {p.name: values.get(p.name, p.default) for p in pipeline_params()}
     if fingerprint:
@@ -193,10 +223,14 @@ def arguments(
 
 
 def compile_pipeline(
-    schedule: list[Cycle], path: str, placement: cluster.Placement | None = None, gpus: int = 1
+    schedule: list[Cycle],
+    path: str,
+    placement: cluster.Placement | None = None,
+    gpus: int = 1,
+    folds: int = 1,
 ) -> str:
     """Write the cluster pipeline's IR YAML (``placement``: default GPU settings if None;
-    ``gpus`` per train and infer task)."""
+    ``gpus`` per train and infer task; ``folds`` chains)."""
     from kfp import compiler
 
     try:
@@ -204,7 +238,8 @@ def compile_pipeline(
     except OSError as exc:
         raise ConfigError(f"-o {path}: cannot create its folder ({exc.strerror})") from None
     compiler.Compiler().compile(
-        build_pipeline(schedule, placement or cluster.Placement(), gpus), package_path=path
+        build_pipeline(schedule, placement or cluster.Placement(), gpus, folds),
+        package_path=path,
     )
     return path
 
@@ -218,13 +253,14 @@ def run_local(
     root: str,
     runner: str = "subprocess",
     gpus: int = 1,
+    folds: int = 1,
 ) -> dict:
     """Run the whole DAG through kfp.local, cache on: each task a process in this environment
     (``subprocess``), or in the project's images (``docker``, what a cluster runs); returns the
     summary (also written to ``{root}/last_summary.json``)."""
     from kfp import local
 
-    args = arguments(values, schedule, fingerprint=True, gpus=gpus)
+    args = arguments(values, schedule, fingerprint=True, gpus=gpus, folds=folds)
     root_path = Path(root).resolve()
     try:
         root_path.mkdir(parents=True, exist_ok=True)
@@ -247,7 +283,7 @@ def run_local(
     )
     t0 = time.perf_counter()
     try:
-        task = build_pipeline(schedule, placement=None, gpus=gpus)(**args)
+        task = build_pipeline(schedule, placement=None, gpus=gpus, folds=folds)(**args)
     except RuntimeError as exc:  # kfp.local: "... Inner task failed: 'train-2'."
         new = [root_path / p for p in {p.name for p in root_path.iterdir()} - before]
         raise _step_failure(str(exc), new) from None
@@ -309,13 +345,14 @@ def submit_run(
     service_account: str = cluster.SERVICE_ACCOUNT,
     pipeline_root: str = "",
     gpus: int = 1,
+    folds: int = 1,
 ) -> str:
     """Compile and start a run on a KFP backend (same pipeline name, caching on), in
     ``namespace``, as ``service_account``, with artifacts under ``pipeline_root`` (empty: the
     cluster's default, the kfp-launcher ConfigMap of k8s/)."""
     import kfp
 
-    args = arguments(values, schedule, fingerprint=True, gpus=gpus)
+    args = arguments(values, schedule, fingerprint=True, gpus=gpus, folds=folds)
     try:
         client = kfp.Client(host=host, namespace=namespace)  # asks the API's healthz endpoint
     except Exception as exc:  # urllib3/requests/kfp errors all mean: no KFP API there
@@ -323,7 +360,7 @@ def submit_run(
             f"--host {host}: cannot reach a KFP API ({type(exc).__name__})"
         ) from None
     run = client.create_run_from_pipeline_func(
-        build_pipeline(schedule, placement or cluster.Placement(), gpus),
+        build_pipeline(schedule, placement or cluster.Placement(), gpus, folds),
         arguments=args,
         experiment_name=experiment,
         run_name=f"{PIPELINE_NAME}-{time.strftime('%Y%m%d-%H%M%S')}",
@@ -437,6 +474,7 @@ def parser() -> argparse.ArgumentParser:
                 add_param(q, param)
     for name, q in sub.choices.items():
         add_param(q, GPUS)
+        add_param(q, FOLDS)
         q.add_argument(
             "--schedule",
             default=None,
@@ -469,6 +507,8 @@ def main(argv: list[str] | None = None) -> int:
             schedule = paper_schedule() if args.schedule is None else parse_schedule(args.schedule)
         gpus = GPUS.default if args.gpus is None else args.gpus
         TrainConfig(**schedule[0].to_dict(), gpus=gpus)  # refuses a bad --gpus, naming it
+        folds = FOLDS.default if args.folds is None else args.folds
+        SplitConfig(folds=folds)  # refuses a bad --folds, naming it
         placement = None
         if args.command in ("compile", "submit"):
             placement = cluster.Placement.from_flags(
@@ -478,11 +518,11 @@ def main(argv: list[str] | None = None) -> int:
                 args.image_pull_secret,
             )
         if args.command == "compile":
-            path = compile_pipeline(schedule, args.output, placement, gpus)
+            path = compile_pipeline(schedule, args.output, placement, gpus, folds)
             print(f"wrote {path} ({format_schedule(schedule)})")
         elif args.command == "local":
             # Every value is checked before the demo data is made or anything runs.
-            arguments({**given, "data_root": args.data_root or "(demo)"}, schedule)
+            arguments({**given, "data_root": args.data_root or "(demo)"}, schedule, folds=folds)
             if args.data_root is None:
                 given = demo_values(given)
                 given["data_root"] = ensure_demo_data(
@@ -490,7 +530,8 @@ def main(argv: list[str] | None = None) -> int:
                 )
             else:
                 given["data_root"] = args.data_root
-            print(format_summary(run_local(schedule, given, args.root, args.runner, gpus)))
+            summary = run_local(schedule, given, args.root, args.runner, gpus, folds)
+            print(format_summary(summary))
         else:
             run_id = submit_run(
                 schedule,
@@ -502,6 +543,7 @@ def main(argv: list[str] | None = None) -> int:
                 args.service_account,
                 args.pipeline_root,
                 gpus,
+                folds,
             )
             print(f"started run {run_id} in experiment {args.experiment!r} on {args.host}")
     except ProtlocError as exc:

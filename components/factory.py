@@ -39,8 +39,9 @@ def component_source(step: Step) -> str:
     optional: list[str] = []
     docs: list[str] = []
     for i in step.inputs:
+        kind = f"List[{i.type}]" if i.many else i.type
         (optional if i.optional else required).append(
-            f"{i.name}: Input[{i.type}]" + (" = None" if i.optional else "")
+            f"{i.name}: Input[{kind}]" + (" = None" if i.optional else "")
         )
         docs.append(f"{i.name}: {i.help}")
     if step.reads_data_root:
@@ -68,6 +69,7 @@ def component_source(step: Step) -> str:
     returns_doc = "\n".join(f"        {line}" for line in returns)
     # KFP reads output descriptions from a Returns section.
     return (
+        "from typing import List\n\n"
         "from kfp.dsl import HTML, Artifact, Dataset, Input, Markdown, Metrics, Model, Output\n\n\n"
         f"def {step.name}(\n    {signature},\n):\n"
         f'    """{step.summary}\n\n    Args:\n{args_doc}\n\n'
@@ -142,7 +144,10 @@ def _run_task(step: Step, args: dict[str, Any]) -> Any:
         )
     cfg = step.config.from_mapping({p.name: args[p.name] for p in step.config.params()})
     folders: dict[str, Any] = {
-        i.name: (args[i.name].path if args[i.name] is not None else None) for i in step.inputs
+        i.name: ([a.path for a in args[i.name]] if i.many else args[i.name].path)
+        if args[i.name] is not None
+        else None
+        for i in step.inputs
     }
     folders["out"] = args["out"].path
     if step.reads_data_root:

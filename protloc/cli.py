@@ -102,7 +102,11 @@ def step_parser(step) -> argparse.ArgumentParser:
         io.add_argument("--data-root", required=True, metavar="URI", help=DATA_ROOT.spec.help)
     for i in step.inputs:
         io.add_argument(
-            "--" + i.name.replace("_", "-"), required=not i.optional, metavar="DIR", help=i.help
+            "--" + i.name.replace("_", "-"),
+            required=not i.optional,
+            metavar="DIR",
+            help=i.help,
+            **({"nargs": "+"} if i.many else {}),
         )
     io.add_argument("--out", required=True, metavar="DIR", help="this step's output folder")
     settings = p.add_argument_group("settings")
@@ -121,8 +125,9 @@ def parse_step(step, argv: Sequence[str] | None) -> tuple[Any, dict[str, str | N
     if step.reads_data_root:
         folders["data_root"] = ns["data_root"]
     for name, value in folders.items():
-        if value is not None and not value.strip():
-            raise ConfigError(f"--{name.replace('_', '-')} is empty")
+        for v in value if isinstance(value, list) else [value]:
+            if v is not None and not v.strip():
+                raise ConfigError(f"--{name.replace('_', '-')} is empty")
     return cfg, folders
 
 

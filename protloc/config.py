@@ -51,6 +51,20 @@ def _gpus():
     )
 
 
+MAX_FOLDS = 20
+
+
+def _fold():
+    return param(
+        -1,
+        "the fold this chain of cycles holds out and predicts (K-fold runs: 0..F-1, set by the "
+        "DAG); -1: the split's holdout",
+        low=-1,
+        high=MAX_FOLDS - 1,
+        scope="task",
+    )
+
+
 LR_SCALINGS = ("none", "linear", "sqrt")
 RESAMPLINGS = ("class", "sample")
 
@@ -82,6 +96,16 @@ class SplitConfig(StepConfig):
         high_open=True,
     )
     seed: int = _seed()
+    folds: int = param(
+        1,
+        "1: a stratified holdout of val_fraction (the paper); F >= 2: every labelled sample in "
+        "one of F folds (iterstrat's MultilabelStratifiedKFold), one chain of cycles per fold, "
+        "thresholds on the out-of-fold predictions; a compile-time setting "
+        "(`pipeline.py compile --folds F`)",
+        low=1,
+        high=MAX_FOLDS,
+        scope="task",
+    )
     rare_below: int = param(
         100, "a class with fewer training samples is rare (0: none is)", low=0, high=10**9
     )
@@ -153,6 +177,7 @@ class TrainConfig(StepConfig):
     cycle: int = param(
         0, "index of this cycle in the schedule (0 = first)", low=0, high=1000, scope="task"
     )
+    fold: int = _fold()
     # measured: bench/learnability.py, soft F1 (see bench/README.md)
     lr_max: float = param(
         0.2, "learning rate at the start of each cycle", low=0, high=10, low_open=True
@@ -225,10 +250,16 @@ class InferConfig(StepConfig):
     """The infer step: snapshot ensemble with test-time augmentation."""
 
     tta: int = param(8, "D4 transforms averaged per image", low=1, high=8)
+    fold: int = _fold()
     infer_batch_size: int = param(64, "images per forward pass", low=1, high=4096)
     workers: int = _workers()
     cache_dir: str = _cache_dir()
     gpus: int = _gpus()
+
+
+@dataclass(frozen=True)
+class CollectConfig(StepConfig):
+    """The collect step (K-fold runs) has no settings: it gathers the folds' predictions."""
 
 
 @dataclass(frozen=True)
@@ -249,6 +280,7 @@ CONFIGS: dict[str, type[StepConfig]] = {
     "prepare": PrepareConfig,
     "train": TrainConfig,
     "infer": InferConfig,
+    "collect": CollectConfig,
     "thresholds": ThresholdsConfig,
     "submit": SubmitConfig,
 }

@@ -34,6 +34,7 @@ from typing import Any
 
 from protloc import storage
 from protloc.config import (
+    CollectConfig,
     InferConfig,
     PrepareConfig,
     SplitConfig,
@@ -243,6 +244,13 @@ def train_step(
 
     require_finished({"split": split, "previous": previous, "store": store})
     check_store(store, data_root)
+    if previous:
+        before = storage.read_json(storage.join(previous, METRICS)).get("fold", -1)
+        if before != cfg.fold:
+            raise ConfigError(
+                f"--previous {previous} is a cycle of fold {before}, this cycle is of fold "
+                f"{cfg.fold}: a chain keeps one fold"
+            )
     init = storage.join(previous, CHECKPOINT) if previous else ""
     manifest = storage.join(split, MANIFEST)
     inputs = cycle_inputs(manifest, data_root, init, cfg)
@@ -372,12 +380,24 @@ def infer_step(
         )
         if not _main_process():  # rank 0 gathered every rank's predictions and wrote them
             return {}
-        scores = val_scores(rows, storage.join(split, MANIFEST))
+        scores = val_scores(rows, storage.join(split, MANIFEST), cfg.fold)
         # Which snapshots made these predictions, and how each scored: the run summary's source.
         storage.write_json(
             storage.join(out, SNAPSHOTS), {"snapshots": snapshots, "val_macro_f1_at_0.5": scores}
         )
         return {"val_macro_f1_at_0.5": scores}
+
+
+def collect_step(
+    cfg: CollectConfig, *, split: str, predictions: list[str], out: str
+) -> dict[str, Any]:
+    """A K-fold run's chains' infer folders as one: out-of-fold validation rows, test rows
+    averaged over folds x snapshots (what thresholds and submit read)."""
+    from protloc.evaluate.collect import run_collect
+
+    reads = {f"predictions[{i}]": folder for i, folder in enumerate(predictions)}
+    with timed("collect", out, {"split": split, **reads}):
+        return run_collect(list(predictions), storage.join(split, MANIFEST), out)
 
 
 def thresholds_step(
@@ -422,6 +442,7 @@ class Input:
     help: str
     optional: bool = False
     type: str = "Artifact"  # the KFP artifact class: Dataset, Model or Artifact
+    many: bool = False  # a list of folders (KFP: the outputs of a ParallelFor, dsl.Collected)
 
 
 DATA_ROOT = Param(
@@ -554,6 +575,25 @@ STEPS: dict[str, Step] = {
             gpu=True,
         ),
         Step(
+            "collect",
+            "K-fold runs: the folds' predictions as one (out-of-fold validation rows, test "
+            "rows averaged over folds x snapshots).",
+            CollectConfig,
+            (
+                _SPLIT,
+                Input(
+                    "predictions",
+                    "every fold's infer output folder (predictions.parquet, snapshots.json)",
+                    type="Dataset",
+                    many=True,
+                ),
+            ),
+            False,
+            collect_step,
+            output="Dataset",
+            scalars=lambda result: scalars.infer_scalars(result["val_macro_f1_at_0.5"]),
+        ),
+        Step(
             "thresholds",
             "Per-class thresholds on the ensemble's validation predictions.",
             ThresholdsConfig,
@@ -604,9 +644,12 @@ def pipeline_params() -> list[Param]:
     return list(out.values())
 
 
-def step_configs(values: dict[str, Any], cycles: list[dict[str, int]]) -> dict[str, Any]:
+def step_configs(
+    values: dict[str, Any], cycles: list[dict[str, int]], folds: int = 1
+) -> dict[str, Any]:
     """Every step's config from pipeline parameter ``values`` (train: one per cycle of the
-    schedule). Refuses an unknown or missing name and any bad value, naming it."""
+    schedule; ``folds`` chains). Refuses an unknown or missing name and any bad value, naming
+    it."""
     known = {p.name for p in pipeline_params()}
     unknown = sorted(set(values) - known)
     if unknown:
@@ -621,6 +664,8 @@ def step_configs(values: dict[str, Any], cycles: list[dict[str, int]]) -> dict[s
     for name, step in STEPS.items():
         if name == "train":
             out[name] = [TrainConfig(**pick(TrainConfig), **c) for c in cycles]
+        elif name == "split":
+            out[name] = SplitConfig(**pick(SplitConfig), folds=folds)
         elif name == "prepare":  # the store holds the largest size of the schedule
             out[name] = PrepareConfig(**pick(PrepareConfig), store_size=cycles[-1]["size"])
         else:

@@ -112,7 +112,7 @@ def test_predictions_not_matching_manifest_refused(real_size_inputs, tmp_path):
     rows = rows[rows["id"] != "id00007"]
     predictions.write_predictions(rows, str(tmp_path / "p.parquet"))
     with pytest.raises(
-        ArtifactError, match=r"does not match the validation fold .* 1 validation ids missing"
+        ArtifactError, match=r"does not match the held-out rows .* 1 validation ids missing"
     ):
         run_thresholds(
             str(tmp_path / "p.parquet"),

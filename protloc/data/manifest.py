@@ -1,8 +1,12 @@
 """The manifest contract: Parquet, one row per labelled sample.
 
 Columns: ``id`` (string), ``labels`` (list<int8>), ``fold`` ('train' or 'val'), ``weight``
-(float32, expected draws per epoch; 0 for validation rows). The split parameters, a SHA-256 of
-the labels file and the class names are stored as JSON in the schema metadata under ``protloc``.
+(float32, expected draws per epoch; 0 for validation rows) and ``fold_index`` (int8): -1 in a
+holdout manifest; in a K-fold manifest the fold (0..F-1) whose chain holds the sample out, every
+row's ``fold`` is 'train' and every row has its weight. :meth:`Manifest.chain` gives the train/val
+view one chain of cycles sees. The split parameters, a SHA-256 of the labels file and the class
+names are stored as JSON in the schema metadata under ``protloc``. A manifest written before
+``fold_index`` existed reads as a holdout manifest.
 """
 
 from __future__ import annotations
@@ -34,8 +38,10 @@ SCHEMA = pa.schema(
         pa.field("labels", pa.list_(pa.int8()), nullable=False),
         pa.field("fold", pa.string(), nullable=False),
         pa.field("weight", pa.float32(), nullable=False),
+        pa.field("fold_index", pa.int8(), nullable=False),
     ]
 )
+HOLDOUT = -1  # fold_index of every row of a holdout manifest
 
 
 @dataclass
@@ -49,13 +55,48 @@ class Manifest:
         """The rows of one fold, index reset."""
         return self.frame[self.frame["fold"] == name].reset_index(drop=True)
 
+    @property
+    def folds(self) -> int:
+        """F of a K-fold manifest, 1 for a holdout."""
+        return int(self.frame["fold_index"].max()) + 1 if self.kfold else 1
+
+    @property
+    def kfold(self) -> bool:
+        return bool((self.frame["fold_index"] >= 0).any())
+
+    def held_out(self) -> pd.DataFrame:
+        """The rows predictions are scored and thresholds fitted on: the validation rows of a
+        holdout; every row of a K-fold manifest (each predicted by the chain that held it out)."""
+        return self.frame.reset_index(drop=True) if self.kfold else self.fold("val")
+
+    def chain(self, fold: int) -> Manifest:
+        """The manifest one chain of cycles sees: for ``fold`` k of a K-fold manifest, fold k's
+        rows are its validation rows (weight 0) and the others its training rows; ``fold`` -1
+        of a holdout manifest is the manifest itself. Any other pairing is refused."""
+        if fold == HOLDOUT:
+            if self.kfold:
+                raise ArtifactError(
+                    f"the manifest has {self.folds} folds: a chain must name its fold "
+                    f"(fold 0..{self.folds - 1}), not -1"
+                )
+            return self
+        if not self.kfold:
+            raise ArtifactError(f"fold {fold} asked of a holdout manifest (fold must be -1)")
+        if fold >= self.folds:
+            raise ArtifactError(f"fold {fold} asked of a manifest of {self.folds} folds")
+        held = (self.frame["fold_index"] == fold).to_numpy()
+        frame = self.frame.copy()
+        frame["fold"] = np.where(held, "val", "train")
+        frame["weight"] = np.where(held, 0.0, frame["weight"]).astype(np.float32)
+        return Manifest(frame=frame, meta=self.meta)
+
 
 def to_bytes(frame: pd.DataFrame, meta: dict[str, Any]) -> bytes:
-    """Serialise a manifest frame (id, labels, fold, weight) to Parquet bytes."""
+    """Serialise a manifest frame (id, labels, fold, weight, fold_index) to Parquet bytes."""
     meta = {**meta, "class_names": list(CLASS_NAMES)}
-    table = pa.Table.from_pandas(
-        frame[["id", "labels", "fold", "weight"]], schema=SCHEMA, preserve_index=False
-    )
+    if "fold_index" not in frame.columns:  # a holdout frame made without it
+        frame = frame.assign(fold_index=np.int8(HOLDOUT))
+    table = pa.Table.from_pandas(frame[list(SCHEMA.names)], schema=SCHEMA, preserve_index=False)
     table = table.replace_schema_metadata({_META_KEY: json.dumps(meta, sort_keys=True).encode()})
     buf = io.BytesIO()
     pq.write_table(table, buf, compression="zstd")
@@ -90,6 +131,8 @@ def _compatible(got: pa.DataType, want: pa.DataType) -> bool:
         return pa.types.is_string(got) or pa.types.is_large_string(got)
     if pa.types.is_floating(want):
         return pa.types.is_floating(got)
+    if pa.types.is_integer(want):
+        return pa.types.is_integer(got)
     if pa.types.is_list(want):
         return (pa.types.is_list(got) or pa.types.is_large_list(got)) and pa.types.is_integer(
             got.value_type
@@ -98,6 +141,10 @@ def _compatible(got: pa.DataType, want: pa.DataType) -> bool:
 
 
 def _validate(table: pa.Table, uri: str) -> Manifest:
+    if "fold_index" not in table.column_names:  # written before K folds existed: a holdout
+        table = table.append_column(
+            "fold_index", pa.array(np.full(table.num_rows, HOLDOUT, dtype=np.int8))
+        )
     missing = [f.name for f in SCHEMA if f.name not in table.column_names]
     if missing:
         raise ArtifactError(f"{uri}: manifest lacks column(s) {', '.join(missing)}")
@@ -132,6 +179,7 @@ def _check_rows(frame: pd.DataFrame, uri: str) -> None:
         or frame["fold"].isna().any()
         or frame["weight"].isna().any()
         or frame["labels"].isna().any()
+        or frame["fold_index"].isna().any()
     ):
         raise ArtifactError(f"{uri}: manifest has null values")
     dup = frame["id"].duplicated()
@@ -155,6 +203,19 @@ def _check_rows(frame: pd.DataFrame, uri: str) -> None:
             )
     if not (frame["fold"] == "train").any():
         raise ArtifactError(f"{uri}: manifest has no training rows")
+    index = frame["fold_index"].to_numpy()
+    if index.min() < HOLDOUT or (index.min() == HOLDOUT and index.max() != HOLDOUT):
+        raise ArtifactError(
+            f"{uri}: manifest column 'fold_index' mixes -1 (holdout) with folds, or is below -1"
+        )
+    if index.max() >= 0:
+        folds = int(index.max()) + 1
+        empty = sorted(set(range(folds)) - set(index.tolist()))
+        if empty or (frame["fold"] != "train").any():
+            raise ArtifactError(
+                f"{uri}: K-fold manifest is inconsistent: "
+                + (f"fold {empty[0]} has no rows" if empty else "a row's 'fold' is not 'train'")
+            )
 
 
 def check_labels(manifest: Manifest, labels_uri: str, source: str = "manifest") -> None:

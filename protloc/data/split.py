@@ -25,7 +25,7 @@ from protloc import __version__, storage
 from protloc.classes import CLASS_NAMES, NUM_CLASSES
 from protloc.config import SplitConfig
 from protloc.data.hpa import labels_to_matrix, parse_labels
-from protloc.data.manifest import write_manifest
+from protloc.data.manifest import HOLDOUT, write_manifest
 from protloc.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
@@ -112,10 +112,36 @@ def _undersample_classes(
     return out
 
 
+def kfold_assignment(y: np.ndarray, folds: int, seed: int) -> np.ndarray:
+    """Each row's fold (int8, 0..folds-1) by iterstrat's MultilabelStratifiedKFold, seeded."""
+    from iterstrat.ml_stratifiers import MultilabelStratifiedKFold
+
+    n = len(y)
+    if n < folds:
+        raise ConfigError(f"folds {folds} needs at least {folds} labelled samples, got {n}")
+    splitter = MultilabelStratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+    out = np.full(n, -1, dtype=np.int8)
+    for k, (_, held) in enumerate(splitter.split(np.zeros(n), y)):
+        out[held] = k
+    empty = sorted(set(range(folds)) - set(out.tolist()))
+    if empty:  # iterstrat can leave a fold empty on very small sets
+        raise ConfigError(f"folds {folds} left fold {empty[0]} empty for {n} samples")
+    return out
+
+
 def make_manifest(labels: pd.DataFrame, params: SplitConfig) -> pd.DataFrame:
-    """The manifest rows (id, labels, fold, weight) for a labels frame (id, labels)."""
+    """The manifest rows (id, labels, fold, weight, fold_index) for a labels frame (id, labels).
+
+    Holdout (``folds`` 1): the train rows get weights, validation rows 0. K folds: every row is a
+    training row of F-1 chains, so every row gets its weight, from class roles counted on all
+    rows (a chain's training rows are (F-1)/F of them: the same roles, up to the margin)."""
     y = labels_to_matrix(labels["labels"])
-    is_val = stratified_split(y, params.val_fraction, params.seed)
+    if params.folds == 1:
+        is_val = stratified_split(y, params.val_fraction, params.seed)
+        fold_index = np.full(len(y), HOLDOUT, dtype=np.int8)
+    else:
+        is_val = np.zeros(len(y), dtype=bool)
+        fold_index = kfold_assignment(y, params.folds, params.seed)
     rare, dominant = class_roles(y[~is_val], params)
     weights = np.zeros(len(y), dtype=np.float32)
     weights[~is_val] = resampling_weights(y[~is_val], rare, dominant, params)
@@ -125,6 +151,7 @@ def make_manifest(labels: pd.DataFrame, params: SplitConfig) -> pd.DataFrame:
             "labels": labels["labels"].to_numpy(),
             "fold": np.where(is_val, "val", "train"),
             "weight": weights,
+            "fold_index": fold_index,
         }
     )
 
@@ -148,10 +175,22 @@ def split_stats(manifest: pd.DataFrame, params: SplitConfig) -> dict[str, Any]:
     def ratio(values: np.ndarray) -> float:
         return float(values[present].max() / values[present].min()) if present.any() else None
 
+    folds = int(manifest["fold_index"].max()) + 1 if (manifest["fold_index"] >= 0).any() else 1
+    per_fold = (
+        [y[(manifest["fold_index"] == k).to_numpy()].sum(axis=0) for k in range(folds)]
+        if folds > 1
+        else []
+    )
     return {
+        "folds": folds,
         "samples": {
             "train": int(train.sum()),
             "val": int((~train).sum()),
+            **(
+                {"per_fold": [int((manifest["fold_index"] == k).sum()) for k in range(folds)]}
+                if folds > 1
+                else {}
+            ),
             "draws_per_epoch": float(w[train].sum()),
         },
         "rare_classes": [int(c) for c in np.flatnonzero(rare)],
@@ -168,6 +207,7 @@ def split_stats(manifest: pd.DataFrame, params: SplitConfig) -> dict[str, Any]:
                 "train": int(train_counts[c]),
                 "val": int(val_counts[c]),
                 "draws_per_epoch": round(float(draws[c]), 3),
+                **({"per_fold": [int(f[c]) for f in per_fold]} if per_fold else {}),
             }
             for c in range(NUM_CLASSES)
         ],

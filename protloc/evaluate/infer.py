@@ -28,8 +28,11 @@ log = logging.getLogger(__name__)
 
 
 def snapshot_name(state: dict) -> str:
-    """'cycle{I}_{S}px': unique within one chain of cycles."""
-    return f"cycle{state['cycle']}_{state['size']}px"
+    """'cycle{I}_{S}px' (a holdout run), 'fold{F}_cycle{I}_{S}px' (a chain of a K-fold run):
+    unique within a run."""
+    fold = state["config"].get("fold", -1)
+    prefix = f"fold{fold}_" if fold >= 0 else ""
+    return f"{prefix}cycle{state['cycle']}_{state['size']}px"
 
 
 def gather(d: Dist, mine: dict) -> list[dict] | None:
@@ -126,6 +129,13 @@ def run_infer(
     names, states = load_snapshots(snapshots)
     manifest = read_manifest(manifest_uri)
     check_labels(manifest, labels_uri, manifest_uri)
+    manifest = manifest.chain(cfg.fold)
+    trained = {s["config"].get("fold", -1) for s in states}
+    if trained != {cfg.fold}:
+        raise ArtifactError(
+            f"infer for fold {cfg.fold} was given snapshots trained for fold(s) {sorted(trained)}: "
+            "out-of-fold predictions need the chain that held this fold out"
+        )
     splits = {
         "val": ("train", list(manifest.fold("val")["id"])),
         "test": ("test", read_test_ids(sample_submission_uri)),
@@ -146,9 +156,11 @@ def run_infer(
             for rank, part in enumerate(parts):
                 if (name, split) in part:
                     probs[rank :: d.world] = part[name, split]
-            frames.append(predictions.frame(ids, split, name, probs))
+            frames.append(predictions.frame(ids, split, name, probs, cfg.fold))
             total += probs
-        frames.append(predictions.frame(ids, split, predictions.ENSEMBLE, total / len(states)))
+        frames.append(
+            predictions.frame(ids, split, predictions.ENSEMBLE, total / len(states), cfg.fold)
+        )
     rows = pd.concat(frames, ignore_index=True)
     predictions.write_predictions(rows, join(out, "predictions.parquet"))
     log.info(
@@ -163,12 +175,13 @@ def run_infer(
     return rows
 
 
-def val_scores(rows: pd.DataFrame, manifest_uri: str) -> dict[str, float]:
-    """Macro F1 at 0.5 on the validation fold of every snapshot and of the ensemble."""
+def val_scores(rows: pd.DataFrame, manifest_uri: str, fold: int = -1) -> dict[str, float]:
+    """Macro F1 at 0.5 on the validation rows (of chain ``fold``) of every snapshot and of the
+    ensemble."""
     from protloc.data.hpa import labels_to_matrix
     from protloc.metrics import macro_f1
 
-    val = read_manifest(manifest_uri).fold("val").set_index("id")
+    val = read_manifest(manifest_uri).chain(fold).fold("val").set_index("id")
     part = rows[rows["split"] == "val"]
     out = {}
     for name, group in part.groupby("snapshot", sort=False):

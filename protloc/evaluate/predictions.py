@@ -1,8 +1,11 @@
 """The predictions contract (no torch): Parquet, one row per (id, split, snapshot).
 
 Columns: ``id`` (string), ``split`` ('val' or 'test'), ``snapshot`` (a snapshot name or
-'ensemble'), and ``p0``..``p27`` (float32 sigmoid probabilities). Readable by pandas, pyarrow,
-duckdb and polars.
+'ensemble'), ``fold`` (int8: the chain of cycles that made the row, -1 for a holdout run and for
+the test ensemble over folds) and ``p0``..``p27`` (float32 sigmoid probabilities). With K folds,
+'val' rows are out-of-fold: each labelled sample is predicted by the one chain that held it
+out. Readable by pandas, pyarrow, duckdb and polars. A file written before ``fold`` existed reads
+with fold -1.
 """
 
 from __future__ import annotations
@@ -23,13 +26,17 @@ SPLITS = ("val", "test")
 PROB_COLUMNS: tuple[str, ...] = tuple(f"p{c}" for c in range(NUM_CLASSES))
 SCHEMA = pa.schema(
     [pa.field("id", pa.string()), pa.field("split", pa.string()), pa.field("snapshot", pa.string())]
+    + [pa.field("fold", pa.int8())]
     + [pa.field(c, pa.float32()) for c in PROB_COLUMNS]
 )
 
 
-def frame(ids: list[str], split: str, snapshot: str, probs: np.ndarray) -> pd.DataFrame:
+def frame(
+    ids: list[str], split: str, snapshot: str, probs: np.ndarray, fold: int = -1
+) -> pd.DataFrame:
     """Rows for one snapshot's probabilities (N, 28) on one split."""
     out = pd.DataFrame(np.asarray(probs, dtype=np.float32), columns=list(PROB_COLUMNS))
+    out.insert(0, "fold", np.int8(fold))
     out.insert(0, "snapshot", snapshot)
     out.insert(0, "split", split)
     out.insert(0, "id", list(ids))
@@ -51,7 +58,10 @@ def read_predictions(uri: str) -> pd.DataFrame:
         table = pq.read_table(io.BytesIO(data))
     except (pa.ArrowException, OSError, ValueError) as exc:
         raise ArtifactError(f"{uri}: not a readable Parquet predictions file ({exc})") from None
-    return validate(table.to_pandas(), str(uri))
+    rows = table.to_pandas()
+    if "fold" not in rows.columns:  # written before K folds existed
+        rows.insert(3, "fold", np.int8(-1))
+    return validate(rows, str(uri))
 
 
 def validate(rows: pd.DataFrame, source: str) -> pd.DataFrame:
@@ -67,6 +77,8 @@ def validate(rows: pd.DataFrame, source: str) -> pd.DataFrame:
         raise ArtifactError(
             f"{source}: predictions column 'split' has {rows['split'][bad_split].iloc[0]!r}; expected val or test"
         )
+    if not pd.api.types.is_integer_dtype(rows["fold"]) or (rows["fold"] < -1).any():
+        raise ArtifactError(f"{source}: predictions column 'fold' must hold integers >= -1")
     for col in PROB_COLUMNS:
         if not pd.api.types.is_float_dtype(rows[col]):
             raise ArtifactError(

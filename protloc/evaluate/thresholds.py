@@ -240,7 +240,7 @@ def run_thresholds(
 
         t0 = time.perf_counter()
         rows = select(read_predictions(predictions_uri), "val")
-        val = read_manifest(manifest_uri).fold("val")
+        val = read_manifest(manifest_uri).held_out()
         if rows.empty:
             raise ArtifactError(f"{predictions_uri}: no ensemble rows for the validation split")
         missing = set(val["id"]) - set(rows["id"])
@@ -248,7 +248,7 @@ def run_thresholds(
         if missing or extra:
             example = sorted(missing or extra)[0]
             raise ArtifactError(
-                f"{predictions_uri} does not match the validation fold of {manifest_uri}: "
+                f"{predictions_uri} does not match the held-out rows of {manifest_uri}: "
                 f"{len(missing)} validation ids missing, {len(extra)} ids not in it (e.g. {example!r})"
             )
         truth = val.set_index("id").loc[rows["id"], "labels"]

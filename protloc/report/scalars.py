@@ -17,6 +17,7 @@ def train_scalars(metrics: dict[str, Any]) -> dict[str, float]:
     last = metrics["history"][-1] if metrics.get("history") else {}
     out = {
         "cycle": float(metrics["cycle"] + 1),
+        "fold": float(metrics.get("fold", -1)),
         "size_px": float(metrics["size"]),
         "epochs": float(metrics["epochs"]),
         "train_loss": float(last.get("loss", float("nan"))),

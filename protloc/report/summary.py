@@ -34,13 +34,16 @@ def step_time(name: str, folder: str) -> dict[str, Any]:
 def run_summary(predictions: str, thresholds: str) -> dict[str, Any]:
     """Per-cycle F1 (each snapshot's ``metrics.json``), the ensemble's F1 at 0.5, at the fitted
     thresholds and cross-fitted, and the times of the cycles, infer and thresholds."""
-    snapshots = _json(predictions, "snapshots.json")["snapshots"]
+    doc = _json(predictions, "snapshots.json")
+    snapshots = doc["snapshots"]
     cycles, steps = [], []
     for uri in snapshots:
         folder = storage.parent(uri)
         metrics = _json(folder, "metrics.json")
+        fold = metrics.get("fold", -1)
         cycles.append(
             {
+                "fold": fold,
                 "cycle": metrics["cycle"] + 1,
                 "size": metrics["size"],
                 "epochs": metrics["epochs"],
@@ -48,8 +51,16 @@ def run_summary(predictions: str, thresholds: str) -> dict[str, Any]:
                 "folder": folder,
             }
         )
-        steps.append(step_time(f"train cycle {metrics['cycle'] + 1}", folder))
-    steps += [step_time("infer", predictions), step_time("thresholds", thresholds)]
+        where = f" (fold {fold})" if fold >= 0 else ""
+        steps.append(step_time(f"train cycle {metrics['cycle'] + 1}{where}", folder))
+    if "infer_folders" in doc:  # a K-fold run: each fold's infer, then collect
+        steps += [
+            step_time(f"infer (fold {k})", folder) for k, folder in enumerate(doc["infer_folders"])
+        ]
+        steps.append(step_time("collect", predictions))
+    else:
+        steps.append(step_time("infer", predictions))
+    steps.append(step_time("thresholds", thresholds))
     thr = _json(thresholds, "thresholds.json")
     return {
         "cycles": cycles,
@@ -69,17 +80,21 @@ def format_summary(s: dict[str, Any]) -> str:
     out = [
         "## protloc run summary",
         "",
-        "| cycle | size (px) | epochs | val macro F1 at 0.5 |",
-        "|---:|---:|---:|---:|",
+        "| fold | cycle | size (px) | epochs | val macro F1 at 0.5 |",
+        "|---:|---:|---:|---:|---:|",
     ]
     out += [
-        f"| {c['cycle']} | {c['size']} | {c['epochs']} | {c['val_macro_f1_at_0.5']:.4f} |"
+        f"| {c['fold'] if c.get('fold', -1) >= 0 else '-'} | {c['cycle']} | {c['size']} | "
+        f"{c['epochs']} | {c['val_macro_f1_at_0.5']:.4f} |"
         for c in s["cycles"]
     ]
     e = s["ensemble"]
+    folds = len({c.get("fold", -1) for c in s["cycles"]} - {-1})
+    scored = f"out-of-fold over {folds} folds" if folds else "on the holdout"
     out += [
         "",
-        f"Ensemble of {len(s['cycles'])} snapshots: macro F1 **{e['macro_f1_at_0.5']:.4f}** at "
+        f"Ensemble of {len(s['cycles'])} snapshots, scored {scored}: macro F1 "
+        f"**{e['macro_f1_at_0.5']:.4f}** at "
         f"0.5, **{e['macro_f1_at_thresholds']:.4f}** at the fitted thresholds (alpha "
         f"{e['alpha']:g}; 2-fold cross-fit {e['crossfit_macro_f1']:.4f}).",
         "",

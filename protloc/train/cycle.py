@@ -266,6 +266,7 @@ def setup(
     manifest: Manifest = read_manifest(manifest_uri)
     if labels_uri:
         check_labels(manifest, labels_uri, manifest_uri)
+    manifest = manifest.chain(cfg.fold)
     train_rows, val_rows = manifest.fold("train"), manifest.fold("val")
 
     def cache_of(ids: list[str]) -> ImageCache:
@@ -468,6 +469,7 @@ def finish(
     skipped = run.train_cache.skipped + (run.val_cache.skipped if run.val_cache else [])
     metrics: dict[str, Any] = {
         "cycle": cfg.cycle,
+        "fold": cfg.fold,
         "size": cfg.size,
         "epochs": cfg.epochs,
         "history": run.history,

@@ -1,0 +1,121 @@
+"""The collect step of a K-fold run: the folds' predictions as one predictions file (no torch).
+
+Each chain of cycles predicted the fold it held out ('val' rows, fold k) and the test ids. The
+collected file keeps every snapshot's rows; its 'val' ensemble rows are the out-of-fold
+predictions, every labelled sample exactly once, and its 'test' ensemble rows are the mean over
+folds x snapshots (fold -1). The thresholds and submit steps read it like a holdout run's.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from protloc import storage
+from protloc.data.hpa import labels_to_matrix
+from protloc.data.manifest import read_manifest
+from protloc.errors import ArtifactError
+from protloc.evaluate import predictions as P
+from protloc.metrics import macro_f1
+
+log = logging.getLogger(__name__)
+
+
+def _fold_of(rows: pd.DataFrame, source: str) -> int:
+    folds = set(rows["fold"].tolist())
+    if len(folds) != 1 or min(folds) < 0:
+        raise ArtifactError(f"{source}: not one chain's predictions (folds {sorted(folds)})")
+    return int(folds.pop())
+
+
+def collect(parts: dict[str, pd.DataFrame], manifest_uri: str) -> tuple[pd.DataFrame, float]:
+    """The folds' prediction frames (source -> frame) as one frame, and the out-of-fold
+    ensemble's macro F1 at 0.5. Refuses a missing or repeated fold, an id predicted out of
+    fold twice or never, and chains that predicted different test ids."""
+    manifest = read_manifest(manifest_uri)
+    if not manifest.kfold:
+        raise ArtifactError(f"{manifest_uri}: a holdout manifest; collect gathers K-fold runs")
+    by_fold: dict[int, tuple[str, pd.DataFrame]] = {}
+    for source, rows in parts.items():
+        k = _fold_of(rows, source)
+        if k in by_fold:
+            raise ArtifactError(f"fold {k} predicted twice: {by_fold[k][0]} and {source}")
+        by_fold[k] = (source, rows)
+    missing = sorted(set(range(manifest.folds)) - set(by_fold))
+    if missing:
+        raise ArtifactError(
+            f"the predictions of fold(s) {missing} of {manifest.folds} are missing "
+            f"(got {len(parts)} chain(s))"
+        )
+    frames, test_snapshots = [], []
+    test_ids: list[str] | None = None
+    for k in sorted(by_fold):
+        source, rows = by_fold[k]
+        frames.append(rows[rows["split"] == "val"])
+        test = rows[(rows["split"] == "test") & (rows["snapshot"] != P.ENSEMBLE)]
+        frames.append(test)
+        for _, group in test.groupby("snapshot", sort=False):
+            ids = list(group["id"])
+            if test_ids is None:
+                test_ids = ids
+            elif ids != test_ids:
+                raise ArtifactError(f"{source}: its test ids differ from the other folds'")
+            test_snapshots.append(P.probabilities(group))
+    oof = pd.concat([f[f["snapshot"] == P.ENSEMBLE] for f in frames if len(f)])
+    oof = oof[oof["split"] == "val"]
+    held = manifest.held_out().set_index("id")
+    counts = oof["id"].value_counts()
+    twice = counts[counts > 1]
+    if len(twice):
+        raise ArtifactError(f"id {twice.index[0]!r} was predicted out of fold more than once")
+    never = sorted(set(held.index) - set(oof["id"]))
+    if never:
+        raise ArtifactError(f"id {never[0]!r} has no out-of-fold prediction ({len(never)} ids)")
+    if test_snapshots:
+        mean = np.mean(test_snapshots, axis=0)
+        frames.append(P.frame(test_ids or [], "test", P.ENSEMBLE, mean, -1))
+    rows = pd.concat(frames, ignore_index=True)
+    y = labels_to_matrix(held.loc[oof["id"], "labels"])
+    f1 = macro_f1(y, P.probabilities(oof), 0.5)
+    log.info(
+        "collected %d folds: %d out-of-fold predictions (macro F1 %.4f at 0.5), %d test ids "
+        "averaged over %d snapshots",
+        len(by_fold),
+        len(oof),
+        f1,
+        len(test_ids or []),
+        len(test_snapshots),
+    )
+    return rows, f1
+
+
+def run_collect(folders: list[str], manifest_uri: str, out: str) -> dict[str, Any]:
+    """The whole step: read each chain's infer folder, write ``predictions.parquet`` and
+    ``snapshots.json`` (every chain's snapshots, each one's F1 on its own fold, the out-of-fold
+    ensemble's)."""
+    parts, snapshots, scores = {}, [], {}
+    for folder in folders:
+        uri = storage.join(folder, "predictions.parquet")
+        parts[uri] = P.read_predictions(uri)
+        doc = storage.read_json(storage.join(folder, "snapshots.json"))
+        snapshots += doc["snapshots"]
+        scores.update(
+            {k: v for k, v in doc.get("val_macro_f1_at_0.5", {}).items() if k != P.ENSEMBLE}
+        )
+    rows, f1 = collect(parts, manifest_uri)
+    scores[P.ENSEMBLE] = f1
+    P.write_predictions(rows, storage.join(out, "predictions.parquet"))
+    storage.write_json(
+        storage.join(out, "snapshots.json"),
+        {
+            "snapshots": snapshots,
+            "val_macro_f1_at_0.5": scores,
+            "infer_folders": sorted(
+                folders, key=lambda f: _fold_of(parts[storage.join(f, "predictions.parquet")], f)
+            ),
+        },
+    )
+    return {"val_macro_f1_at_0.5": scores}
