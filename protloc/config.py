@@ -268,6 +268,16 @@ class ThresholdsConfig(StepConfig):
 
     # Chosen by the 2-fold cross-fit in bench/thresholds.py (see bench/README.md).
     alpha: float = param(0.1, "penalty on |precision - recall| (0: plain F1)", low=0, high=1)
+    ensemble: str = param(
+        "all",
+        "snapshots the ensemble averages: all, last:K (the last K cycles) or cycles:I,J,... "
+        "(cycle numbers from 1; with K folds, those cycles of every fold)",
+    )
+
+    def check(self) -> None:
+        from protloc.evaluate.ensemble import check_spec
+
+        check_spec(self.ensemble)
 
 
 @dataclass(frozen=True)

@@ -408,7 +408,11 @@ def thresholds_step(
 
     with timed("thresholds", out, {"split": split, "predictions": predictions}):
         return run_thresholds(
-            storage.join(predictions, PREDICTIONS), storage.join(split, MANIFEST), out, cfg.alpha
+            storage.join(predictions, PREDICTIONS),
+            storage.join(split, MANIFEST),
+            out,
+            cfg.alpha,
+            cfg.ensemble,
         )
 
 

@@ -13,10 +13,20 @@ from protloc import storage
 from protloc.classes import NUM_CLASSES
 from protloc.data.hpa import read_test_ids
 from protloc.errors import ArtifactError
-from protloc.evaluate.predictions import probabilities, read_predictions, select
-from protloc.evaluate.thresholds import read_thresholds
+from protloc.evaluate.ensemble import ensemble_rows, snapshot_names
+from protloc.evaluate.predictions import probabilities, read_predictions
+from protloc.evaluate.thresholds import read_ensemble, read_thresholds
 
 log = logging.getLogger(__name__)
+
+
+def decide(probs: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
+    """The predicted labels (N, 28) bool: above the class's threshold, or the most probable
+    class for an image with none above (every HPA image has at least one location)."""
+    positive = probs > thresholds[None, :]
+    empty = ~positive.any(axis=1)
+    positive[np.flatnonzero(empty), probs[empty].argmax(axis=1)] = True
+    return positive
 
 
 def make_submission(
@@ -40,9 +50,8 @@ def make_submission(
             f"{source}: {len(extra)} predicted test id(s) are absent from the sample submission, e.g. {extra[0]!r}"
         )
     probs = probabilities(by_id.loc[test_ids].reset_index())
-    positive = probs > thresholds[None, :]
-    empty = ~positive.any(axis=1)
-    positive[np.flatnonzero(empty), probs[empty].argmax(axis=1)] = True
+    positive = decide(probs, thresholds)
+    empty = ~(probs > thresholds[None, :]).any(axis=1)
     predicted = [" ".join(str(c) for c in np.flatnonzero(row)) for row in positive]
     log.info(
         "submission: %d images, %.2f labels per image, %d took their most probable class",
@@ -76,8 +85,10 @@ def run_submit(
 ) -> pd.DataFrame:
     """The whole step: write ``{out}/submission.csv`` and check it."""
     thresholds = read_thresholds(thresholds_uri)
+    chosen = read_ensemble(thresholds_uri)  # the snapshots the thresholds were fitted on
     test_ids = read_test_ids(sample_submission_uri)
-    rows = select(read_predictions(predictions_uri), "test")
+    every = read_predictions(predictions_uri)
+    rows = ensemble_rows(every, "test", chosen if chosen is not None else snapshot_names(every))
     if rows.empty:
         raise ArtifactError(f"{predictions_uri}: no ensemble rows for the test split")
     sub = make_submission(rows, thresholds, test_ids, source=str(predictions_uri))

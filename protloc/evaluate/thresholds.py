@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from protloc import storage
 from protloc.classes import CLASS_NAMES, NUM_CLASSES
@@ -196,6 +197,18 @@ def _refuse_constant(name: str) -> float:
     raise ValueError(f"{name} is not a number in standard JSON")
 
 
+def read_ensemble(uri: str) -> list[str] | None:
+    """The snapshots a thresholds.json was fitted on (None: every one, a file written before
+    the ensemble could be chosen)."""
+    doc = json.loads(storage.read_text(uri), parse_constant=_refuse_constant)
+    chosen = doc.get("ensemble", {}).get("snapshots") if isinstance(doc, dict) else None
+    if chosen is None:
+        return None
+    if not isinstance(chosen, list) or not chosen or not all(isinstance(n, str) for n in chosen):
+        raise ArtifactError(f"{uri}: 'ensemble.snapshots' must be a list of snapshot names")
+    return chosen
+
+
 def read_thresholds(uri: str) -> np.ndarray:
     """The 28 thresholds of a thresholds.json, validated."""
     text = storage.read_text(uri)
@@ -225,10 +238,37 @@ def read_thresholds(uri: str) -> np.ndarray:
     return out
 
 
+def snapshot_scores(
+    rows: pd.DataFrame, truth: pd.Series, names: list[str], alpha: float
+) -> dict[str, dict[str, float]]:
+    """Each snapshot alone on the rows it predicted (with K folds: its own fold): macro F1 at
+    0.5, at thresholds fitted on those rows, and 2-fold cross-fit."""
+    from protloc.data.hpa import labels_to_matrix
+    from protloc.evaluate.predictions import probabilities, select
+
+    out = {}
+    for name in names:
+        part = select(rows, "val", name)
+        y = labels_to_matrix(truth.loc[part["id"]])
+        probs = probabilities(part)
+
+        def fit(p: np.ndarray, t: np.ndarray) -> np.ndarray:
+            return fit_thresholds(p, t, alpha)[0]
+
+        out[name] = {
+            "rows": len(part),
+            "macro_f1_at_0.5": macro_f1(y, probs, 0.5),
+            "macro_f1_fitted": macro_f1(y, probs, fit(probs, y)),
+            "macro_f1_crossfit": cross_fit(probs, y, fit),
+        }
+    return out
+
+
 def run_thresholds(
-    predictions_uri: str, manifest_uri: str, out: str, alpha: float
+    predictions_uri: str, manifest_uri: str, out: str, alpha: float, ensemble: str = "all"
 ) -> dict[str, Any]:
-    """The whole step: fit on the ensemble's validation rows, write thresholds.json, plots
+    """The whole step: fit on the validation rows of the ensemble of the snapshots
+    ``ensemble`` chooses, write thresholds.json (with each snapshot's scores alone), plots
     and report.html."""
     from protloc.report.pages import thresholds_page
     from protloc.report.plot_worker import BackgroundPlots
@@ -236,10 +276,14 @@ def run_thresholds(
     with BackgroundPlots() as figures:  # starts importing matplotlib now, in parallel
         from protloc.data.hpa import labels_to_matrix
         from protloc.data.manifest import read_manifest
-        from protloc.evaluate.predictions import probabilities, read_predictions, select
+        from protloc.evaluate.ensemble import choose, ensemble_rows, snapshot_names
+        from protloc.evaluate.predictions import probabilities, read_predictions
 
         t0 = time.perf_counter()
-        rows = select(read_predictions(predictions_uri), "val")
+        every = read_predictions(predictions_uri)
+        names = snapshot_names(every)
+        chosen = choose(names, ensemble)
+        rows = ensemble_rows(every, "val", chosen)
         val = read_manifest(manifest_uri).held_out()
         if rows.empty:
             raise ArtifactError(f"{predictions_uri}: no ensemble rows for the validation split")
@@ -255,6 +299,8 @@ def run_thresholds(
         y = labels_to_matrix(truth)
         probs = probabilities(rows)
         report = thresholds_report(probs, y, alpha)
+        report["ensemble"] = {"choice": ensemble, "snapshots": chosen}
+        report["snapshots"] = snapshot_scores(every, val.set_index("id")["labels"], names, alpha)
         storage.write_json(storage.join(out, "thresholds.json"), report)
         chosen = np.array(report["thresholds"])
         figures.render(

@@ -128,6 +128,33 @@ def thresholds_page(report: dict[str, Any], out: str) -> str:
             for c in report["classes"]
         ],
     )
+    chosen = report.get("ensemble", {}).get("snapshots")
+    snapshots = Table(
+        "Each snapshot alone, and the ensemble (choice "
+        f"{report.get('ensemble', {}).get('choice', 'all')!r})",
+        ["snapshot", "in the ensemble", "rows", "F1 at 0.5", "F1 fitted", "2-fold cross-fit"],
+        [
+            (
+                name,
+                "yes" if chosen is None or name in chosen else "no",
+                s["rows"],
+                s["macro_f1_at_0.5"],
+                s["macro_f1_fitted"],
+                s["macro_f1_crossfit"],
+            )
+            for name, s in report.get("snapshots", {}).items()
+        ]
+        + [
+            (
+                "ensemble",
+                "",
+                report["n_val"],
+                report["macro_f1_at_0.5"],
+                report["macro_f1"],
+                cmp["per_class_alpha"]["crossfit"],
+            )
+        ],
+    )
     lead = (
         f"{report['n_val']} validation images; macro F1 {report['macro_f1_at_0.5']:.4f} at 0.5, "
         f"{report['macro_f1']:.4f} at the fitted thresholds "
@@ -140,6 +167,7 @@ def thresholds_page(report: dict[str, Any], out: str) -> str:
         lead,
         [
             comparison,
+            snapshots,
             figure(
                 "Precision, recall and F1 against the threshold",
                 storage.join(out, "threshold_curves.png"),
