@@ -65,6 +65,7 @@ class Outputs(NamedTuple):
     predictions: object
     thresholds: object
     submission: object
+    model: object
 
 
 def _settings(step: str, values: dict[str, Any]) -> dict[str, Any]:
@@ -110,7 +111,7 @@ def build_pipeline(
     params = pipeline_params()
     kinds = {"Artifact": Artifact, "Dataset": Dataset, "Model": Model}
     gather = "infer" if folds == 1 else "collect"
-    producers = ("split", "prepare", gather, "thresholds", "submit")  # Outputs' order
+    producers = ("split", "prepare", gather, "thresholds", "submit", "bundle")  # Outputs' order
     returns = NamedTuple(
         "Outputs",
         [(f, kinds[STEPS[p].output]) for f, p in zip(Outputs._fields, producers, strict=True)],
@@ -184,7 +185,11 @@ def build_pipeline(
         place(th, "thresholds", "thresholds")
         sub = ops["submit"](predictions=p.outputs["out"], thresholds=th.outputs["out"], **common)
         place(sub, "submit", "submit")
-        return Outputs(*(t.outputs["out"] for t in (s, store, p, th, sub)))
+        model = ops["bundle"](
+            predictions=p.outputs["out"], thresholds=th.outputs["out"], code_version=version
+        )
+        place(model, "bundle", "bundle: the model to apply to new images")
+        return Outputs(*(t.outputs["out"] for t in (s, store, p, th, sub, model)))
 
     protloc.__signature__ = _signature(params, returns)
     shape = format_schedule(schedule) + (f", {folds} folds" if folds > 1 else "")
@@ -307,6 +312,7 @@ def local_summary(outputs: dict[str, Path], new_runs: list[Path], wall: float) -
         *summary["steps"],
     ]
     steps.append(step_time("submit", str(outputs["submission"])))
+    steps.append(step_time("bundle", str(outputs["model"])))
     for st in steps:
         st["ran"] = any(st["folder"].startswith(str(run)) for run in new_runs)
     # The last cycle's page shows the curves of the whole chain.
@@ -316,6 +322,7 @@ def local_summary(outputs: dict[str, Path], new_runs: list[Path], wall: float) -
         "steps": steps,
         "wall_seconds": round(wall, 1),
         "submission": str(outputs["submission"] / SUBMISSION),
+        "model": str(outputs["model"]),
         "pages": [str(f / PAGE) for f in folders],
         "plots": [
             str(p) for key in ("split", "thresholds") for p in sorted(outputs[key].glob("*.png"))

@@ -65,6 +65,10 @@ def _fold():
     )
 
 
+def _infer_batch_size():
+    return param(64, "images per forward pass", low=1, high=4096)
+
+
 LR_SCALINGS = ("none", "linear", "sqrt")
 RESAMPLINGS = ("class", "sample")
 
@@ -251,7 +255,7 @@ class InferConfig(StepConfig):
 
     tta: int = param(8, "D4 transforms averaged per image", low=1, high=8)
     fold: int = _fold()
-    infer_batch_size: int = param(64, "images per forward pass", low=1, high=4096)
+    infer_batch_size: int = _infer_batch_size()
     workers: int = _workers()
     cache_dir: str = _cache_dir()
     gpus: int = _gpus()
@@ -260,6 +264,31 @@ class InferConfig(StepConfig):
 @dataclass(frozen=True)
 class CollectConfig(StepConfig):
     """The collect step (K-fold runs) has no settings: it gathers the folds' predictions."""
+
+
+@dataclass(frozen=True)
+class BundleConfig(StepConfig):
+    """The bundle step has no settings: the thresholds step's choice decides its snapshots."""
+
+
+@dataclass(frozen=True)
+class PredictConfig(StepConfig):
+    """Applying a model bundle to a folder of images (outside the training DAG)."""
+
+    images: str = param(
+        help="folder of RGBY images to predict, {Id}_{red,green,blue,yellow}.{png,jpg,tif} "
+        "(local or s3://), any size",
+        scope="task",
+    )
+    ids: str = param(
+        "",
+        "CSV with an Id column: the samples to predict, in that order; empty: every sample "
+        "in the images folder",
+        scope="task",
+    )
+    infer_batch_size: int = _infer_batch_size()
+    workers: int = _workers()
+    cache_dir: str = _cache_dir()
 
 
 @dataclass(frozen=True)
@@ -293,4 +322,6 @@ CONFIGS: dict[str, type[StepConfig]] = {
     "collect": CollectConfig,
     "thresholds": ThresholdsConfig,
     "submit": SubmitConfig,
+    "bundle": BundleConfig,
+    "predict": PredictConfig,
 }

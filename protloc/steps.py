@@ -34,8 +34,10 @@ from typing import Any
 
 from protloc import storage
 from protloc.config import (
+    BundleConfig,
     CollectConfig,
     InferConfig,
+    PredictConfig,
     PrepareConfig,
     SplitConfig,
     SubmitConfig,
@@ -383,7 +385,8 @@ def infer_step(
         scores = val_scores(rows, storage.join(split, MANIFEST), cfg.fold)
         # Which snapshots made these predictions, and how each scored: the run summary's source.
         storage.write_json(
-            storage.join(out, SNAPSHOTS), {"snapshots": snapshots, "val_macro_f1_at_0.5": scores}
+            storage.join(out, SNAPSHOTS),
+            {"snapshots": snapshots, "val_macro_f1_at_0.5": scores, "tta": cfg.tta},
         )
         return {"val_macro_f1_at_0.5": scores}
 
@@ -433,6 +436,42 @@ def submit_step(cfg: SubmitConfig, *, data_root: str, predictions: str, threshol
         summary = run_summary(predictions, thresholds)
         storage.write_text(storage.join(out, SUMMARY), format_summary(summary))
         return result
+
+
+def bundle_step(cfg: BundleConfig, *, predictions: str, thresholds: str, out: str) -> dict:
+    """The model bundle: the snapshots the thresholds step chose (their checkpoints, sizes and
+    normalisation), its thresholds, the TTA infer used, class names and code version."""
+    from protloc.evaluate.bundle import write_bundle
+    from protloc.evaluate.ensemble import snapshot_name
+
+    with timed("bundle", out, {"predictions": predictions, "thresholds": thresholds}):
+        doc = storage.read_json(storage.join(predictions, SNAPSHOTS))
+        thr = storage.read_json(storage.join(thresholds, THRESHOLDS))
+        by_name = {}
+        for uri in doc["snapshots"]:
+            m = storage.read_json(storage.join(storage.parent(uri), METRICS))
+            by_name[snapshot_name(m["cycle"], m["size"], m.get("fold", -1))] = uri
+        chosen = thr.get("ensemble", {}).get("snapshots") or list(by_name)
+        unknown = sorted(set(chosen) - set(by_name))
+        if unknown:
+            raise ArtifactError(
+                f"--thresholds {thresholds} chose snapshot(s) {unknown} that --predictions "
+                f"{predictions} does not list"
+            )
+        tta = doc.get("tta")
+        if not isinstance(tta, int):
+            raise ArtifactError(
+                f"--predictions {predictions}: {SNAPSHOTS} records no single TTA ({tta!r})"
+            )
+        return write_bundle({n: by_name[n] for n in chosen}, thr, tta, out)
+
+
+def predict_step(cfg: PredictConfig, *, model: str, out: str) -> Any:
+    """A model bundle applied to ``cfg.images``: predictions.parquet and labels.csv."""
+    from protloc.evaluate.apply import run_predict
+
+    with timed("predict", out, {"model": model}):
+        return run_predict(model, cfg, out)
 
 
 # ----------------------------------------------------------------------------- the step table
@@ -500,6 +539,9 @@ class Step:
     gpu: bool = False
     reports: tuple[Report, ...] = ()
     cpus: int = 2  # a CPU step's request on a cluster
+    in_dag: bool = (
+        True  # False: a command and component of its own (predict), no pipeline parameter
+    )
 
 
 _SPLIT = Input("split", "the split step's output folder (manifest.parquet)", type="Dataset")
@@ -512,6 +554,7 @@ _STORE = Input(
 _PREDICTIONS = Input(
     "predictions", "the infer step's output folder (predictions.parquet)", type="Dataset"
 )
+_THRESHOLDS = Input("thresholds", "the thresholds step's output folder (thresholds.json)")
 
 STEPS: dict[str, Step] = {
     s.name: s
@@ -611,10 +654,7 @@ STEPS: dict[str, Step] = {
             "submit",
             "The Kaggle submission CSV.",
             SubmitConfig,
-            (
-                _PREDICTIONS,
-                Input("thresholds", "the thresholds step's output folder (thresholds.json)"),
-            ),
+            (_PREDICTIONS, _THRESHOLDS),
             True,
             submit_step,
             output="Dataset",
@@ -627,6 +667,27 @@ STEPS: dict[str, Step] = {
                 ),
             ),
         ),
+        Step(
+            "bundle",
+            "The model bundle: the chosen snapshots, their sizes and normalisation, the "
+            "thresholds, TTA, class names and code version.",
+            BundleConfig,
+            (_PREDICTIONS, _THRESHOLDS),
+            False,
+            bundle_step,
+            output="Model",
+        ),
+        Step(
+            "predict",
+            "A model bundle applied to a folder of RGBY images: probabilities and labels.",
+            PredictConfig,
+            (Input("model", "a model bundle (the bundle step's output folder)", type="Model"),),
+            False,
+            predict_step,
+            output="Dataset",
+            gpu=True,
+            in_dag=False,
+        ),
     )
 }
 
@@ -638,7 +699,7 @@ def pipeline_params() -> list[Param]:
     """
     out: dict[str, Param] = {DATA_ROOT.name: DATA_ROOT, DATA_FINGERPRINT.name: DATA_FINGERPRINT}
     for step in STEPS.values():
-        for p in step.config.params():
+        for p in step.config.params() if step.in_dag else []:
             if p.spec.scope != "pipeline":
                 continue
             seen = out.get(p.name)
@@ -666,6 +727,8 @@ def step_configs(
 
     out: dict[str, Any] = {}
     for name, step in STEPS.items():
+        if not step.in_dag:
+            continue
         if name == "train":
             out[name] = [TrainConfig(**pick(TrainConfig), **c) for c in cycles]
         elif name == "split":

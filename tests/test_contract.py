@@ -19,7 +19,7 @@ import yaml
 import pipeline
 from components.factory import kfp_component
 from protloc.cli import step_parser
-from protloc.config import CONFIGS, PrepareConfig, TrainConfig
+from protloc.config import CONFIGS, PredictConfig, PrepareConfig, TrainConfig
 from protloc.errors import ConfigError
 from protloc.params import Param
 from protloc.steps import DATA_ROOT, STEPS, Step, pipeline_params
@@ -163,6 +163,7 @@ def _valid(cls) -> dict:
     required = {
         TrainConfig: {"size": 96, "batch_size": 8, "epochs": 1},
         PrepareConfig: {"store_size": 96},
+        PredictConfig: {"images": "imgs"},
     }
     return required.get(cls, {})
 

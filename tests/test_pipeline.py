@@ -27,7 +27,13 @@ def test_compiled_dag(compiled):
     spec, platform = compiled
     tasks = spec["root"]["dag"]["tasks"]
     trains = [f"train{'' if i == 0 else f'-{i + 1}'}" for i in range(7)]
-    assert set(tasks) == {"split", "prepare", *trains, "infer", "thresholds", "submit"}
+    assert set(tasks) == {"split", "prepare", *trains, "infer", "thresholds", "submit", "bundle"}
+    # The last output: the model bundle, made from infer's snapshots and the thresholds.
+    bundle = tasks["bundle"]["inputs"]["artifacts"]
+    assert bundle["predictions"]["taskOutputArtifact"]["producerTask"] == "infer"
+    assert bundle["thresholds"]["taskOutputArtifact"]["producerTask"] == "thresholds"
+    model = spec["root"]["outputDefinitions"]["artifacts"]["model"]
+    assert model["artifactType"]["schemaTitle"] == "system.Model"
     # Decoded once, at the largest size; every cycle and infer read that store.
     assert tasks["prepare"]["inputs"]["parameters"]["store_size"]["runtimeValue"]["constant"] == 512
     for name in (*trains, "infer"):
@@ -230,6 +236,7 @@ def test_alpha_only_rerun_serves_split_train_infer_from_cache(local_runs):
         "infer": False,
         "thresholds": True,
         "submit": True,
+        "bundle": True,  # it holds the thresholds
     }
     t1, t2 = (
         json.loads(
@@ -472,3 +479,73 @@ def test_compiled_artifacts_are_typed(compiled):
     for comp in ("comp-split", "comp-train", "comp-thresholds"):
         assert kind(comp, "outputDefinitions", "page") == "system.HTML"
     assert kind("comp-submit", "outputDefinitions", "summary") == "system.Markdown"
+
+
+def test_the_bundle_applied_to_images_gives_the_runs_labels(local_runs, tiny_data, tmp_path):
+    """components.predict on the run's model bundle over a folder of images: the test images
+    get the labels infer + thresholds + submit gave them; a new sample in HPAv18's format (colour-
+    coded JPEGs, another size) is predicted beside them."""
+    import shutil
+
+    from protloc.evaluate.predictions import probabilities, read_predictions, select
+    from tests.conftest import run_python
+    from tests.test_external_images import write_hpav18
+
+    first, _, _ = local_runs
+    images = tmp_path / "new" / "images"
+    shutil.copytree(tiny_data / "test", images)
+    write_hpav18(ROOT / "tests" / "data" / "hpa", images, "hpav18-sample", size=192)
+    bundle = json.loads((Path(first["model"]) / "bundle.json").read_text())
+    assert bundle["format"] == 1 and [s["size"] for s in bundle["snapshots"]] == [80, 96]
+    assert bundle["tta"] == 2 and len(bundle["class_names"]) == 28
+    out = tmp_path / "pred"
+    proc = run_python(
+        ["-m", "components.predict", "--model", first["model"], "--images", str(images),
+         "--out", str(out), "--workers", "0"]
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    labels = pd.read_csv(out / "labels.csv", dtype=str)
+    sub = pd.read_csv(first["submission"], dtype=str)
+    got = dict(zip(labels["Id"], labels["Predicted"], strict=True))
+    assert {i: got[i] for i in sub["Id"]} == dict(zip(sub["Id"], sub["Predicted"], strict=True))
+    assert "hpav18-sample" in got and len(got) == len(sub) + 1
+    names = labels.set_index("Id")["Labels"]
+    assert all(len(names[i].split(";")) == len(got[i].split()) for i in got)
+    # the probabilities are infer's test ensemble's
+    run = Path(first["submission"]).parents[2]
+    infer = select(read_predictions(str(run / "infer" / "out" / "predictions.parquet")), "test")
+    mine = select(read_predictions(str(out / "predictions.parquet")), "test").set_index("id")
+    assert np.allclose(
+        probabilities(mine.loc[infer["id"]].reset_index()), probabilities(infer), atol=1e-6
+    )
+
+
+def test_a_bundle_this_protloc_cannot_apply_is_refused_naming_what_differs(local_runs, tmp_path):
+    import shutil
+
+    from protloc.errors import ArtifactError
+    from protloc.evaluate.bundle import read_bundle, snapshot_bytes
+
+    first, _, _ = local_runs
+    for change, message in [
+        ({"format": 2}, r"bundle format 2 was written by a newer protloc .* reads formats up to 1"),
+        ({"arch": "resnet50"}, r"architecture is 'resnet50', this protloc applies 'inception_v3_bn'"),
+        ({"class_names": ["Nucleoplasm", "Mitochondria", *["x"] * 26]},
+         r"class 1 is 'Mitochondria' in the bundle, 'Nuclear membrane' here"),
+        ({"class_names": ["a"] * 19}, "the bundle has 19 classes, this protloc has 28"),
+    ]:  # fmt: skip
+        folder = tmp_path / f"b{len(list(tmp_path.iterdir()))}"
+        shutil.copytree(first["model"], folder)
+        doc = json.loads((folder / "bundle.json").read_text())
+        (folder / "bundle.json").write_text(json.dumps({**doc, **change}))
+        with pytest.raises(ArtifactError, match=message):
+            read_bundle(str(folder))
+    folder = tmp_path / "tampered"
+    shutil.copytree(first["model"], folder)
+    bundle = read_bundle(str(folder))
+    snap = bundle.snapshots[0]
+    data = bytearray(Path(snap.uri).read_bytes())
+    data[len(data) // 2] ^= 0xFF  # one flipped byte
+    Path(snap.uri).write_bytes(bytes(data))
+    with pytest.raises(ArtifactError, match="not the file the bundle recorded"):
+        snapshot_bytes(bundle, snap)

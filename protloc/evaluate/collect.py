@@ -96,12 +96,13 @@ def run_collect(folders: list[str], manifest_uri: str, out: str) -> dict[str, An
     """The whole step: read each chain's infer folder, write ``predictions.parquet`` and
     ``snapshots.json`` (every chain's snapshots, each one's F1 on its own fold, the out-of-fold
     ensemble's)."""
-    parts, snapshots, scores = {}, [], {}
+    parts, snapshots, scores, tta = {}, [], {}, set()
     for folder in folders:
         uri = storage.join(folder, "predictions.parquet")
         parts[uri] = P.read_predictions(uri)
         doc = storage.read_json(storage.join(folder, "snapshots.json"))
         snapshots += doc["snapshots"]
+        tta.add(doc.get("tta"))
         scores.update(
             {k: v for k, v in doc.get("val_macro_f1_at_0.5", {}).items() if k != P.ENSEMBLE}
         )
@@ -113,6 +114,7 @@ def run_collect(folders: list[str], manifest_uri: str, out: str) -> dict[str, An
         {
             "snapshots": snapshots,
             "val_macro_f1_at_0.5": scores,
+            "tta": tta.pop() if len(tta) == 1 else None,
             "infer_folders": sorted(
                 folders, key=lambda f: _fold_of(parts[storage.join(f, "predictions.parquet")], f)
             ),

@@ -27,6 +27,12 @@ def check_spec(spec: str) -> None:
         )
 
 
+def snapshot_name(cycle: int, size: int, fold: int = -1) -> str:
+    """'cycle{I}_{S}px' (a holdout run), 'fold{F}_cycle{I}_{S}px' (a chain of a K-fold run):
+    unique within a run; ``cycle`` counts from 0 as the train step's does."""
+    return f"{f'fold{fold}_' if fold >= 0 else ''}cycle{cycle}_{size}px"
+
+
 def cycle_of(name: str) -> int:
     """The 1-based cycle number of a snapshot name ('fold0_cycle2_128px' -> 3)."""
     found = _NAME_RE.match(name)

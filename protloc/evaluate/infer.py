@@ -18,6 +18,7 @@ from protloc.data.manifest import check_labels, read_manifest
 from protloc.data.store import Store, open_store
 from protloc.errors import ArtifactError, ConfigError
 from protloc.evaluate import predictions
+from protloc.evaluate.ensemble import snapshot_name
 from protloc.evaluate.predict import predict
 from protloc.model.checkpoint import load_checkpoint
 from protloc.model.network import create_model, load_weights
@@ -27,12 +28,9 @@ from protloc.train.distributed import Dist, device_for, init_distributed, teardo
 log = logging.getLogger(__name__)
 
 
-def snapshot_name(state: dict) -> str:
-    """'cycle{I}_{S}px' (a holdout run), 'fold{F}_cycle{I}_{S}px' (a chain of a K-fold run):
-    unique within a run."""
-    fold = state["config"].get("fold", -1)
-    prefix = f"fold{fold}_" if fold >= 0 else ""
-    return f"{prefix}cycle{state['cycle']}_{state['size']}px"
+def name_of(state: dict) -> str:
+    """A checkpoint's snapshot name (see :func:`protloc.evaluate.ensemble.snapshot_name`)."""
+    return snapshot_name(state["cycle"], state["size"], state["config"].get("fold", -1))
 
 
 def gather(d: Dist, mine: dict) -> list[dict] | None:
@@ -58,7 +56,7 @@ def load_snapshots(snapshots: list[str]) -> tuple[list[str], list[dict]]:
                 f"{uri}: cycle {state['cycle']} stopped after epoch {state['epochs_done']} "
                 f"of {state['config']['epochs']}; finish it first"
             )
-    names = [snapshot_name(s) for s in states]
+    names = [name_of(s) for s in states]
     if len(set(names)) != len(names):
         raise ArtifactError(f"two snapshots share a cycle and size: {names}")
     return names, states

@@ -15,9 +15,8 @@ from typing import Any
 import torch
 
 from protloc import storage
-from protloc.classes import CLASS_NAMES, NUM_CLASSES
+from protloc.classes import ARCH, CLASS_NAMES, NUM_CLASSES
 from protloc.errors import ArtifactError, StorageError
-from protloc.model.network import ARCH
 
 REQUIRED = ("arch", "num_classes", "model", "size", "config", "norm", "epochs_done", "complete")
 
@@ -44,6 +43,11 @@ def load_checkpoint(uri: str) -> dict[str, Any]:
         data = storage.read_bytes(uri)
     except StorageError as exc:
         raise ArtifactError(f"checkpoint {exc}") from None
+    return parse_checkpoint(data, uri)
+
+
+def parse_checkpoint(data: bytes, uri: str) -> dict[str, Any]:
+    """Check a protloc checkpoint already read from ``uri``."""
     try:
         state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as exc:

@@ -18,13 +18,12 @@ from torch import nn
 from torchvision.models.inception import BasicConv2d, Inception3
 
 from protloc import storage
-from protloc.classes import NUM_CLASSES
+from protloc.classes import ARCH, NUM_CLASSES
 from protloc.config import MIN_SIZE
 from protloc.errors import ArtifactError, ConfigError
 
 log = logging.getLogger(__name__)
 
-ARCH = "inception_v3_bn"
 # Inception blocks and their output channels, in forward order.
 BLOCKS: tuple[tuple[str, int], ...] = (
     ("Mixed_5b", 256),

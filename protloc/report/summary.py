@@ -114,6 +114,11 @@ def format_summary(s: dict[str, Any]) -> str:
         out.append(f"Pipeline wall time {s['wall_seconds']:.1f} s.")
     if "submission" in s:
         out.append(f"Submission: `{s['submission']}`")
+    if "model" in s:
+        out.append(
+            f"Model bundle: `{s['model']}` (apply it: `python -m components.predict --model "
+            "DIR --images DIR --out DIR`)"
+        )
     if s.get("pages"):
         out += ["", "Pages (self-contained HTML):"] + [f"- `{p}`" for p in s["pages"]]
     return "\n".join(out).rstrip() + "\n"

@@ -474,6 +474,7 @@ def finish(
         "epochs": cfg.epochs,
         "history": run.history,
         "skipped_ids": skipped,
+        "norm": run.norm,  # what a model bundle records beside the weights
         "config": cfg.to_dict(),
     }
     checksum = check_in_sync(run.d, run.model)

@@ -1,0 +1,107 @@
+"""Apply a model bundle to a folder of RGBY images: probabilities and predicted labels.
+
+The same computation as infer + thresholds + submit for the bundle's snapshots: each snapshot
+predicts at its own size with the bundle's TTA and normalisation, the ensemble is their mean,
+and a class is predicted above its threshold (else the image's most probable class).
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from protloc import storage
+from protloc.classes import CLASS_NAMES, NUM_CLASSES
+from protloc.config import PredictConfig
+from protloc.data.cache import build_cache
+from protloc.data.hpa import EXTENSIONS, read_test_ids
+from protloc.errors import DataError
+from protloc.evaluate import predictions as P
+from protloc.evaluate.bundle import read_bundle, snapshot_bytes
+from protloc.evaluate.predict import predict
+from protloc.evaluate.submission import decide
+from protloc.model.checkpoint import parse_checkpoint
+from protloc.model.network import create_model, load_weights
+
+log = logging.getLogger(__name__)
+
+PREDICTIONS = "predictions.parquet"
+LABELS = "labels.csv"
+
+
+def image_ids(images: str) -> list[str]:
+    """Every sample of an images folder (an ``{Id}_red`` file of a known extension), sorted."""
+    ids = sorted(
+        name[: -len("_red" + ext)]
+        for name in storage.listing(images)
+        for ext in EXTENSIONS
+        if name.endswith("_red" + ext)
+    )
+    if not ids:
+        raise DataError(
+            f"{images}: no images ({{Id}}_red with one of {', '.join(EXTENSIONS)}) to predict"
+        )
+    return ids
+
+
+def run_predict(model: str, cfg: PredictConfig, out: str) -> pd.DataFrame:
+    """Write ``{out}/predictions.parquet`` (per snapshot and ensemble, the predictions
+    contract) and ``{out}/labels.csv`` (Id, Predicted class indices, Labels by name); returns
+    the labels frame."""
+    bundle = read_bundle(model)
+    images = cfg.images if storage.is_s3(cfg.images) else str(Path(cfg.images).resolve())
+    ids = read_test_ids(cfg.ids) if cfg.ids else image_ids(images)
+    # The cache and the decoder read {root}/{folder}/{Id}_{channel}.{ext}.
+    root, folder = storage.parent(images), images.rstrip("/").rsplit("/", 1)[-1]
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    t0 = time.perf_counter()
+    frames, total = [], np.zeros((len(ids), NUM_CLASSES), dtype=np.float64)
+    for snap in bundle.snapshots:
+        state = parse_checkpoint(snapshot_bytes(bundle, snap), snap.uri)
+        net = create_model()
+        load_weights(net, state["model"], snap.uri)
+        net.to(device)
+        cache = build_cache(
+            root, folder, ids, snap.size, cfg.cache_dir, workers=max(cfg.workers, 2)
+        )
+        probs = predict(
+            net,
+            cache,
+            snap.norm,
+            cfg.infer_batch_size,
+            device,
+            tta=bundle.tta,
+            workers=cfg.workers,
+            label=snap.name,
+        )
+        frames.append(P.frame(ids, "test", snap.name, probs))
+        total += probs
+    ensemble = (total / len(bundle.snapshots)).astype(np.float32)
+    frames.append(P.frame(ids, "test", P.ENSEMBLE, ensemble))
+    P.write_predictions(pd.concat(frames, ignore_index=True), storage.join(out, PREDICTIONS))
+    positive = decide(ensemble.astype(np.float64), np.array(bundle.thresholds))
+    labels = pd.DataFrame(
+        {
+            "Id": ids,
+            "Predicted": [" ".join(str(c) for c in np.flatnonzero(r)) for r in positive],
+            "Labels": [";".join(CLASS_NAMES[c] for c in np.flatnonzero(r)) for r in positive],
+        }
+    )
+    buf = io.StringIO()
+    labels.to_csv(buf, index=False, lineterminator="\n")
+    storage.write_text(storage.join(out, LABELS), buf.getvalue())
+    log.info(
+        "predicted %d images with %d snapshot(s) x %d TTA in %.1f s: %.2f labels per image",
+        len(ids),
+        len(bundle.snapshots),
+        bundle.tta,
+        time.perf_counter() - t0,
+        positive.sum() / len(ids),
+    )
+    return labels

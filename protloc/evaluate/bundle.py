@@ -1,0 +1,159 @@
+"""The model bundle: everything needed to apply a trained run to new images, in one folder.
+
+```
+bundle.json              format version, architecture, class names, code version, the decision
+                         rule, TTA, thresholds (and alpha, the ensemble choice), and per snapshot:
+                         its file, image size, normalisation, cycle, fold, SHA-256
+snapshots/{name}.pt      each chosen snapshot's final checkpoint, byte for byte
+```
+
+Writing a bundle needs no torch (the bundle step runs on the CPU image): sizes and
+normalisation come from each cycle's ``metrics.json``. Reading one checks what this protloc
+can apply: a format it knows (older formats stay readable), its architecture and its class list,
+each named when it differs, and each snapshot file's SHA-256.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from protloc import __version__, storage
+from protloc.classes import ARCH, CLASS_NAMES, NUM_CLASSES
+from protloc.errors import ArtifactError
+from protloc.version import code_version
+
+log = logging.getLogger(__name__)
+
+FORMAT = 1  # raise when bundle.json changes in a way format-1 readers cannot follow
+BUNDLE = "bundle.json"
+DECISION = "a class is predicted when its probability is above its threshold; an image with none above gets its most probable class"
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """One snapshot of a bundle: where its checkpoint is and how to feed it."""
+
+    name: str
+    uri: str
+    size: int
+    norm: dict[str, list[float]]
+
+
+@dataclass(frozen=True)
+class Bundle:
+    """A bundle as read: its snapshots, thresholds and TTA, and the document itself."""
+
+    uri: str
+    snapshots: list[Snapshot]
+    thresholds: list[float]
+    tta: int
+    doc: dict[str, Any]
+
+
+def write_bundle(
+    snapshot_uris: dict[str, str], thresholds_doc: dict[str, Any], tta: int, out: str
+) -> dict[str, Any]:
+    """Copy the chosen snapshots (name -> checkpoint URI) into ``out`` and write bundle.json."""
+    entries = []
+    for name, uri in snapshot_uris.items():
+        metrics = storage.read_json(storage.join(storage.parent(uri), "metrics.json"))
+        if "norm" not in metrics:
+            raise ArtifactError(
+                f"{storage.parent(uri)}: metrics.json has no normalisation (a cycle trained by "
+                "an older protloc); retrain it to bundle it"
+            )
+        data = storage.read_bytes(uri)
+        file = f"snapshots/{name}.pt"
+        storage.write_bytes(storage.join(out, file), data)
+        entries.append(
+            {
+                "name": name,
+                "file": file,
+                "size": int(metrics["size"]),
+                "norm": metrics["norm"],
+                "cycle": int(metrics["cycle"]),
+                "fold": int(metrics.get("fold", -1)),
+                "sha256": hashlib.sha256(data).hexdigest(),
+                "val_macro_f1_at_0.5": metrics.get("val", {}).get("macro_f1_at_0.5"),
+            }
+        )
+    doc = {
+        "format": FORMAT,
+        "arch": ARCH,
+        "class_names": list(CLASS_NAMES),
+        "protloc_version": __version__,
+        "code_version": code_version(),
+        "tta": tta,
+        "decision": DECISION,
+        "thresholds": thresholds_doc["thresholds"],
+        "alpha": thresholds_doc["alpha"],
+        "ensemble": thresholds_doc.get("ensemble", {"choice": "all"}),
+        "val_macro_f1": thresholds_doc["macro_f1"],
+        "snapshots": entries,
+    }
+    storage.write_json(storage.join(out, BUNDLE), doc)
+    log.info(
+        "bundle of %d snapshot(s) (%s px), TTA %d, in %s",
+        len(entries),
+        ", ".join(str(e["size"]) for e in entries),
+        tta,
+        out,
+    )
+    return doc
+
+
+def read_bundle(uri: str) -> Bundle:
+    """Read and check a bundle folder; what this protloc cannot apply is refused, named."""
+    where = storage.join(uri, BUNDLE)
+    doc = storage.read_json(where)
+    fmt = doc.get("format")
+    if not isinstance(fmt, int) or isinstance(fmt, bool) or fmt < 1:
+        raise ArtifactError(f"{where}: not a protloc model bundle (no format version)")
+    if fmt > FORMAT:
+        raise ArtifactError(
+            f"{where}: bundle format {fmt} was written by a newer protloc "
+            f"({doc.get('protloc_version', '?')}); this protloc {__version__} reads formats up "
+            f"to {FORMAT}"
+        )
+    if doc.get("arch") != ARCH:
+        raise ArtifactError(
+            f"{where}: the bundle's architecture is {doc.get('arch')!r}, this protloc applies "
+            f"{ARCH!r}"
+        )
+    names = doc.get("class_names")
+    if not isinstance(names, list) or names != list(CLASS_NAMES):
+        if not isinstance(names, list) or len(names) != NUM_CLASSES:
+            count = len(names) if isinstance(names, list) else "no"
+            raise ArtifactError(
+                f"{where}: the bundle has {count} classes, this protloc has {NUM_CLASSES}"
+            )
+        c = next(i for i, (a, b) in enumerate(zip(names, CLASS_NAMES, strict=True)) if a != b)
+        raise ArtifactError(
+            f"{where}: the class list differs: class {c} is {names[c]!r} in the bundle, "
+            f"{CLASS_NAMES[c]!r} here"
+        )
+    thresholds = doc.get("thresholds")
+    if not isinstance(thresholds, list) or len(thresholds) != NUM_CLASSES:
+        raise ArtifactError(f"{where}: 'thresholds' must list {NUM_CLASSES} numbers")
+    snapshots = []
+    for entry in doc.get("snapshots") or []:
+        snapshots.append(
+            Snapshot(
+                entry["name"], storage.join(uri, entry["file"]), int(entry["size"]), entry["norm"]
+            )
+        )
+    if not snapshots:
+        raise ArtifactError(f"{where}: lists no snapshot")
+    return Bundle(uri, snapshots, [float(t) for t in thresholds], int(doc["tta"]), doc)
+
+
+def snapshot_bytes(bundle: Bundle, snapshot: Snapshot) -> bytes:
+    """A snapshot's checkpoint bytes, checked against the SHA-256 the bundle recorded."""
+    data = storage.read_bytes(snapshot.uri)
+    want = next(e["sha256"] for e in bundle.doc["snapshots"] if e["name"] == snapshot.name)
+    if hashlib.sha256(data).hexdigest() != want:
+        raise ArtifactError(f"{snapshot.uri}: not the file the bundle recorded (SHA-256 differs)")
+    return data
