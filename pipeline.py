@@ -222,7 +222,9 @@ def arguments(
     if fingerprint:
         from protloc.data.identity import run_fingerprint
 
-        args[DATA_FINGERPRINT.name] = run_fingerprint(args["data_root"], args["pretrained"])
+        args[DATA_FINGERPRINT.name] = run_fingerprint(
+            args["data_root"], args["pretrained"], args["external"]
+        )
         log.info("data root %s: fingerprint %s", args["data_root"], args[DATA_FINGERPRINT.name])
     return args
 

@@ -140,7 +140,11 @@ def _run_task(step: Step, args: dict[str, Any]) -> Any:
         from protloc.data.identity import require_unchanged
 
         require_unchanged(
-            args["data_fingerprint"], args["data_root"], args.get("pretrained", ""), step.name
+            args["data_fingerprint"],
+            args["data_root"],
+            args.get("pretrained", ""),
+            step.name,
+            args.get("external"),  # the split step's: it reads the external labels
         )
     cfg = step.config.from_mapping({p.name: args[p.name] for p in step.config.params()})
     folders: dict[str, Any] = {

@@ -110,6 +110,17 @@ class SplitConfig(StepConfig):
         high=MAX_FOLDS,
         scope="task",
     )
+    external: str = param(
+        "",
+        "external labelled data roots, comma-separated (local or s3://), each a train.csv "
+        "(Id,Target) and train/{Id}_{colour}.{png,jpg,tif} images, e.g. HPAv18 fetched by "
+        "`python -m protloc.data.hpav18`; they train with the data root's samples",
+    )
+    val_on_competition: bool = param(
+        True,
+        "hold out (for validation, or out-of-fold scoring with K folds) only the data root's "
+        "samples, so F1 stays comparable with the paper; external samples always train",
+    )
     rare_below: int = param(
         100, "a class with fewer training samples is rare (0: none is)", low=0, high=10**9
     )
@@ -143,6 +154,21 @@ class SplitConfig(StepConfig):
         high=1,
         low_open=True,
     )
+
+    def check(self) -> None:
+        external_roots(self.external)
+
+
+def external_roots(text: str) -> list[str]:
+    """The data roots of an ``external`` setting (empty entries refused, duplicates too)."""
+    if not text.strip():
+        return []
+    roots = [r.strip().rstrip("/") for r in text.split(",")]
+    if any(not r for r in roots):
+        raise ConfigError(f"external has an empty entry: {text!r}")
+    if len(set(roots)) != len(roots):
+        raise ConfigError(f"external names a data root twice: {text!r}")
+    return roots
 
 
 @dataclass(frozen=True)

@@ -186,20 +186,22 @@ def prepare_step(cfg: PrepareConfig, *, data_root: str, split: str, out: str) ->
     px, into the store in ``out`` (shards, index.parquet, store.json)."""
     from protloc.data.hpa import read_test_ids, sample_submission_uri
     from protloc.data.identity import data_fingerprint
-    from protloc.data.manifest import read_manifest
+    from protloc.data.manifest import COMPETITION, read_manifest
     from protloc.data.store import build_store
 
     with timed("prepare", out, {"split": split}):
         fingerprint = data_fingerprint(data_root)  # before reading: a change meanwhile shows
         manifest = read_manifest(storage.join(split, MANIFEST))
+        own = manifest.frame[manifest.frame["source"] == COMPETITION]
         return build_store(
             data_root,
             {
-                "train": list(manifest.frame["id"]),
+                "train": list(own["id"]),
                 "test": read_test_ids(sample_submission_uri(data_root)),
             },
             cfg.store_size,
             out,
+            external=manifest.external,
             shard_samples=cfg.shard_samples,
             workers=cfg.workers,
             skip_bad=cfg.skip_bad,
@@ -300,13 +302,17 @@ def cycle_inputs(manifest_uri: str, data_root: str, init: str, cfg: TrainConfig)
     finished or resumable cycle is reused only for the same inputs (see
     ``protloc.train.cycle``), and the durable work folder is keyed by them."""
     from protloc.data.identity import images_identity
-    from protloc.data.manifest import parse_manifest
+    from protloc.data.manifest import COMPETITION, parse_manifest
 
     raw = storage.read_bytes(manifest_uri)
-    ids = list(parse_manifest(raw, manifest_uri).frame["id"])
+    manifest = parse_manifest(raw, manifest_uri)
+    own = manifest.frame[manifest.frame["source"] == COMPETITION]
     return {
         "manifest_sha256": hashlib.sha256(raw).hexdigest(),
-        "images": images_identity(data_root, "train", ids),
+        "images": images_identity(data_root, "train", list(own["id"])),
+        "external_images": {
+            root: images_identity(root, "train", ids) for root, ids in manifest.external.items()
+        },
         "init_sha256": hashlib.sha256(storage.read_bytes(init)).hexdigest() if init else "",
         # ImageNet weights start a chain only (its first cycle); keyed by their bytes.
         "pretrained_sha256": _pretrained_sha256(cfg.pretrained)

@@ -60,20 +60,46 @@ def file_digest(uri: str) -> str:
     return hashlib.sha256(storage.read_bytes(uri)).hexdigest()[:16]
 
 
-def run_fingerprint(root: str, pretrained: str = "") -> str:
+def external_fingerprint(external: str) -> str:
+    """One hash of the :func:`data_fingerprint` of every external data root ('' for none)."""
+    from protloc.config import external_roots
+
+    roots = external_roots(external)
+    if not roots:
+        return ""
+    h = hashlib.sha256()
+    for root in roots:
+        h.update(f"{root}={data_fingerprint(root)}\0".encode())
+    return h.hexdigest()[:16]
+
+
+def run_fingerprint(root: str, pretrained: str = "", external: str = "") -> str:
     """What a run's tasks are keyed by besides their settings: :func:`data_fingerprint`, then
-    ``+`` and :func:`file_digest` of the pretrained weights when a run starts from them (their
-    URI alone would let weights replaced under the same name be served from cache)."""
+    ``/`` and :func:`external_fingerprint` when the run has external data, then ``+`` and
+    :func:`file_digest` of the pretrained weights when a run starts from them (their URI alone
+    would let weights replaced under the same name be served from cache)."""
     fingerprint = data_fingerprint(root)
+    if external.strip():
+        fingerprint += "/" + external_fingerprint(external)
     return f"{fingerprint}+{file_digest(pretrained)}" if pretrained else fingerprint
 
 
-def require_unchanged(expected: str, root: str, pretrained: str, step: str) -> None:
-    """Refuse to run when the data root (or the pretrained weights, for a task that reads
-    them) is not what :func:`run_fingerprint` saw when the run was started."""
+def require_unchanged(
+    expected: str, root: str, pretrained: str, step: str, external: str | None = None
+) -> None:
+    """Refuse to run when the data root (the external roots, for a task that reads them; the
+    pretrained weights, for a task that reads them) is not what :func:`run_fingerprint` saw
+    when the run was started."""
     from protloc.errors import ConfigError
 
     data_part, _, weights_part = expected.partition("+")
+    data_part, _, external_part = data_part.partition("/")
+    if external is not None and external_fingerprint(external) != external_part:
+        raise ConfigError(
+            f"{step}: the external data {external!r} changed since the run was started "
+            f"(fingerprint {external_part or '(none)'} then, "
+            f"{external_fingerprint(external) or '(none)'} now): start a new run"
+        )
     now = data_fingerprint(root)
     if now != data_part:
         raise ConfigError(

@@ -1,9 +1,11 @@
 """The manifest contract: Parquet, one row per labelled sample.
 
 Columns: ``id`` (string), ``labels`` (list<int8>), ``fold`` ('train' or 'val'), ``weight``
-(float32, expected draws per epoch; 0 for validation rows) and ``fold_index`` (int8): -1 in a
-holdout manifest; in a K-fold manifest the fold (0..F-1) whose chain holds the sample out, every
-row's ``fold`` is 'train' and every row has its weight. :meth:`Manifest.chain` gives the train/val
+(float32, expected draws per epoch; 0 for validation rows), ``fold_index`` (int8): -1 in a
+holdout manifest; in a K-fold manifest the fold (0..F-1) whose chain holds the sample out (-1: a
+sample every chain trains on, e.g. external data), every row's ``fold`` is 'train' and every row
+has its weight; and ``source`` (string): '' for the data root's samples, else the external data
+root the sample's images and labels come from. :meth:`Manifest.chain` gives the train/val
 view one chain of cycles sees. The split parameters, a SHA-256 of the labels file and the class
 names are stored as JSON in the schema metadata under ``protloc``. A manifest written before
 ``fold_index`` existed reads as a holdout manifest.
@@ -39,8 +41,10 @@ SCHEMA = pa.schema(
         pa.field("fold", pa.string(), nullable=False),
         pa.field("weight", pa.float32(), nullable=False),
         pa.field("fold_index", pa.int8(), nullable=False),
+        pa.field("source", pa.string(), nullable=False),
     ]
 )
+COMPETITION = ""  # source of the data root's samples; an external sample's is its data root
 HOLDOUT = -1  # fold_index of every row of a holdout manifest
 
 
@@ -66,8 +70,16 @@ class Manifest:
 
     def held_out(self) -> pd.DataFrame:
         """The rows predictions are scored and thresholds fitted on: the validation rows of a
-        holdout; every row of a K-fold manifest (each predicted by the chain that held it out)."""
-        return self.frame.reset_index(drop=True) if self.kfold else self.fold("val")
+        holdout; the rows of a K-fold manifest some chain holds out (each predicted by it)."""
+        if not self.kfold:
+            return self.fold("val")
+        return self.frame[self.frame["fold_index"] >= 0].reset_index(drop=True)
+
+    @property
+    def external(self) -> dict[str, list[str]]:
+        """External data root -> the ids of its samples (empty without external data)."""
+        part = self.frame[self.frame["source"] != COMPETITION]
+        return {str(src): list(g["id"]) for src, g in part.groupby("source", sort=True)}
 
     def chain(self, fold: int) -> Manifest:
         """The manifest one chain of cycles sees: for ``fold`` k of a K-fold manifest, fold k's
@@ -96,6 +108,8 @@ def to_bytes(frame: pd.DataFrame, meta: dict[str, Any]) -> bytes:
     meta = {**meta, "class_names": list(CLASS_NAMES)}
     if "fold_index" not in frame.columns:  # a holdout frame made without it
         frame = frame.assign(fold_index=np.int8(HOLDOUT))
+    if "source" not in frame.columns:  # the data root's samples only
+        frame = frame.assign(source=COMPETITION)
     table = pa.Table.from_pandas(frame[list(SCHEMA.names)], schema=SCHEMA, preserve_index=False)
     table = table.replace_schema_metadata({_META_KEY: json.dumps(meta, sort_keys=True).encode()})
     buf = io.BytesIO()
@@ -145,6 +159,8 @@ def _validate(table: pa.Table, uri: str) -> Manifest:
         table = table.append_column(
             "fold_index", pa.array(np.full(table.num_rows, HOLDOUT, dtype=np.int8))
         )
+    if "source" not in table.column_names:  # written before external data existed
+        table = table.append_column("source", pa.array([COMPETITION] * table.num_rows))
     missing = [f.name for f in SCHEMA if f.name not in table.column_names]
     if missing:
         raise ArtifactError(f"{uri}: manifest lacks column(s) {', '.join(missing)}")
@@ -180,6 +196,7 @@ def _check_rows(frame: pd.DataFrame, uri: str) -> None:
         or frame["weight"].isna().any()
         or frame["labels"].isna().any()
         or frame["fold_index"].isna().any()
+        or frame["source"].isna().any()
     ):
         raise ArtifactError(f"{uri}: manifest has null values")
     dup = frame["id"].duplicated()
@@ -204,10 +221,8 @@ def _check_rows(frame: pd.DataFrame, uri: str) -> None:
     if not (frame["fold"] == "train").any():
         raise ArtifactError(f"{uri}: manifest has no training rows")
     index = frame["fold_index"].to_numpy()
-    if index.min() < HOLDOUT or (index.min() == HOLDOUT and index.max() != HOLDOUT):
-        raise ArtifactError(
-            f"{uri}: manifest column 'fold_index' mixes -1 (holdout) with folds, or is below -1"
-        )
+    if index.min() < HOLDOUT:
+        raise ArtifactError(f"{uri}: manifest column 'fold_index' is below -1")
     if index.max() >= 0:
         folds = int(index.max()) + 1
         empty = sorted(set(range(folds)) - set(index.tolist()))
@@ -235,7 +250,8 @@ def check_labels(manifest: Manifest, labels_uri: str, source: str = "manifest") 
         return
     labels_frame = parse_labels(raw, labels_uri)
     truth = dict(zip(labels_frame["id"], labels_frame["labels"], strict=True))
-    for sample_id, labels in zip(manifest.frame["id"], manifest.frame["labels"], strict=True):
+    own = manifest.frame[manifest.frame["source"] == COMPETITION]  # external rows: their roots'
+    for sample_id, labels in zip(own["id"], own["labels"], strict=True):
         if sample_id not in truth or list(labels) != truth[sample_id]:
             now = truth.get(sample_id)
             raise ArtifactError(
@@ -254,3 +270,14 @@ def check_labels(manifest: Manifest, labels_uri: str, source: str = "manifest") 
         labels_uri,
         len(manifest.frame),
     )
+
+
+def require_store_for_external(manifest: Manifest, store: object | None) -> None:
+    """External samples are decoded by the prepare step only: a train or infer task reads them
+    from its store, never from their roots (its caches come from one data root)."""
+    roots = sorted(manifest.external)
+    if roots and store is None:
+        raise ArtifactError(
+            f"the manifest has external samples (from {', '.join(roots)}): give the prepare "
+            "step's store (--store), which decoded them"
+        )

@@ -25,7 +25,7 @@ from protloc import __version__, storage
 from protloc.classes import CLASS_NAMES, NUM_CLASSES
 from protloc.config import SplitConfig
 from protloc.data.hpa import labels_to_matrix, parse_labels
-from protloc.data.manifest import HOLDOUT, write_manifest
+from protloc.data.manifest import COMPETITION, HOLDOUT, write_manifest
 from protloc.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
@@ -134,14 +134,19 @@ def make_manifest(labels: pd.DataFrame, params: SplitConfig) -> pd.DataFrame:
 
     Holdout (``folds`` 1): the train rows get weights, validation rows 0. K folds: every row is a
     training row of F-1 chains, so every row gets its weight, from class roles counted on all
-    rows (a chain's training rows are (F-1)/F of them: the same roles, up to the margin)."""
+    rows (a chain's training rows are (F-1)/F of them: the same roles, up to the margin).
+
+    A ``source`` column (external data) is kept; with ``val_on_competition`` only the data
+    root's rows (source '') are held out, external rows always train."""
     y = labels_to_matrix(labels["labels"])
+    source = labels["source"].to_numpy() if "source" in labels else np.full(len(y), COMPETITION)
+    eligible = (source == COMPETITION) if params.val_on_competition else np.ones(len(y), bool)
+    is_val = np.zeros(len(y), dtype=bool)
+    fold_index = np.full(len(y), HOLDOUT, dtype=np.int8)
     if params.folds == 1:
-        is_val = stratified_split(y, params.val_fraction, params.seed)
-        fold_index = np.full(len(y), HOLDOUT, dtype=np.int8)
+        is_val[eligible] = stratified_split(y[eligible], params.val_fraction, params.seed)
     else:
-        is_val = np.zeros(len(y), dtype=bool)
-        fold_index = kfold_assignment(y, params.folds, params.seed)
+        fold_index[eligible] = kfold_assignment(y[eligible], params.folds, params.seed)
     rare, dominant = class_roles(y[~is_val], params)
     weights = np.zeros(len(y), dtype=np.float32)
     weights[~is_val] = resampling_weights(y[~is_val], rare, dominant, params)
@@ -152,6 +157,7 @@ def make_manifest(labels: pd.DataFrame, params: SplitConfig) -> pd.DataFrame:
             "fold": np.where(is_val, "val", "train"),
             "weight": weights,
             "fold_index": fold_index,
+            "source": source,
         }
     )
 
@@ -191,6 +197,9 @@ def split_stats(manifest: pd.DataFrame, params: SplitConfig) -> dict[str, Any]:
                 if folds > 1
                 else {}
             ),
+            "external": int((manifest["source"] != COMPETITION).sum())
+            if "source" in manifest
+            else 0,
             "draws_per_epoch": float(w[train].sum()),
         },
         "rare_classes": [int(c) for c in np.flatnonzero(rare)],
@@ -214,16 +223,42 @@ def split_stats(manifest: pd.DataFrame, params: SplitConfig) -> dict[str, Any]:
     }
 
 
+def read_all_labels(labels_uri: str, params: SplitConfig) -> tuple[pd.DataFrame, bytes, list]:
+    """The data root's labels and each external root's (``source``: '' or that root), the data
+    root's raw bytes, and each external labels file's SHA-256. An Id in two sources is refused,
+    naming both files."""
+    from protloc.config import external_roots
+    from protloc.data.hpa import labels_uri as labels_of
+
+    raw = storage.read_bytes(labels_uri)
+    frames = [parse_labels(raw, source=str(labels_uri)).assign(source=COMPETITION)]
+    seen = dict.fromkeys(frames[0]["id"], str(labels_uri))
+    recorded = []
+    for root in external_roots(params.external):
+        uri = labels_of(root)
+        data = storage.read_bytes(uri)
+        frame = parse_labels(data, source=uri).assign(source=root)
+        for sample_id in frame["id"]:
+            if sample_id in seen:
+                raise DataError(f"{uri}: Id {sample_id!r} is also in {seen[sample_id]}")
+            seen[sample_id] = uri
+        frames.append(frame)
+        recorded.append(
+            {"root": root, "labels_sha256": hashlib.sha256(data).hexdigest(), "rows": len(frame)}
+        )
+        log.info("external data %s: %d labelled samples", root, len(frame))
+    return pd.concat(frames, ignore_index=True), raw, recorded
+
+
 def run_split(labels_uri: str, out: str, params: SplitConfig) -> dict[str, Any]:
-    """The whole step: read labels, split, write manifest.parquet, stats.json, two
-    plots and report.html."""
+    """The whole step: read labels (and the external roots'), split, write manifest.parquet,
+    stats.json, two plots and report.html."""
     from protloc.report.pages import split_page
     from protloc.report.plot_worker import BackgroundPlots
 
     t0 = time.perf_counter()
     with BackgroundPlots() as figures:  # imports matplotlib in a helper while this splits
-        raw = storage.read_bytes(labels_uri)
-        labels = parse_labels(raw, source=str(labels_uri))
+        labels, raw, external = read_all_labels(labels_uri, params)
         if len(labels) < 2:
             raise DataError(
                 f"{labels_uri}: need at least 2 labelled samples to split, got {len(labels)}"
@@ -232,6 +267,7 @@ def run_split(labels_uri: str, out: str, params: SplitConfig) -> dict[str, Any]:
         meta = {
             "split": params.to_dict(),
             "labels_sha256": hashlib.sha256(raw).hexdigest(),
+            "external": external,
             "protloc_version": __version__,
         }
         stats = split_stats(manifest, params)

@@ -56,8 +56,10 @@ def build_store(
     skip_bad: bool,
     labels_sha256: str,
     data_fingerprint: str = "",
+    external: dict[str, list[str]] | None = None,
 ) -> dict:
-    """Decode every id of ``ids_by_split`` (``train`` and ``test`` folders of ``root``) at
+    """Decode every id of ``ids_by_split`` (``train`` and ``test`` folders of ``root``), and
+    of ``external`` (data root -> ids of its ``train`` folder, stored as ``train`` samples) at
     ``size`` px into shards in ``out``; returns the ``store.json`` document, which records
     ``data_fingerprint`` (the data root's, when it was read) so a store of older images is
     refused later."""
@@ -70,19 +72,24 @@ def build_store(
     }
     index = []
     t0 = time.perf_counter()
-    total = sum(len(ids) for ids in ids_by_split.values())
+    parts = [(split, root, ids) for split, ids in ids_by_split.items()]
+    parts += [("train", ext_root, ids) for ext_root, ids in (external or {}).items()]
+    total = sum(len(ids) for _, _, ids in parts)
     done = 0
+    shards_of: dict[str, list[dict]] = {}
+    skipped_of: dict[str, list[str]] = {}
     # One shard uploads while the next one decodes.
     uploader = ThreadPoolExecutor(1)
     upload: Future | None = None
-    for split, ids in ids_by_split.items():
+    for split, src, ids in parts:
         if not ids:
             continue
-        extensions = sample_extensions(root, split, ids)  # one listing per folder
-        shards, skipped = [], []
+        extensions = sample_extensions(src, split, ids)  # one listing per folder
+        shards = shards_of.setdefault(split, [])
+        skipped = skipped_of.setdefault(split, [])
         for k, start in enumerate(range(0, len(ids), shard_samples)):
             chunk = ids[start : start + shard_samples]
-            arrays, bad = _decode(root, split, chunk, size, extensions, workers, skip_bad)
+            arrays, bad = _decode(src, split, chunk, size, extensions, workers, skip_bad)
             skipped += bad
             left_out = set(bad)
             kept = [i for i in chunk if i not in left_out]  # arrays are in this order
@@ -108,7 +115,7 @@ def build_store(
                 eta(done, total, elapsed),
             )
         if not shards:
-            raise DataError(f"every sample in {root}/{split} was bad; nothing to store")
+            raise DataError(f"every sample in {src}/{split} was bad; nothing to store")
         doc["splits"][split] = {"shards": shards, "skipped": skipped}
     if upload is not None:
         upload.result()

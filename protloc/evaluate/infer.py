@@ -14,7 +14,7 @@ from protloc.classes import NUM_CLASSES
 from protloc.config import InferConfig
 from protloc.data.cache import build_cache
 from protloc.data.hpa import read_test_ids
-from protloc.data.manifest import check_labels, read_manifest
+from protloc.data.manifest import check_labels, read_manifest, require_store_for_external
 from protloc.data.store import Store, open_store
 from protloc.errors import ArtifactError, ConfigError
 from protloc.evaluate import predictions
@@ -142,6 +142,7 @@ def run_infer(
     d = init_distributed()
     t0 = time.perf_counter()
     opened = open_store(store) if store else None
+    require_store_for_external(manifest, opened)
     parts = gather(d, predict_share(d, names, states, splits, data_root, cfg, opened))
     teardown(d)
     if parts is None:  # not rank 0

@@ -26,7 +26,7 @@ from protloc.config import NORM_TYPES, TrainConfig
 from protloc.data.cache import ImageCache, build_cache
 from protloc.data.dataset import CachedImages
 from protloc.data.hpa import labels_to_matrix
-from protloc.data.manifest import Manifest, check_labels, read_manifest
+from protloc.data.manifest import Manifest, check_labels, read_manifest, require_store_for_external
 from protloc.data.sampling import epoch_indices
 from protloc.data.store import open_store
 from protloc.data.transforms import channel_stats, normalize
@@ -267,6 +267,7 @@ def setup(
     if labels_uri:
         check_labels(manifest, labels_uri, manifest_uri)
     manifest = manifest.chain(cfg.fold)
+    require_store_for_external(manifest, opened)
     train_rows, val_rows = manifest.fold("train"), manifest.fold("val")
 
     def cache_of(ids: list[str]) -> ImageCache:
@@ -475,6 +476,7 @@ def finish(
         "history": run.history,
         "skipped_ids": skipped,
         "norm": run.norm,  # what a model bundle records beside the weights
+        "train_samples": len(run.train_cache.ids),
         "config": cfg.to_dict(),
     }
     checksum = check_in_sync(run.d, run.model)

@@ -1,0 +1,167 @@
+"""Fetch HPAv18 external images from the Human Protein Atlas image server into a data root.
+
+    python -m protloc.data.hpav18 --labels HPAv18RBGY_wodpl.csv --out DATA_ROOT
+        [--base-url http://v18.proteinatlas.org/images] [--workers 16] [--retries 5]
+
+The labels CSV (``Id,Target``, the list the 2018 competitors shared) names the samples; an Id
+``10580_1610_C1_1`` lives at ``{base_url}/10580/1610_C1_1_{colour}.jpg``, one colour-coded RGB
+JPEG per channel. The data root it writes is what the split step's ``external`` reads:
+``train.csv`` (the labels, copied) and ``train/{Id}_{colour}.jpg``.
+
+Resumable (a file already there that decodes is kept), parallel (``--workers`` downloads at
+once), retried with backoff (connection errors, 5xx, 429, truncated bodies), every file
+verified (its Content-Length when sent, then a full JPEG decode) and written atomically. The
+ids that still fail after the retries are listed at the end and the command exits 2, having
+kept everything it fetched.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import io
+import logging
+import random
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from PIL import Image
+
+from protloc import storage
+from protloc.classes import CHANNELS
+from protloc.data.hpa import parse_labels
+from protloc.errors import ConfigError, DataError
+from protloc.progress import eta
+
+log = logging.getLogger(__name__)
+
+BASE_URL = "http://v18.proteinatlas.org/images"
+TIMEOUT_S = 60
+
+
+def image_url(base_url: str, sample_id: str, colour: str) -> str:
+    """``{base}/{first part}/{the rest}_{colour}.jpg`` for an Id like ``10580_1610_C1_1``."""
+    folder, sep, rest = sample_id.partition("_")
+    if not sep or not rest:
+        raise DataError(f"HPAv18 Id {sample_id!r} is not <antibody>_<plate>_<well>_<field>")
+    return f"{base_url.rstrip('/')}/{folder}/{rest}_{colour}.jpg"
+
+
+def verified(data: bytes) -> bool:
+    """True when ``data`` is a whole JPEG (decoded fully, so truncation shows)."""
+    try:
+        img = Image.open(io.BytesIO(data))
+        if img.format != "JPEG":
+            return False
+        img.load()
+    except Exception:  # any decoder failure means: not a usable image
+        return False
+    return True
+
+
+@dataclass
+class Outcome:
+    uri: str
+    fetched: bool  # False: already there and whole
+    error: str = ""
+
+
+def fetch_one(url: str, uri: str, retries: int, backoff_s: float) -> Outcome:
+    """One file: kept if already whole, else downloaded with retries and verified."""
+    if storage.exists(uri) and verified(storage.read_bytes(uri)):
+        return Outcome(uri, fetched=False)
+    last = ""
+    for attempt in range(retries + 1):
+        if attempt:
+            time.sleep(backoff_s * 2 ** (attempt - 1) * (0.5 + random.random()))
+        try:
+            with urllib.request.urlopen(url, timeout=TIMEOUT_S) as response:
+                data = response.read()
+                expected = response.headers.get("Content-Length")
+            if expected is not None and len(data) != int(expected):
+                last = f"{len(data)} of {expected} bytes"
+                continue
+            if not verified(data):
+                last = "not a whole JPEG"
+                continue
+            storage.write_bytes(uri, data)
+            return Outcome(uri, fetched=True)
+        except urllib.error.HTTPError as exc:
+            last = f"HTTP {exc.code}"
+            if exc.code < 500 and exc.code != 429:  # 404, 403: retrying will not help
+                break
+        except (urllib.error.URLError, http.client.HTTPException, OSError) as exc:
+            last = f"{type(exc).__name__}: {exc}"
+    return Outcome(uri, fetched=False, error=f"{url}: {last}")
+
+
+def download(
+    labels_csv: str,
+    out: str,
+    base_url: str = BASE_URL,
+    workers: int = 16,
+    retries: int = 5,
+    backoff_s: float = 1.0,
+) -> list[str]:
+    """Fetch every channel of every Id of ``labels_csv`` into ``out``; returns the failures
+    (one line each, naming the URL), after writing ``{out}/train.csv``."""
+    raw = storage.read_bytes(labels_csv)
+    labels = parse_labels(raw, source=labels_csv)  # refuses a malformed list before any fetch
+    jobs = [
+        (image_url(base_url, i, c), storage.join(out, "train", f"{i}_{c}.jpg"))
+        for i in labels["id"]
+        for c in CHANNELS
+    ]
+    t0, done, fetched, failures = time.perf_counter(), 0, 0, []
+    every = max(1, len(jobs) // 20)
+    with ThreadPoolExecutor(max(1, workers)) as pool:
+        for outcome in pool.map(lambda job: fetch_one(*job, retries, backoff_s), jobs):
+            done += 1
+            fetched += outcome.fetched
+            if outcome.error:
+                failures.append(outcome.error)
+                log.warning("failed: %s", outcome.error)
+            if done % every == 0 or done == len(jobs):
+                elapsed = time.perf_counter() - t0
+                log.info(
+                    "HPAv18: %d/%d files (%d fetched, %d kept, %d failed; %.1f files/s, %s)",
+                    done,
+                    len(jobs),
+                    fetched,
+                    done - fetched - len(failures),
+                    len(failures),
+                    done / max(elapsed, 1e-9),
+                    eta(done, len(jobs), elapsed),
+                )
+    storage.write_bytes(storage.join(out, "train.csv"), raw)
+    return failures
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """The command line; a failure is a DataError (``protloc.cli.run`` prints it, exit 2)."""
+    p = argparse.ArgumentParser(prog="python -m protloc.data.hpav18", description=__doc__)
+    p.add_argument("--labels", required=True, help="Id,Target CSV of the HPAv18 samples")
+    p.add_argument("--out", required=True, help="data root to write (local or s3://)")
+    p.add_argument("--base-url", default=BASE_URL, help=f"image server (default {BASE_URL})")
+    p.add_argument("--workers", type=int, default=16, help="downloads at once (default 16)")
+    p.add_argument("--retries", type=int, default=5, help="retries per file (default 5)")
+    args = p.parse_args(argv)
+    if args.workers < 1 or args.retries < 0:
+        raise ConfigError("--workers must be >= 1 and --retries >= 0")
+    failures = download(args.labels, args.out, args.base_url, args.workers, args.retries)
+    if failures:
+        raise DataError(
+            f"{len(failures)} file(s) failed after {args.retries} retries (run again to "
+            f"resume; everything fetched is kept); first: {failures[0]}"
+        )
+
+
+if __name__ == "__main__":
+    from protloc import cli
+
+    sys.exit(cli.run(main))
