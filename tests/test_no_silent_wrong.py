@@ -566,6 +566,8 @@ def test_every_cli_parameter_parses_to_a_valid_value_or_a_one_line_error(name):
         base += ["--size", "96", "--batch-size", "8", "--epochs", "1"]
     if name == "prepare":
         base += ["--store-size", "96"]
+    if name == "predict":
+        base += ["--images", "imgs"]
     outcomes = {"ok": 0, "refused": 0}
     if not step.config.params():  # submit: no settings; another step's flag is refused
         with pytest.raises(SystemExit):
