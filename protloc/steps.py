@@ -406,7 +406,15 @@ def collect_step(
 
     reads = {f"predictions[{i}]": folder for i, folder in enumerate(predictions)}
     with timed("collect", out, {"split": split, **reads}):
-        return run_collect(list(predictions), storage.join(split, MANIFEST), out)
+        chains = {
+            storage.join(f, PREDICTIONS): storage.read_json(storage.join(f, SNAPSHOTS))
+            for f in predictions
+        }
+        doc = run_collect(chains, storage.join(split, MANIFEST), out)
+        # The summary reads each chain's infer folder (its time) from here.
+        doc["infer_folders"] = [storage.parent(uri) for uri in doc.pop("order")]
+        storage.write_json(storage.join(out, SNAPSHOTS), doc)
+        return {"val_macro_f1_at_0.5": doc["val_macro_f1_at_0.5"]}
 
 
 def thresholds_step(
@@ -453,10 +461,10 @@ def bundle_step(cfg: BundleConfig, *, predictions: str, thresholds: str, out: st
     with timed("bundle", out, {"predictions": predictions, "thresholds": thresholds}):
         doc = storage.read_json(storage.join(predictions, SNAPSHOTS))
         thr = storage.read_json(storage.join(thresholds, THRESHOLDS))
-        by_name = {}
+        by_name = {}  # snapshot name -> (checkpoint URI, its cycle's metrics.json)
         for uri in doc["snapshots"]:
             m = storage.read_json(storage.join(storage.parent(uri), METRICS))
-            by_name[snapshot_name(m["cycle"], m["size"], m.get("fold", -1))] = uri
+            by_name[snapshot_name(m["cycle"], m["size"], m.get("fold", -1))] = (uri, m)
         chosen = thr.get("ensemble", {}).get("snapshots") or list(by_name)
         unknown = sorted(set(chosen) - set(by_name))
         if unknown:

@@ -54,16 +54,19 @@ class Bundle:
 
 
 def write_bundle(
-    snapshot_uris: dict[str, str], thresholds_doc: dict[str, Any], tta: int, out: str
+    snapshots: dict[str, tuple[str, dict[str, Any]]],
+    thresholds_doc: dict[str, Any],
+    tta: int,
+    out: str,
 ) -> dict[str, Any]:
-    """Copy the chosen snapshots (name -> checkpoint URI) into ``out`` and write bundle.json."""
+    """Copy the chosen snapshots (name -> (checkpoint URI, its cycle's metrics)) into ``out``
+    and write bundle.json."""
     entries = []
-    for name, uri in snapshot_uris.items():
-        metrics = storage.read_json(storage.join(storage.parent(uri), "metrics.json"))
+    for name, (uri, metrics) in snapshots.items():
         if "norm" not in metrics:
             raise ArtifactError(
-                f"{storage.parent(uri)}: metrics.json has no normalisation (a cycle trained by "
-                "an older protloc); retrain it to bundle it"
+                f"{uri}: its cycle's metrics have no normalisation (a cycle trained by an older "
+                "protloc); retrain it to bundle it"
             )
         data = storage.read_bytes(uri)
         file = f"snapshots/{name}.pt"

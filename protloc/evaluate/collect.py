@@ -92,32 +92,26 @@ def collect(parts: dict[str, pd.DataFrame], manifest_uri: str) -> tuple[pd.DataF
     return rows, f1
 
 
-def run_collect(folders: list[str], manifest_uri: str, out: str) -> dict[str, Any]:
-    """The whole step: read each chain's infer folder, write ``predictions.parquet`` and
-    ``snapshots.json`` (every chain's snapshots, each one's F1 on its own fold, the out-of-fold
-    ensemble's)."""
-    parts, snapshots, scores, tta = {}, [], {}, set()
-    for folder in folders:
-        uri = storage.join(folder, "predictions.parquet")
-        parts[uri] = P.read_predictions(uri)
-        doc = storage.read_json(storage.join(folder, "snapshots.json"))
-        snapshots += doc["snapshots"]
-        tta.add(doc.get("tta"))
-        scores.update(
-            {k: v for k, v in doc.get("val_macro_f1_at_0.5", {}).items() if k != P.ENSEMBLE}
-        )
+def run_collect(chains: dict[str, dict[str, Any]], manifest_uri: str, out: str) -> dict[str, Any]:
+    """The whole step: ``chains`` maps each chain's predictions file to its snapshot list
+    (``snapshots.json``: snapshots, each one's F1 on its fold, TTA). Writes
+    ``{out}/predictions.parquet``; returns the collected snapshot list (every chain's
+    snapshots, F1s and the out-of-fold ensemble's, the TTA, the chains' folds in order)."""
+    parts = {uri: P.read_predictions(uri) for uri in chains}
     rows, f1 = collect(parts, manifest_uri)
-    scores[P.ENSEMBLE] = f1
     P.write_predictions(rows, storage.join(out, "predictions.parquet"))
-    storage.write_json(
-        storage.join(out, "snapshots.json"),
-        {
-            "snapshots": snapshots,
-            "val_macro_f1_at_0.5": scores,
-            "tta": tta.pop() if len(tta) == 1 else None,
-            "infer_folders": sorted(
-                folders, key=lambda f: _fold_of(parts[storage.join(f, "predictions.parquet")], f)
-            ),
-        },
-    )
-    return {"val_macro_f1_at_0.5": scores}
+    order = sorted(chains, key=lambda uri: _fold_of(parts[uri], uri))
+    snapshots, scores = [], {}
+    for uri in order:
+        snapshots += chains[uri]["snapshots"]
+        scores.update(
+            {k: v for k, v in chains[uri].get("val_macro_f1_at_0.5", {}).items() if k != P.ENSEMBLE}
+        )
+    scores[P.ENSEMBLE] = f1
+    tta = {doc.get("tta") for doc in chains.values()}
+    return {
+        "snapshots": snapshots,
+        "val_macro_f1_at_0.5": scores,
+        "tta": tta.pop() if len(tta) == 1 else None,
+        "order": order,
+    }
