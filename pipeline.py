@@ -38,6 +38,7 @@ from protloc.steps import (
     DATA_ROOT,
     STEPS,
     SUBMISSION,
+    extra_sizes,
     pipeline_params,
     step_configs,
 )
@@ -133,9 +134,13 @@ def build_pipeline(
         # Decoded once, at the largest size; every cycle and infer derive theirs from it.
         size = schedule[-1].size
         store = ops["prepare"](
-            split=s.outputs["out"], **common, **_settings("prepare", v), store_size=size
+            split=s.outputs["out"],
+            **common,
+            **_settings("prepare", v),
+            store_size=size,
+            extra_sizes=extra_sizes([c.size for c in schedule]),
         )
-        place(store, "prepare", f"prepare: decode every sample once ({size} px)")
+        place(store, "prepare", "prepare: decode every sample once (stored at every size)")
 
         def chain(fold: Any, where: str):
             """One chain of cycles and its infer task (of one fold, or of the holdout)."""

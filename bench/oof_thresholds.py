@@ -8,6 +8,7 @@ taken from the rest (what a holdout run fits on) and once on all the rest (85 %,
 out-of-fold run fits on), and scores both on the judge rows.
 
     .venv/bin/python bench/oof_thresholds.py --run runs/kfold/protloc-.../ [--alpha 0.1]
+        [--manifest M]  (when the split came from cache: it lives in an earlier run's folder)
 """
 
 from __future__ import annotations
@@ -61,12 +62,16 @@ def compare(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run", required=True, help="a K-fold kfp.local run folder")
+    parser.add_argument(
+        "--manifest", default=None, help="the split's manifest (default: RUN/split/out/...)"
+    )
     parser.add_argument("--alpha", type=float, default=0.1)
     parser.add_argument("--draws", type=int, default=50)
     args = parser.parse_args()
     run = Path(args.run)
     rows = select(read_predictions(str(run / "collect" / "out" / "predictions.parquet")), "val")
-    held = read_manifest(str(run / "split" / "out" / "manifest.parquet")).held_out()
+    manifest = args.manifest or str(run / "split" / "out" / "manifest.parquet")
+    held = read_manifest(manifest).held_out()
     y = labels_to_matrix(held.set_index("id").loc[rows["id"], "labels"])
     json.dump(compare(probabilities(rows), y, args.alpha, args.draws), sys.stdout, indent=1)
 

@@ -111,20 +111,37 @@ def project_with_store(
     read_gb_s: float = 1.0,
     resize_per_core: float = 400.0,
     cpus_per_gpu: int = 8,
+    per_size: bool = True,
 ) -> StoreProjection:
     """Decoding once (prepare, ``prepare_cpus``), then each of the 8 tasks fetching its
-    samples' 512-px uint8 arrays (1 MiB each) at ``read_gb_s`` and resizing them on its
-    ``cpus_per_gpu * gpus`` cores; GPU work divided by ``gpus`` (ideal data parallelism:
-    an upper bound on the speed-up)."""
-    everything = base.labelled + TEST_IDS
-    prepare_s = everything / (prepare_cpus * decode_per_core)
+    samples' uint8 arrays at ``read_gb_s``; GPU work divided by ``gpus`` (ideal data
+    parallelism: an upper bound on the speed-up).
 
-    def read_s(samples: int) -> float:  # one task: fetch 1 MiB per sample, then resize
-        return samples * 4 * 512 * 512 / (read_gb_s * 1e9) + samples / (
+    ``per_size`` (what prepare does now): the store holds every scheduled size, so a task
+    fetches 4 x S x S bytes per sample at its own size S and resizes nothing; prepare also
+    resizes every sample to the 6 smaller sizes and writes 3.46x the 512-px bytes (bound by
+    the larger of its CPU time and its writes at ``read_gb_s``). Else (before): every task
+    fetches the 512-px arrays (1 MiB per sample) and resizes them on its
+    ``cpus_per_gpu * gpus`` cores."""
+    everything = base.labelled + TEST_IDS
+    sizes = list(base.gflops)
+    largest = max(sizes)
+    decode_s = everything / (prepare_cpus * decode_per_core)
+    if per_size:
+        resize_s = everything * (len(sizes) - 1) / (prepare_cpus * resize_per_core)
+        write_s = everything * sum(4 * s * s for s in sizes) / (read_gb_s * 1e9)
+        prepare_s = max(decode_s + resize_s, write_s)
+    else:
+        prepare_s = decode_s
+
+    def read_s(samples: int, size: int) -> float:  # one task at one size
+        if per_size:
+            return samples * 4 * size * size / (read_gb_s * 1e9)
+        return samples * 4 * largest * largest / (read_gb_s * 1e9) + samples / (
             cpus_per_gpu * gpus * resize_per_core
         )
 
-    reads = len(base.gflops) * read_s(base.labelled) + read_s(base.val + TEST_IDS)
+    reads = sum(read_s(base.labelled, s) + read_s(base.val + TEST_IDS, s) for s in sizes)
     return StoreProjection(
         gpus=gpus,
         train_h=base.train_h / gpus,
@@ -155,16 +172,18 @@ def main() -> None:
         f"train {r.train_h:.2f} h + infer {r.infer_h:.2f} h + cache builds {r.cache_h:.2f} h "
         f"= {r.total_h:.2f} h"
     )
-    for gpus in (1, 8):
-        q = project_with_store(
-            r, gpus, decode_per_core=a.decode_per_core, read_gb_s=a.read_gb_s,
-            resize_per_core=a.resize_per_core,
-        )  # fmt: skip
-        print(
-            f"with the store, {gpus} GPU(s): train {q.train_h * 60:.1f} min + infer "
-            f"{q.infer_h * 60:.1f} + prepare {q.prepare_h * 60:.1f} + reading {q.read_h * 60:.1f}"
-            f" = {q.total_h * 60:.1f} min"
-        )
+    for per_size in (False, True):
+        for gpus in (1, 8):
+            q = project_with_store(
+                r, gpus, decode_per_core=a.decode_per_core, read_gb_s=a.read_gb_s,
+                resize_per_core=a.resize_per_core, per_size=per_size,
+            )  # fmt: skip
+            kind = "a shard per size" if per_size else "512-px shards only"
+            print(
+                f"with the store ({kind}), {gpus} GPU(s): train {q.train_h * 60:.1f} min + "
+                f"infer {q.infer_h * 60:.1f} + prepare {q.prepare_h * 60:.1f} + reading "
+                f"{q.read_h * 60:.1f} = {q.total_h * 60:.1f} min"
+            )
 
 
 if __name__ == "__main__":

@@ -94,6 +94,9 @@ def store_rows(samples: int) -> list[Row]:
         old, new, local = (out[f"{k}_{size}_s"] for k in ("old", "new", "new_local"))
         ratio = old / new
         goal = "met" if ratio >= GOAL_READY else f"missed by {1 - ratio / GOAL_READY:.0%}"
+        resized = out.get(f"new_resized_{size}_s")
+        if resized:
+            goal += f"; resizing the 512-px shards instead: {resized:.1f} s ({_x(old / resized)})"
         rows.append(
             Row(
                 f"data readiness {size} px, {samples} real-size samples via S3, s ({cores} cores)",

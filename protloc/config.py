@@ -181,11 +181,38 @@ class PrepareConfig(StepConfig):
         high=MAX_SIZE,
         scope="task",
     )
+    extra_sizes: str = param(
+        "",
+        "smaller sizes also stored, comma-separated (the DAG passes the schedule's other "
+        "sizes), so a cycle fetches its own size's bytes instead of resizing the largest",
+        scope="task",
+    )
     # 512 samples at 512 px are 512 MiB: a pod holds a few while it resizes, and a test set of
     # 11,702 samples is 23 shards to fetch in parallel.
     shard_samples: int = param(512, "samples per store shard", low=1, high=10**6)
     workers: int = _workers()
     skip_bad: bool = _skip_bad()
+
+    def sizes(self) -> tuple[int, ...]:
+        """The extra sizes as numbers (checked when the config is made)."""
+        if not self.extra_sizes.strip():
+            return ()
+        try:
+            out = tuple(int(x) for x in self.extra_sizes.split(","))
+        except ValueError:
+            raise ConfigError(
+                f"extra_sizes must be comma-separated whole numbers, got {self.extra_sizes!r}"
+            ) from None
+        bad = [x for x in out if not MIN_SIZE <= x < self.store_size]
+        if bad or len(set(out)) != len(out):
+            raise ConfigError(
+                f"extra_sizes must be distinct sizes in [{MIN_SIZE}, store_size "
+                f"{self.store_size}), got {self.extra_sizes!r}"
+            )
+        return out
+
+    def check(self) -> None:
+        self.sizes()
 
 
 @dataclass(frozen=True)

@@ -202,6 +202,7 @@ def prepare_step(cfg: PrepareConfig, *, data_root: str, split: str, out: str) ->
             cfg.store_size,
             out,
             external=manifest.external,
+            extra_sizes=cfg.sizes(),
             shard_samples=cfg.shard_samples,
             workers=cfg.workers,
             skip_bad=cfg.skip_bad,
@@ -723,6 +724,11 @@ def pipeline_params() -> list[Param]:
     return list(out.values())
 
 
+def extra_sizes(sizes: list[int]) -> str:
+    """The store's extra sizes for a schedule's sizes: every one but the largest."""
+    return ",".join(str(x) for x in sorted(set(sizes) - {max(sizes)}))
+
+
 def step_configs(
     values: dict[str, Any], cycles: list[dict[str, int]], folds: int = 1
 ) -> dict[str, Any]:
@@ -748,7 +754,10 @@ def step_configs(
         elif name == "split":
             out[name] = SplitConfig(**pick(SplitConfig), folds=folds)
         elif name == "prepare":  # the store holds the largest size of the schedule
-            out[name] = PrepareConfig(**pick(PrepareConfig), store_size=cycles[-1]["size"])
+            sizes = [c["size"] for c in cycles]
+            out[name] = PrepareConfig(
+                **pick(PrepareConfig), store_size=sizes[-1], extra_sizes=extra_sizes(sizes)
+            )
         else:
             out[name] = step.config(**pick(step.config))
     return out

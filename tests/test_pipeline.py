@@ -35,7 +35,10 @@ def test_compiled_dag(compiled):
     model = spec["root"]["outputDefinitions"]["artifacts"]["model"]
     assert model["artifactType"]["schemaTitle"] == "system.Model"
     # Decoded once, at the largest size; every cycle and infer read that store.
-    assert tasks["prepare"]["inputs"]["parameters"]["store_size"]["runtimeValue"]["constant"] == 512
+    prepare = tasks["prepare"]["inputs"]["parameters"]
+    assert prepare["store_size"]["runtimeValue"]["constant"] == 512
+    # ... and at each smaller size of the schedule, so a cycle fetches only its own size
+    assert prepare["extra_sizes"]["runtimeValue"]["constant"] == "221,256,296,320,384,440"
     for name in (*trains, "infer"):
         store = tasks[name]["inputs"]["artifacts"]["store"]["taskOutputArtifact"]
         assert store["producerTask"] == "prepare", name

@@ -41,6 +41,30 @@ def test_cache_from_the_store_is_the_cache_from_the_pngs(tiny_data, tiny_split, 
         build_cache(str(tiny_data), "train", ["not-an-id"], 80, tmp_path / "b", store=store)
 
 
+def test_a_cycle_fetches_its_own_sizes_shards(tiny_data, tiny_split, tmp_path):
+    """With extra sizes the store holds each shard at every scheduled size: a cache at an extra
+    size reads only those shards (the largest size's are deleted here) and is byte for byte
+    the cache decoding gives."""
+    prepare_step(PrepareConfig(store_size=96, extra_sizes="80,88", shard_samples=16, workers=2),
+                 data_root=str(tiny_data), split=str(tiny_split), out=str(tmp_path / "store"))  # fmt: skip
+    store = open_store(str(tmp_path / "store"))
+    assert store.sizes == [80, 88, 96]
+    names = sorted(p.name for p in (tmp_path / "store").glob("train-00000*"))
+    assert names == ["train-00000-80px.u8", "train-00000-88px.u8", "train-00000.u8"]
+    assert (tmp_path / "store" / "train-00000-80px.u8").stat().st_size == 16 * 4 * 80 * 80
+    for big in (tmp_path / "store").glob("train-?????.u8"):
+        big.unlink()
+    ids = _ids(tiny_split)
+    for size in (80, 88):
+        decoded = build_cache(str(tiny_data), "train", ids, size, tmp_path / "a", workers=2)
+        stored = build_cache(str(tiny_data), "train", ids, size, tmp_path / "b", store=store)
+        assert np.array_equal(stored.array, decoded.array), size
+    with pytest.raises(ConfigError, match="extra_sizes must be distinct sizes in"):
+        PrepareConfig(store_size=96, extra_sizes="80,96")
+    with pytest.raises(ConfigError, match="extra_sizes must be comma-separated whole numbers"):
+        PrepareConfig(store_size=96, extra_sizes="80,x")
+
+
 def test_store_on_s3(tiny_data, tiny_split, tmp_path, bucket):
     """Prepared into s3:// (moto) and read back from there: the same cache bytes."""
     uri = f"{bucket}/run/prepare"

@@ -41,8 +41,9 @@ STORE_FORMAT = 1
 FETCHES = 4  # shards downloaded at once
 
 
-def shard_name(split: str, k: int) -> str:
-    return f"{split}-{k:05d}.u8"
+def shard_name(split: str, k: int, size: int | None = None) -> str:
+    """Shard k of a split at the store's size, or at one of its extra sizes."""
+    return f"{split}-{k:05d}.u8" if size is None else f"{split}-{k:05d}-{size}px.u8"
 
 
 def build_store(
@@ -57,15 +58,18 @@ def build_store(
     labels_sha256: str,
     data_fingerprint: str = "",
     external: dict[str, list[str]] | None = None,
+    extra_sizes: tuple[int, ...] = (),
 ) -> dict:
     """Decode every id of ``ids_by_split`` (``train`` and ``test`` folders of ``root``), and
     of ``external`` (data root -> ids of its ``train`` folder, stored as ``train`` samples) at
     ``size`` px into shards in ``out``; returns the ``store.json`` document, which records
     ``data_fingerprint`` (the data root's, when it was read) so a store of older images is
-    refused later."""
+    refused later. Each shard is also written at every one of ``extra_sizes`` (resized from
+    ``size`` as a cycle would), so a task fetches its cycle's bytes, not the largest size's."""
     doc: dict = {
         "format": STORE_FORMAT,
         "size": size,
+        "sizes": sorted({size, *extra_sizes}),
         "labels_sha256": labels_sha256,
         "data_fingerprint": data_fingerprint,
         "splits": {},
@@ -80,6 +84,7 @@ def build_store(
     skipped_of: dict[str, list[str]] = {}
     # One shard uploads while the next one decodes.
     uploader = ThreadPoolExecutor(1)
+    resizer = ThreadPoolExecutor(max(1, workers))
     upload: Future | None = None
     for split, src, ids in parts:
         if not ids:
@@ -94,14 +99,13 @@ def build_store(
             left_out = set(bad)
             kept = [i for i in chunk if i not in left_out]  # arrays are in this order
             if kept:
-                name = shard_name(split, len(shards))
-                data = np.stack(arrays).tobytes()
+                files = _shard_files(split, len(shards), arrays, extra_sizes, resizer)
                 del arrays
                 if upload is not None:
                     upload.result()
-                upload = uploader.submit(storage.write_bytes, storage.join(out, name), data)
+                upload = uploader.submit(_write_all, out, files)
                 index += [(i, split, len(shards), row) for row, i in enumerate(kept)]
-                shards.append({"file": name, "count": len(kept)})
+                shards.append({"file": shard_name(split, len(shards)), "count": len(kept)})
             done += len(chunk)
             elapsed = time.perf_counter() - t0
             log.info(
@@ -120,6 +124,7 @@ def build_store(
     if upload is not None:
         upload.result()
     uploader.shutdown()
+    resizer.shutdown()
     frame = pd.DataFrame(index, columns=["id", "split", "shard", "row"])
     buf = io.BytesIO()
     frame.to_parquet(buf, index=False)
@@ -134,6 +139,26 @@ def build_store(
         time.perf_counter() - t0,
     )
     return doc
+
+
+def _shard_files(
+    split: str,
+    k: int,
+    arrays: list[np.ndarray],
+    extra_sizes: tuple[int, ...],
+    resizer: ThreadPoolExecutor,
+) -> dict[str, bytes]:
+    """Shard k's bytes at the store's size and at each extra size (file name -> bytes)."""
+    files = {shard_name(split, k): np.stack(arrays).tobytes()}
+    for extra in extra_sizes:
+        smaller = list(resizer.map(lambda a, s=extra: resize(a, s), arrays))
+        files[shard_name(split, k, extra)] = np.stack(smaller).tobytes()
+    return files
+
+
+def _write_all(out: str, files: dict[str, bytes]) -> None:
+    for name, data in files.items():
+        storage.write_bytes(storage.join(out, name), data)
 
 
 def _decode(
@@ -166,9 +191,15 @@ class Store:
     index: pd.DataFrame
 
     @property
+    def sizes(self) -> list[int]:
+        """Every size it holds shards at (its size, and the extra sizes)."""
+        return [int(x) for x in self.doc.get("sizes", [self.size])]
+
+    @property
     def identity(self) -> str:
-        """What the store's bytes are (its index and size): part of an image cache's key."""
-        return f"{self.size}:{self.doc['index_sha256']}"
+        """What the store's bytes are (its index and sizes): part of an image cache's key."""
+        sizes = ",".join(map(str, self.sizes))
+        return f"{self.size}:{sizes}:{self.doc['index_sha256']}"
 
     def skipped(self, split: str) -> list[str]:
         return list(self.doc["splits"].get(split, {}).get("skipped", []))
@@ -238,10 +269,12 @@ def fill_from_store(
     rows = where.loc[kept]
     position = {sample_id: n for n, sample_id in enumerate(kept)}
     files = store.doc["splits"][split]["shards"]
-    side = store.size
+    # The cycle's own size when the store holds it (no resize), else the largest.
+    side = size if size in store.sizes else store.size
 
     def fetch(k: int) -> np.ndarray:
-        uri = storage.join(store.uri, files[k]["file"])
+        name = files[k]["file"] if side == store.size else shard_name(split, k, side)
+        uri = storage.join(store.uri, name)
         data = np.frombuffer(storage.read_bytes(uri), dtype=np.uint8)
         if data.size != files[k]["count"] * 4 * side * side:
             raise ArtifactError(f"{uri}: {data.size} bytes, not {files[k]['count']} samples")
