@@ -18,7 +18,7 @@ import numpy as np
 from protloc.classes import CLASS_NAMES
 from protloc.config import SplitConfig
 from protloc.data.hpa import labels_to_matrix, read_labels
-from protloc.data.split import make_manifest
+from protloc.data.split import class_roles, make_manifest, rare_upsampled_draws
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -26,18 +26,15 @@ ROOT = Path(__file__).resolve().parent.parent
 def draws_table(labels_uri: str) -> list[dict[str, float]]:
     """Per class: train count, draws with upsampling alone, and draws under each rule."""
     labels = read_labels(labels_uri)
-    rows: dict[str, np.ndarray] = {}
+    draws: dict[str, np.ndarray] = {}
     for rule in ("sample", "class"):
         params = SplitConfig(resampling=rule)
         frame = make_manifest(labels, params)
         train = frame[frame["fold"] == "train"]
         y = labels_to_matrix(train["labels"]).astype(np.float64)
-        w = train["weight"].to_numpy(dtype=np.float64)
-        rows[rule] = (y * w[:, None]).sum(axis=0)
-        rare = (y.sum(axis=0) > 0) & (y.sum(axis=0) < params.rare_below)
-        upsampled = (y * np.where(y[:, rare].any(axis=1), params.rare_factor, 1.0)[:, None]).sum(
-            axis=0
-        )
+        draws[rule] = y.T @ train["weight"].to_numpy(dtype=np.float64)
+        rare, _ = class_roles(y, params)
+        upsampled = rare_upsampled_draws(y, rare, params.rare_factor)
         counts = y.sum(axis=0)
     return [
         {
@@ -45,8 +42,8 @@ def draws_table(labels_uri: str) -> list[dict[str, float]]:
             "name": CLASS_NAMES[c],
             "train": int(counts[c]),
             "upsampled": float(upsampled[c]),
-            "sample": float(rows["sample"][c]),
-            "class_rule": float(rows["class"][c]),
+            "sample": float(draws["sample"][c]),
+            "class_rule": float(draws["class"][c]),
         }
         for c in range(len(CLASS_NAMES))
     ]

@@ -101,7 +101,8 @@ def test_collect_gives_every_sample_one_out_of_fold_row(tmp_path):
     uri.write_bytes(to_bytes(m.frame, {}))
     test_ids = [f"t{i}" for i in range(6)]
     (a, snaps_a), (b, snaps_b) = _chain_rows(m, 0, test_ids, 1), _chain_rows(m, 1, test_ids, 2)
-    rows, f1 = collect({"a": a, "b": b}, str(uri))
+    rows, f1, order = collect({"a": a, "b": b}, str(uri))
+    assert order == ["a", "b"]
     P.validate(rows, "collected")
     oof = P.select(rows, "val")
     assert sorted(oof["id"]) == sorted(m.frame["id"])  # every labelled sample exactly once

@@ -8,8 +8,9 @@ from tests.conftest import ROOT
 def test_cpu_steps_import_neither_torch_nor_kfp():
     code = (
         "import sys, protloc.data.split, protloc.data.store, protloc.evaluate.thresholds, "
-        "protloc.evaluate.submission, protloc.steps, "
-        "components.split, components.prepare, components.thresholds, components.submit; "
+        "protloc.evaluate.submission, protloc.evaluate.collect, protloc.evaluate.bundle, "
+        "protloc.data.hpav18, protloc.steps, components.split, components.prepare, "
+        "components.collect, components.thresholds, components.submit, components.bundle; "
         "print(sorted(m for m in ('torch', 'kfp') if m in sys.modules))"
     )
     out = subprocess.run(

@@ -94,11 +94,12 @@ def require_unchanged(
 
     data_part, _, weights_part = expected.partition("+")
     data_part, _, external_part = data_part.partition("/")
-    if external is not None and external_fingerprint(external) != external_part:
+    now = external_fingerprint(external) if external is not None else external_part
+    if now != external_part:
         raise ConfigError(
             f"{step}: the external data {external!r} changed since the run was started "
-            f"(fingerprint {external_part or '(none)'} then, "
-            f"{external_fingerprint(external) or '(none)'} now): start a new run"
+            f"(fingerprint {external_part or '(none)'} then, {now or '(none)'} now): start a "
+            "new run"
         )
     now = data_fingerprint(root)
     if now != data_part:

@@ -25,7 +25,7 @@ from protloc import __version__, storage
 from protloc.classes import CLASS_NAMES, NUM_CLASSES
 from protloc.config import SplitConfig
 from protloc.data.hpa import labels_to_matrix, parse_labels
-from protloc.data.manifest import COMPETITION, HOLDOUT, write_manifest
+from protloc.data.manifest import COMPETITION, HOLDOUT, Manifest, write_manifest
 from protloc.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
@@ -61,6 +61,13 @@ def class_roles(y_train: np.ndarray, params: SplitConfig) -> tuple[np.ndarray, n
     return rare, dominant & ~rare
 
 
+def rare_upsampled_draws(y_train: np.ndarray, rare: np.ndarray, rare_factor: float) -> np.ndarray:
+    """Each class's expected draws per epoch with the rare classes' upsampling alone (what the
+    dominant classes' undersampling is measured against)."""
+    has_rare = (y_train[:, rare] > 0).any(axis=1)
+    return (y_train * np.where(has_rare, rare_factor, 1.0)[:, None]).sum(axis=0)
+
+
 def resampling_weights(
     y_train: np.ndarray, rare: np.ndarray, dominant: np.ndarray, params: SplitConfig
 ) -> np.ndarray:
@@ -94,17 +101,13 @@ def _undersample_classes(
     carriers = yd & free[:, None]
     fixed = ((yd & ~free[:, None]) * weights[:, None]).sum(axis=0)
     target = np.maximum(factor * (yd * weights[:, None]).sum(axis=0) - fixed, 0.0)
-    multipliers = np.ones(yd.shape[1])
     free_weights = np.ones(len(y))
     for _ in range(1000):
-        for c in range(yd.shape[1]):
+        for c in range(yd.shape[1]):  # each class's carriers scaled to its target in turn
             current = free_weights[carriers[:, c]].sum()
             if current > 0:
-                ratio = target[c] / current
-                multipliers[c] *= ratio
-                free_weights[carriers[:, c]] *= ratio
-        reached = np.array([free_weights[carriers[:, c]].sum() for c in range(yd.shape[1])])
-        if np.allclose(reached, target, rtol=1e-9, atol=1e-9):
+                free_weights[carriers[:, c]] *= target[c] / current
+        if np.allclose(free_weights @ carriers, target, rtol=1e-9, atol=1e-9):
             break
     out = weights.copy()
     rows = carriers.any(axis=1)
@@ -174,14 +177,12 @@ def split_stats(manifest: pd.DataFrame, params: SplitConfig) -> dict[str, Any]:
     present = train_counts > 0
     # What undersampling did: each dominant class's draws against its draws with the rare
     # classes' upsampling alone (params.dominant_factor when the rule reached its target).
-    upsampled = (
-        y[train] * np.where((y[train][:, rare] > 0).any(axis=1), params.rare_factor, 1.0)[:, None]
-    ).sum(axis=0)
+    upsampled = rare_upsampled_draws(y[train], rare, params.rare_factor)
 
     def ratio(values: np.ndarray) -> float:
         return float(values[present].max() / values[present].min()) if present.any() else None
 
-    folds = int(manifest["fold_index"].max()) + 1 if (manifest["fold_index"] >= 0).any() else 1
+    folds = Manifest(manifest, {}).folds
     per_fold = (
         [y[(manifest["fold_index"] == k).to_numpy()].sum(axis=0) for k in range(folds)]
         if folds > 1
@@ -197,9 +198,7 @@ def split_stats(manifest: pd.DataFrame, params: SplitConfig) -> dict[str, Any]:
                 if folds > 1
                 else {}
             ),
-            "external": int((manifest["source"] != COMPETITION).sum())
-            if "source" in manifest
-            else 0,
+            "external": int((manifest["source"] != COMPETITION).sum()),
             "draws_per_epoch": float(w[train].sum()),
         },
         "rare_classes": [int(c) for c in np.flatnonzero(rare)],

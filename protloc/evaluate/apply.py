@@ -14,20 +14,18 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
 
 from protloc import storage
 from protloc.classes import CLASS_NAMES, NUM_CLASSES
-from protloc.config import PredictConfig
-from protloc.data.cache import build_cache
+from protloc.config import InferConfig, PredictConfig
 from protloc.data.hpa import EXTENSIONS, read_test_ids
 from protloc.errors import DataError
 from protloc.evaluate import predictions as P
 from protloc.evaluate.bundle import read_bundle, snapshot_bytes
-from protloc.evaluate.predict import predict
+from protloc.evaluate.infer import predict_share
 from protloc.evaluate.submission import decide
 from protloc.model.checkpoint import parse_checkpoint
-from protloc.model.network import create_model, load_weights
+from protloc.train.distributed import Dist
 
 log = logging.getLogger(__name__)
 
@@ -59,29 +57,21 @@ def run_predict(model: str, cfg: PredictConfig, out: str) -> pd.DataFrame:
     ids = read_test_ids(cfg.ids) if cfg.ids else image_ids(images)
     # The cache and the decoder read {root}/{folder}/{Id}_{channel}.{ext}.
     root, folder = storage.parent(images), images.rstrip("/").rsplit("/", 1)[-1]
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    states = [parse_checkpoint(snapshot_bytes(bundle, snap), snap.uri) for snap in bundle.snapshots]
+    names = [snap.name for snap in bundle.snapshots]
+    # Infer's own prediction loop (one process): the same model set-up, cache and TTA.
+    settings = InferConfig(
+        tta=bundle.tta,
+        infer_batch_size=cfg.infer_batch_size,
+        workers=cfg.workers,
+        cache_dir=cfg.cache_dir,
+    )
     t0 = time.perf_counter()
+    probs = predict_share(Dist(), names, states, {"test": (folder, ids)}, root, settings)
     frames, total = [], np.zeros((len(ids), NUM_CLASSES), dtype=np.float64)
-    for snap in bundle.snapshots:
-        state = parse_checkpoint(snapshot_bytes(bundle, snap), snap.uri)
-        net = create_model()
-        load_weights(net, state["model"], snap.uri)
-        net.to(device)
-        cache = build_cache(
-            root, folder, ids, snap.size, cfg.cache_dir, workers=max(cfg.workers, 2)
-        )
-        probs = predict(
-            net,
-            cache,
-            snap.norm,
-            cfg.infer_batch_size,
-            device,
-            tta=bundle.tta,
-            workers=cfg.workers,
-            label=snap.name,
-        )
-        frames.append(P.frame(ids, "test", snap.name, probs))
-        total += probs
+    for name in names:
+        frames.append(P.frame(ids, "test", name, probs[name, "test"]))
+        total += probs[name, "test"]
     ensemble = (total / len(bundle.snapshots)).astype(np.float32)
     frames.append(P.frame(ids, "test", P.ENSEMBLE, ensemble))
     P.write_predictions(pd.concat(frames, ignore_index=True), storage.join(out, PREDICTIONS))

@@ -34,12 +34,11 @@ DECISION = "a class is predicted when its probability is above its threshold; an
 
 @dataclass(frozen=True)
 class Snapshot:
-    """One snapshot of a bundle: where its checkpoint is and how to feed it."""
+    """One snapshot of a bundle: its name and where its checkpoint is (which holds its size and
+    normalisation too; bundle.json repeats them for readers without torch)."""
 
     name: str
     uri: str
-    size: int
-    norm: dict[str, list[float]]
 
 
 @dataclass(frozen=True)
@@ -143,11 +142,7 @@ def read_bundle(uri: str) -> Bundle:
         raise ArtifactError(f"{where}: 'thresholds' must list {NUM_CLASSES} numbers")
     snapshots = []
     for entry in doc.get("snapshots") or []:
-        snapshots.append(
-            Snapshot(
-                entry["name"], storage.join(uri, entry["file"]), int(entry["size"]), entry["norm"]
-            )
-        )
+        snapshots.append(Snapshot(entry["name"], storage.join(uri, entry["file"])))
     if not snapshots:
         raise ArtifactError(f"{where}: lists no snapshot")
     return Bundle(uri, snapshots, [float(t) for t in thresholds], int(doc["tta"]), doc)

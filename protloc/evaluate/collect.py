@@ -31,9 +31,11 @@ def _fold_of(rows: pd.DataFrame, source: str) -> int:
     return int(folds.pop())
 
 
-def collect(parts: dict[str, pd.DataFrame], manifest_uri: str) -> tuple[pd.DataFrame, float]:
-    """The folds' prediction frames (source -> frame) as one frame, and the out-of-fold
-    ensemble's macro F1 at 0.5. Refuses a missing or repeated fold, an id predicted out of
+def collect(
+    parts: dict[str, pd.DataFrame], manifest_uri: str
+) -> tuple[pd.DataFrame, float, list[str]]:
+    """The folds' prediction frames (source -> frame) as one frame, the out-of-fold ensemble's
+    macro F1 at 0.5, and the sources in fold order. Refuses a missing or repeated fold, an id predicted out of
     fold twice or never, and chains that predicted different test ids."""
     manifest = read_manifest(manifest_uri)
     if not manifest.kfold:
@@ -89,7 +91,7 @@ def collect(parts: dict[str, pd.DataFrame], manifest_uri: str) -> tuple[pd.DataF
         len(test_ids or []),
         len(test_snapshots),
     )
-    return rows, f1
+    return rows, f1, [by_fold[k][0] for k in sorted(by_fold)]
 
 
 def run_collect(chains: dict[str, dict[str, Any]], manifest_uri: str, out: str) -> dict[str, Any]:
@@ -98,9 +100,8 @@ def run_collect(chains: dict[str, dict[str, Any]], manifest_uri: str, out: str) 
     ``{out}/predictions.parquet``; returns the collected snapshot list (every chain's
     snapshots, F1s and the out-of-fold ensemble's, the TTA, the chains' folds in order)."""
     parts = {uri: P.read_predictions(uri) for uri in chains}
-    rows, f1 = collect(parts, manifest_uri)
+    rows, f1, order = collect(parts, manifest_uri)
     P.write_predictions(rows, storage.join(out, "predictions.parquet"))
-    order = sorted(chains, key=lambda uri: _fold_of(parts[uri], uri))
     snapshots, scores = [], {}
     for uri in order:
         snapshots += chains[uri]["snapshots"]

@@ -246,15 +246,14 @@ def snapshot_scores(
     from protloc.data.hpa import labels_to_matrix
     from protloc.evaluate.predictions import probabilities, select
 
+    def fit(p: np.ndarray, t: np.ndarray) -> np.ndarray:
+        return fit_thresholds(p, t, alpha)[0]
+
     out = {}
     for name in names:
         part = select(rows, "val", name)
         y = labels_to_matrix(truth.loc[part["id"]])
         probs = probabilities(part)
-
-        def fit(p: np.ndarray, t: np.ndarray) -> np.ndarray:
-            return fit_thresholds(p, t, alpha)[0]
-
         out[name] = {
             "rows": len(part),
             "macro_f1_at_0.5": macro_f1(y, probs, 0.5),
