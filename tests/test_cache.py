@@ -4,7 +4,7 @@ import os
 import numpy as np
 import pytest
 
-from protloc.data.cache import build_cache
+from protloc.data.cache import build_cache, wait_until_durable
 from protloc.data.hpa import load_sample, read_labels
 from protloc.errors import DataError, StorageError
 
@@ -43,6 +43,7 @@ def test_bad_sample_stops_build_and_leaves_no_partial_file(tiny_data, tmp_path, 
     assert cache.skipped == [ids[3]] and cache.ids == ids[:3] + ids[4:]
     assert cache.array.shape[0] == 5
     assert np.array_equal(cache.array[3], load_sample(str(data), "train", ids[4], size=80))
+    wait_until_durable()  # its .json is rewritten once the data is on disk
     assert sorted(p.suffix for p in cache_dir.iterdir()) == [".json", ".u8"]
 
 
@@ -54,3 +55,47 @@ def test_disk_full_is_a_clear_error_and_leaves_nothing(tiny_data, cache_dir, mon
     with pytest.raises(StorageError, match=r"disk full: the image cache needs 0.3 MB in"):
         build_cache(str(tiny_data), "train", _ids(tiny_data), 80, cache_dir)
     assert list(cache_dir.iterdir()) == []
+
+
+def test_cache_reaches_disk_in_the_background_and_a_restart_before_that_rebuilds_it(
+    tiny_data, cache_dir, monkeypatch, caplog
+):
+    import json
+
+    from protloc.data import cache as cache_mod
+
+    ids = _ids(tiny_data, 4)
+    monkeypatch.setattr(cache_mod, "boot_id", lambda: "boot-1")
+    cache = build_cache(str(tiny_data), "train", ids, 80, cache_dir)
+    meta_path = cache.path.with_suffix(".json")
+    cache_mod.wait_until_durable()
+    meta = json.loads(meta_path.read_text())
+    assert meta["durable"] is True and meta["boot_id"] == "boot-1"
+    # A cache the machine restarted under before it was on disk could hold lost pages.
+    meta_path.write_text(json.dumps({**meta, "durable": False}))
+    monkeypatch.setattr(cache_mod, "boot_id", lambda: "boot-2")
+    mtime = cache.path.stat().st_mtime_ns
+    rebuilt = build_cache(str(tiny_data), "train", ids, 80, cache_dir)
+    assert rebuilt.path == cache.path and rebuilt.path.stat().st_mtime_ns != mtime
+    assert any("not on disk yet when the machine restarted" in r.message for r in caplog.records)
+    cache_mod.wait_until_durable()
+    # Once durable, a restart keeps it.
+    caplog.clear()
+    monkeypatch.setattr(cache_mod, "boot_id", lambda: "boot-3")
+    build_cache(str(tiny_data), "train", ids, 80, cache_dir)
+    assert any("image cache hit" in r.message for r in caplog.records)
+
+
+def test_without_a_boot_id_the_build_flushes_and_is_durable_at_once(
+    tiny_data, cache_dir, monkeypatch
+):
+    import json
+
+    from protloc.data import cache as cache_mod
+
+    monkeypatch.setattr(cache_mod, "boot_id", lambda: "")
+    flushed = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: flushed.append(fd) or real_fsync(fd))
+    cache = build_cache(str(tiny_data), "train", _ids(tiny_data, 3), 80, cache_dir)
+    assert flushed and json.loads(cache.path.with_suffix(".json").read_text())["durable"] is True
