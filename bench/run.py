@@ -84,27 +84,29 @@ def input_rows(seconds: float) -> tuple[list[Row], float]:
     return rows, figures[-1].decode_per_s
 
 
-def store_rows(samples: int) -> list[Row]:
+def store_rows(samples: int) -> tuple[list[Row], float]:
     """Data readiness of one train task through S3 (moto): decode the PNGs vs read the store;
-    the prepare step's rate against plain decoding."""
+    the prepare step's rate against plain decoding. Also the shards' measured codec ratio."""
     cores = 2
     out = store_readiness.run(samples, [221, 512], cores, shard_samples=128)
     rows = []
     for size in (221, 512):
-        old, new, local = (out[f"{k}_{size}_s"] for k in ("old", "new", "new_local"))
+        old, new = out[f"old_{size}_s"], out[f"new_{size}_s"]
         ratio = old / new
         goal = "met" if ratio >= GOAL_READY else f"missed by {1 - ratio / GOAL_READY:.0%}"
         resized = out.get(f"new_resized_{size}_s")
         if resized:
             goal += f"; resizing the 512-px shards instead: {resized:.1f} s ({_x(old / resized)})"
+        if f"new_mem_{size}_s" in out:
+            old_m, new_m = out[f"old_mem_{size}_s"], out[f"new_mem_{size}_s"]
+            goal += f"; cache in memory (tmpfs) {old_m:.1f} / {new_m:.1f} s ({_x(old_m / new_m)})"
         rows.append(
             Row(
                 f"data readiness {size} px, {samples} real-size samples via S3, s ({cores} cores)",
                 f"{old:.1f} (decode PNGs)",
                 f"{new:.1f} (read the store)",
                 _x(ratio),
-                f"goal >= {GOAL_READY:.0f}x {goal}; store on local disk {local:.1f} s "
-                f"({_x(old / local)})",
+                f"goal >= {GOAL_READY:.0f}x {goal}",
             )
         )
     prepare = samples / out["prepare_s"] / cores
@@ -115,10 +117,11 @@ def store_rows(samples: int) -> list[Row]:
             f"{decode:.1f} (plain decoding)",
             f"{prepare:.1f}",
             _x(prepare / decode),
-            "decoding is the floor",
+            f"decoding is the floor; shards {out['raw_bytes'] / out['shard_bytes']:.2f}x "
+            "smaller than the raw arrays (Zstandard)",
         )
     )
-    return rows
+    return rows, out["raw_bytes"] / out["shard_bytes"]
 
 
 def jpeg_rows() -> list[Row]:
@@ -253,7 +256,7 @@ def gpu_rows() -> list[Row]:
     ]
 
 
-def e2e_rows(demo_root: Path, decode_per_core: float) -> list[Row]:
+def e2e_rows(demo_root: Path, decode_per_core: float, codec_ratio: float) -> list[Row]:
     rows = []
     summary = demo_root / "last_summary.json"
     if summary.is_file():
@@ -283,6 +286,21 @@ def e2e_rows(demo_root: Path, decode_per_core: float) -> list[Row]:
             f"infer {p.infer_h:.2f} h, cache builds {p.cache_h:.2f} h",
         )
     )
+    for gpus in (1, 8):
+        q = projection.project_with_store(  # resize rate: measured, see bench/README.md
+            p, gpus, decode_per_core=decode_per_core, resize_per_core=260.0, codec_ratio=codec_ratio
+        )
+        rows.append(
+            Row(
+                f"projected with the store, {gpus} H200, min",
+                "15 (goal, one H200)" if gpus == 1 else "-",
+                f"{q.total_h * 60:.1f}",
+                f"{q.total_h * 60 / 15:.2f} of the goal" if gpus == 1 else "-",
+                f"a shard per size, Zstandard {codec_ratio:.2f}x, 1 GB/s per pod (assumed): "
+                f"train {q.train_h * 60:.1f}, infer {q.infer_h * 60:.1f}, "
+                f"prepare {q.prepare_h * 60:.1f}, fetch {q.read_h * 60:.1f} min",
+            )
+        )
     return rows
 
 
@@ -313,15 +331,18 @@ def main() -> None:
     t = time.perf_counter()
     rows, decode_512 = input_rows(args.seconds)
     print(f"[bench] input pipeline: {time.perf_counter() - t:.0f} s", file=sys.stderr, flush=True)
+    t = time.perf_counter()
+    more, codec_ratio = store_rows(args.store_samples)
+    rows += more
+    print(f"[bench] store: {time.perf_counter() - t:.0f} s", file=sys.stderr, flush=True)
     for name, fn in (
-        ("store", lambda: store_rows(args.store_samples)),
         ("HPAv18 JPEG", jpeg_rows),
         ("split", split_rows),
         ("thresholds", threshold_rows),
         ("synthetic data", synthetic_rows),
         ("train step", train_rows),
         ("GPU", gpu_rows),
-        ("end to end", lambda: e2e_rows(Path(args.demo_root), decode_512)),
+        ("end to end", lambda: e2e_rows(Path(args.demo_root), decode_512, codec_ratio)),
     ):
         t = time.perf_counter()
         rows += fn()

@@ -7,7 +7,9 @@ size's shards and resizing them.
 
 Readiness here is the seconds from nothing to a finished image cache at the cycle's size: what
 a train task does before its first optimizer step besides building the model (~1 s on either
-path). Every build starts from an empty cache folder.
+path). Every build starts from an empty cache folder, after the previous build's cache reached
+the disk (a cache is written to disk in the background while training runs: not timed here, as
+a task does not wait for it either).
 
     .venv/bin/python bench/store_readiness.py [--samples 1000] [--sizes 221,512] [--workers 2]
 """
@@ -15,8 +17,10 @@ path). Every build starts from an empty cache folder.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -28,7 +32,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from protloc import storage
-from protloc.data.cache import build_cache
+from protloc.data.cache import build_cache, wait_until_durable
 from protloc.data.hpa import CHANNELS
 from protloc.data.store import build_store, open_store
 
@@ -83,60 +87,60 @@ def upload(root: str, n: int) -> list[str]:
     return ids
 
 
+def _timed(root: str, ids: list[str], size: int, folder: Path, workers: int, store=None) -> float:
+    """Seconds to build one cache in an empty ``folder``, then the folder removed (tmpfs is
+    memory). The last build's disk writes finish first: each build starts quiet, as a task."""
+    wait_until_durable()
+    t0 = time.perf_counter()
+    build_cache(root, "train", ids, size, folder, workers=workers, store=store)
+    seconds = time.perf_counter() - t0
+    wait_until_durable()
+    shutil.rmtree(folder)
+    return seconds
+
+
 def run(samples: int, sizes: list[int], workers: int, shard_samples: int) -> dict:
+    """Old and new readiness per size, with the image cache on the disk and in memory (tmpfs,
+    when /dev/shm exists); the prepare step's time; the shards' bytes against the raw arrays'."""
     server, bucket = _moto()
     try:
         root = f"{bucket}/data"
         t0 = time.perf_counter()
         ids = upload(root, samples)
         out: dict = {"samples": samples, "workers": workers, "upload_s": time.perf_counter() - t0}
-        with tempfile.TemporaryDirectory() as tmp:
-            for size in sizes:
-                t0 = time.perf_counter()
-                build_cache(root, "train", ids, size, Path(tmp) / f"old{size}", workers=workers)
-                out[f"old_{size}_s"] = time.perf_counter() - t0
-            store_uri = f"{bucket}/store"
-            t0 = time.perf_counter()
-            build_store(
-                root,
-                {"train": ids},
-                max(sizes),
-                store_uri,
-                shard_samples=shard_samples,
-                workers=workers,
-                skip_bad=False,
-                labels_sha256="",
-                extra_sizes=tuple(sorted(set(sizes) - {max(sizes)})),
-            )
-            out["prepare_s"] = time.perf_counter() - t0
-            out["shard_samples"] = shard_samples
-            for size in sizes:
-                t0 = time.perf_counter()
-                store = open_store(store_uri)
-                build_cache(
-                    root, "train", ids, size, Path(tmp) / f"new{size}", workers=workers, store=store
+        store_uri = f"{bucket}/store"
+        t0 = time.perf_counter()
+        build_store(
+            root,
+            {"train": ids},
+            max(sizes),
+            store_uri,
+            shard_samples=shard_samples,
+            workers=workers,
+            skip_bad=False,
+            labels_sha256="",
+            extra_sizes=tuple(sorted(set(sizes) - {max(sizes)})),
+        )
+        out["prepare_s"] = time.perf_counter() - t0
+        out["shard_samples"] = shard_samples
+        names = [n for n in storage.listing(store_uri) if ".u8" in n]
+        out["shard_bytes"] = sum(len(storage.read_bytes(f"{store_uri}/{n}")) for n in names)
+        out["raw_bytes"] = samples * 4 * sum(s * s for s in sizes)  # every size, uncompressed
+        store = open_store(store_uri)
+        largest = replace(store, doc={**store.doc, "sizes": [store.size]})  # the old layout
+        with contextlib.ExitStack() as stack:
+            places = {"": Path(stack.enter_context(tempfile.TemporaryDirectory()))}
+            if Path("/dev/shm").is_dir():
+                places["mem_"] = Path(
+                    stack.enter_context(tempfile.TemporaryDirectory(dir="/dev/shm"))
                 )
-                out[f"new_{size}_s"] = time.perf_counter() - t0
-                if size < max(sizes):  # the same from the largest size's shards, resized
-                    largest = replace(store, doc={**store.doc, "sizes": [store.size]})
-                    t0 = time.perf_counter()
-                    build_cache(
-                        root, "train", ids, size, Path(tmp) / f"rs{size}", workers=workers,
-                        store=largest,
-                    )  # fmt: skip
-                    out[f"new_resized_{size}_s"] = time.perf_counter() - t0
-            # The same store on a local disk: what is left when the object store is not the
-            # bottleneck (moto serves ~250 MB/s from one Python process).
-            local = Path(tmp) / "store"
-            for name in storage.listing(store_uri):
-                storage.write_bytes(str(local / name), storage.read_bytes(f"{store_uri}/{name}"))
             for size in sizes:
-                t0 = time.perf_counter()
-                build_cache(
-                    root, "train", ids, size, Path(tmp) / f"loc{size}", workers=workers,
-                    store=open_store(str(local)),
-                )  # fmt: skip
-                out[f"new_local_{size}_s"] = time.perf_counter() - t0
+                for tag, where in places.items():
+                    args = (root, ids, size, where / str(size), workers)
+                    out[f"old_{tag}{size}_s"] = _timed(*args)
+                    out[f"new_{tag}{size}_s"] = _timed(*args, open_store(store_uri))
+                    if size < max(sizes) and not tag:  # the largest size's shards, resized
+                        out[f"new_resized_{size}_s"] = _timed(*args, largest)
     finally:
         server.terminate()
         server.wait()
@@ -154,18 +158,21 @@ def main() -> None:
     out = run(args.samples, sizes, args.workers, args.shard_samples)
     for size in sizes:
         old, new = out[f"old_{size}_s"], out[f"new_{size}_s"]
-        loc = out[f"new_local_{size}_s"]
         resized = out.get(f"new_resized_{size}_s")
-        print(
-            f"{size} px: decode PNGs {old:.1f} s, read the store {new:.1f} s: {old / new:.1f}x "
-            f"(the store on a local disk: {loc:.1f} s, {old / loc:.1f}x"
-            + (f"; from the largest size's shards, resized: {resized:.1f} s)" if resized else ")")
+        line = f"{size} px, cache on disk: decode PNGs {old:.1f} s, read the store {new:.1f} s: "
+        line += f"{old / new:.1f}x" + (
+            f" (resizing the largest shards: {resized:.1f} s)" if resized else ""
         )
+        if f"new_mem_{size}_s" in out:
+            old_m, new_m = out[f"old_mem_{size}_s"], out[f"new_mem_{size}_s"]
+            line += f"; cache in memory: {old_m:.1f} s / {new_m:.1f} s: {old_m / new_m:.1f}x"
+        print(line)
     per_core_prepare = args.samples / out["prepare_s"] / args.workers
     per_core_decode = args.samples / out[f"old_{max(sizes)}_s"] / args.workers
     print(
         f"prepare: {per_core_prepare:.1f} samples/s per core; plain decoding at {max(sizes)} px "
-        f"{per_core_decode:.1f}"
+        f"{per_core_decode:.1f}; shards {out['shard_bytes'] / 1e6:.0f} MB, "
+        f"{out['raw_bytes'] / out['shard_bytes']:.2f}x smaller than the raw arrays"
     )
     print(json.dumps(out, indent=2))
 

@@ -30,7 +30,8 @@ def test_gpu_benchmark_code_paths_run_on_the_cpu(tmp_path):
 
 def test_store_readiness_benchmark_runs(tmp_path):
     """bench/store_readiness.py on 12 samples through its own moto server: both paths build
-    a cache at both sizes (the figures themselves are make bench's, not asserted here)."""
+    a cache at both sizes, on the disk and in memory (the figures themselves are make bench's,
+    not asserted here)."""
     proc = subprocess.run(
         [sys.executable, "bench/store_readiness.py", "--samples", "12", "--sizes", "96,128",
          "--workers", "2", "--shard-samples", "5"],
@@ -39,9 +40,13 @@ def test_store_readiness_benchmark_runs(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     out = json.loads(proc.stdout[proc.stdout.index("{") :])
     assert out["samples"] == 12 and out["shard_samples"] == 5
-    for key in ("old_96_s", "old_128_s", "new_96_s", "new_128_s", "new_local_96_s", "prepare_s"):
+    for key in ("old_96_s", "old_128_s", "new_96_s", "new_128_s", "new_mem_96_s", "prepare_s"):
         assert out[key] > 0, key
-    assert "96 px: decode PNGs" in proc.stdout and "128 px: decode PNGs" in proc.stdout
+    assert (
+        "96 px, cache on disk: decode PNGs" in proc.stdout
+        and "128 px, cache on disk" in proc.stdout
+    )
+    assert out["raw_bytes"] == 12 * 4 * (96 * 96 + 128 * 128) and out["shard_bytes"] > 0
 
 
 def test_resampling_table_on_the_real_labels():

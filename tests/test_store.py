@@ -4,6 +4,7 @@ import json
 
 import numpy as np
 import pytest
+import zstandard
 
 from protloc import storage
 from protloc.config import PrepareConfig
@@ -50,9 +51,10 @@ def test_a_cycle_fetches_its_own_sizes_shards(tiny_data, tiny_split, tmp_path):
     store = open_store(str(tmp_path / "store"))
     assert store.sizes == [80, 88, 96]
     names = sorted(p.name for p in (tmp_path / "store").glob("train-00000*"))
-    assert names == ["train-00000-80px.u8", "train-00000-88px.u8", "train-00000.u8"]
-    assert (tmp_path / "store" / "train-00000-80px.u8").stat().st_size == 16 * 4 * 80 * 80
-    for big in (tmp_path / "store").glob("train-?????.u8"):
+    assert names == ["train-00000-80px.u8.zst", "train-00000-88px.u8.zst", "train-00000.u8.zst"]
+    frame = (tmp_path / "store" / "train-00000-80px.u8.zst").read_bytes()
+    assert zstandard.frame_content_size(frame) == 16 * 4 * 80 * 80 > len(frame)  # compressed
+    for big in (tmp_path / "store").glob("train-?????.u8.zst"):
         big.unlink()
     ids = _ids(tiny_split)
     for size in (80, 88):
@@ -63,6 +65,19 @@ def test_a_cycle_fetches_its_own_sizes_shards(tiny_data, tiny_split, tmp_path):
         PrepareConfig(store_size=96, extra_sizes="80,96")
     with pytest.raises(ConfigError, match="extra_sizes must be comma-separated whole numbers"):
         PrepareConfig(store_size=96, extra_sizes="80,x")
+
+
+def test_a_damaged_shard_is_refused_naming_it(tiny_data, tiny_split, tmp_path):
+    prepare_step(PrepareConfig(store_size=80, shard_samples=16, workers=2), data_root=str(tiny_data),
+                 split=str(tiny_split), out=str(tmp_path / "store"))  # fmt: skip
+    store = open_store(str(tmp_path / "store"))
+    shard = tmp_path / "store" / "train-00001.u8.zst"
+    data = bytearray(shard.read_bytes())
+    data[len(data) // 2] ^= 0x01  # one bit flipped (the frame's checksum finds it)
+    shard.write_bytes(bytes(data))
+    with pytest.raises(ArtifactError, match=r"train-00001\.u8\.zst: not a Zstandard frame"):
+        build_cache(str(tiny_data), "train", _ids(tiny_split), 80, tmp_path / "c", store=store)
+    assert not list((tmp_path / "c").glob("*.u8"))  # no cache under its final name
 
 
 def test_store_on_s3(tiny_data, tiny_split, tmp_path, bucket):
