@@ -89,7 +89,7 @@ def build_store(
     done = 0
     shards_of: dict[str, list[dict]] = {}
     skipped_of: dict[str, list[str]] = {}
-    # One shard compresses and uploads while the next one decodes.
+    # One shard is resized, compressed and uploaded while the next one decodes.
     uploader = ThreadPoolExecutor(1)
     # The checksum (xxHash64) makes a damaged shard an error, not wrong pixels.
     compressor = zstandard.ZstdCompressor(level=LEVEL, threads=max(1, workers), write_checksum=True)
@@ -108,11 +108,12 @@ def build_store(
             left_out = set(bad)
             kept = [i for i in chunk if i not in left_out]  # arrays are in this order
             if kept:
-                files = _shard_files(split, len(shards), arrays, extra_sizes, resizer)
-                del arrays
                 if upload is not None:
                     upload.result()
-                upload = uploader.submit(_write_all, out, files, compressor)
+                upload = uploader.submit(
+                    _write_shard, out, split, len(shards), arrays, extra_sizes, resizer, compressor
+                )
+                del arrays
                 index += [(i, split, len(shards), row) for row, i in enumerate(kept)]
                 shards.append({"file": shard_name(split, len(shards)), "count": len(kept)})
             done += len(chunk)
@@ -150,24 +151,30 @@ def build_store(
     return doc
 
 
-def _shard_files(
+def _write_shard(
+    out: str,
     split: str,
     k: int,
     arrays: list[np.ndarray],
     extra_sizes: tuple[int, ...],
     resizer: ThreadPoolExecutor,
-) -> dict[str, bytes]:
-    """Shard k's bytes at the store's size and at each extra size (file name -> bytes)."""
-    files = {shard_name(split, k): np.stack(arrays).tobytes()}
+    compressor: zstandard.ZstdCompressor,
+) -> None:
+    """Shard k of ``split`` at the store's size and at each extra size (resized as a cycle
+    would), each compressed and written to ``out``."""
+    _write_frame(storage.join(out, shard_name(split, k)), arrays, compressor)
     for extra in extra_sizes:
         smaller = list(resizer.map(lambda a, s=extra: resize(a, s), arrays))
-        files[shard_name(split, k, extra)] = np.stack(smaller).tobytes()
-    return files
+        _write_frame(storage.join(out, shard_name(split, k, extra)), smaller, compressor)
 
 
-def _write_all(out: str, files: dict[str, bytes], compressor: zstandard.ZstdCompressor) -> None:
-    for name, data in files.items():
-        storage.write_bytes(storage.join(out, name), compressor.compress(data))
+def _write_frame(uri: str, arrays: list[np.ndarray], compressor: zstandard.ZstdCompressor) -> None:
+    """The arrays, in order, as one Zstandard frame: fed one by one, so the shard is never
+    stacked into one more copy (that copy cost 0.4 s per 134-MB shard here)."""
+    frame = compressor.compressobj(size=sum(a.nbytes for a in arrays))
+    parts = [frame.compress(np.ascontiguousarray(a)) for a in arrays]
+    parts.append(frame.flush())
+    storage.write_bytes(uri, b"".join(parts))
 
 
 def _decode(
