@@ -294,7 +294,7 @@ def test_manifest_from_another_labels_file_is_refused(tiny_data, tiny_split, cyc
 
 _FULL_DISK = """
 import json, os, sys
-from protloc.data.cache import build_cache
+from protloc.data.cache import build_cache, wait_until_durable
 from protloc.data.hpa import read_labels
 from protloc.errors import StorageError
 root, cache = sys.argv[1], sys.argv[2]
@@ -307,6 +307,7 @@ except StorageError as exc:
 result["after_failure"] = sorted(os.listdir(cache))
 small = build_cache(root, "train", ids[:8], 96, cache)  # 0.3 MB: fits once nothing is left over
 result["small"] = len(small.ids)
+wait_until_durable()  # its .json is rewritten once the data is on disk
 result["after_success"] = sorted(p.rsplit(".", 1)[-1] for p in os.listdir(cache))
 print(json.dumps(result))
 """

@@ -13,7 +13,7 @@ channel, or with ``skip_bad`` are left out and listed.
 
 Training does not wait for the disk: a finished cache is used from the page cache at once and
 written to disk (fsync) by a background thread, which then marks it ``durable`` in its
-``.json``. Waiting would cost more than reading the store (a 1-GB cache took 8.6 s to flush on
+``.json`` (the process waits for it before exiting). Waiting would cost more than reading the store (a 1-GB cache took 8.6 s to flush on
 this project's test machine, against 1.2 s to fetch it). A cache not yet durable records the
 machine's boot id; after a restart (a crash could have lost its pages) it is built again. Where
 the boot id is unknown (not Linux) the build flushes before it returns, as before.
@@ -147,8 +147,12 @@ def boot_id() -> str:
 
 def _write_meta(path: Path, meta: dict) -> None:
     tmp = path.with_name(f"{path.name}.tmp.{os.getpid()}")
-    tmp.write_text(json.dumps(meta))
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(json.dumps(meta))
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def _fsync(path: Path) -> None:
@@ -362,8 +366,10 @@ def build_cache(
         raise
     cache = ImageCache(base.with_suffix(".u8"), kept, size, skipped)
     if machine:
+        # Not a daemon: the process waits for it at exit (long done after any training), so
+        # it never leaves a half-written .json.tmp behind.
         sync = threading.Thread(
-            target=_make_durable, args=(cache.path, base.with_suffix(".json"), meta), daemon=True
+            target=_make_durable, args=(cache.path, base.with_suffix(".json"), meta)
         )
         sync.start()
         _syncing.append(sync)
