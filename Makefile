@@ -26,7 +26,7 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/python -m pip install --quiet -e '.[torch,dev]'
 	touch $(STAMP)
 
-test: install ## run the whole test suite (about 8 minutes on 2 cores)
+test: install ## run the whole test suite (about 8-10 minutes on 2 cores)
 	$(BIN)/python -m pytest -q
 
 lint: install ## ruff
