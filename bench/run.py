@@ -287,8 +287,8 @@ def e2e_rows(demo_root: Path, decode_per_core: float, codec_ratio: float) -> lis
         )
     )
     for gpus in (1, 8):
-        q = projection.project_with_store(  # resize rate: measured, see bench/README.md
-            p, gpus, decode_per_core=decode_per_core, resize_per_core=260.0, codec_ratio=codec_ratio
+        q = projection.project_with_store(
+            p, gpus, decode_per_core=decode_per_core, codec_ratio=codec_ratio
         )
         rows.append(
             Row(

@@ -35,8 +35,8 @@ def collect(
     parts: dict[str, pd.DataFrame], manifest_uri: str
 ) -> tuple[pd.DataFrame, float, list[str]]:
     """The folds' prediction frames (source -> frame) as one frame, the out-of-fold ensemble's
-    macro F1 at 0.5, and the sources in fold order. Refuses a missing or repeated fold, an id predicted out of
-    fold twice or never, and chains that predicted different test ids."""
+    macro F1 at 0.5, and the sources in fold order. Refuses a missing or repeated fold, an id
+    predicted out of fold twice or never, and chains that predicted different test ids."""
     manifest = read_manifest(manifest_uri)
     if not manifest.kfold:
         raise ArtifactError(f"{manifest_uri}: a holdout manifest; collect gathers K-fold runs")
