@@ -12,7 +12,7 @@ STAMP := $(VENV)/.installed
 .DEFAULT_GOAL := help
 DEMO_ROOT ?= runs/local
 
-.PHONY: help install test lint validate demo thresholds compile bench images demo-docker e2e-docker clean
+.PHONY: help install test test-fast lint components docs validate demo thresholds compile bench images demo-docker e2e-docker clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | \
@@ -29,8 +29,18 @@ $(STAMP): pyproject.toml Makefile
 test: install ## run the whole test suite (about 8-10 minutes on 2 cores)
 	$(BIN)/python -m pytest -q
 
-lint: install ## ruff
+test-fast: install ## the inner loop: every module, the slow tests left out (about 3 minutes)
+	$(BIN)/python -m pytest -q -m "not slow"
+
+lint: install ## ruff, and the generated files fresh
 	$(BIN)/ruff check .
+	$(BIN)/python -m tools.generate --check
+
+components: install ## write components/<step>.py from the step configs (never edit them by hand)
+	$(BIN)/python -m tools.generate components
+
+docs: install ## write docs/parameters.md from the step configs
+	$(BIN)/python -m tools.generate docs
 
 validate: install ## render and check what runs outside Python: compose file, k8s manifests, pipeline YAML
 	docker-compose -f docker/compose.yaml --env-file docker/.env.example config -q
@@ -51,7 +61,7 @@ compile: install ## write pipeline.yaml for a cluster (the paper's Table 1 sched
 	$(BIN)/python pipeline.py compile -o pipeline.yaml
 
 bench: install ## every performance case against its yardstick, one table (about 3.5 min on 2 cores)
-	$(BIN)/python bench/run.py --demo-root $(DEMO_ROOT) --json build/bench.json
+	$(BIN)/python -m bench.speed.run --demo-root $(DEMO_ROOT) --json build/bench.json
 
 images: install ## build the cpu and gpu images from this tree (needs Docker; BASE_IMAGE=... picks the base)
 	bash docker/build.sh

@@ -24,20 +24,18 @@ import time
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from components import cluster
-from components.factory import ERROR_FILE, kfp_component
+from components import cluster, component
 from protloc import __version__
 from protloc.cli import add_param
 from protloc.config import SplitConfig, TrainConfig
 from protloc.errors import ConfigError, ProtlocError
+from protloc.folders import ERROR, PAGE, SUBMISSION
 from protloc.params import Param
-from protloc.report.htmlpage import PAGE
 from protloc.report.summary import format_summary, run_summary, step_time
 from protloc.steps import (
     DATA_FINGERPRINT,
     DATA_ROOT,
     STEPS,
-    SUBMISSION,
     extra_sizes,
     pipeline_params,
     step_configs,
@@ -108,7 +106,7 @@ def build_pipeline(
 
     img = cluster.images()
     version = code_version()
-    ops = {n: kfp_component(n, img["gpu" if s.gpu else "cpu"]) for n, s in STEPS.items()}
+    ops = {n: component(n, img["gpu" if s.gpu else "cpu"]) for n, s in STEPS.items()}
     params = pipeline_params()
     kinds = {"Artifact": Artifact, "Dataset": Dataset, "Model": Model}
     gather = "infer" if folds == 1 else "collect"
@@ -225,10 +223,10 @@ def arguments(
     )
     args = {p.name: values.get(p.name, p.default) for p in pipeline_params()}
     if fingerprint:
-        from protloc.data.identity import run_fingerprint
+        from protloc.data.identity import DataListing, run_fingerprint
 
         args[DATA_FINGERPRINT.name] = run_fingerprint(
-            args["data_root"], args["pretrained"], args["external"]
+            DataListing(args["data_root"]), args["pretrained"], args["external"]
         )
         log.info("data root %s: fingerprint %s", args["data_root"], args[DATA_FINGERPRINT.name])
     return args
@@ -343,7 +341,7 @@ def _step_failure(message: str, new_runs: list[Path]) -> ProtlocError:
     found = re.search(r"Inner task failed: '([^']+)'", plain)
     task = found.group(1) if found else "?"
     for run in new_runs:
-        error = run / task / "out" / ERROR_FILE
+        error = run / task / "out" / ERROR
         if error.is_file():
             return ProtlocError(f"step {task} failed: {error.read_text().strip()}")
     return ProtlocError(f"step {task} failed (its log is above): {plain.strip()}")
@@ -388,9 +386,10 @@ def submit_run(
 
 def ensure_demo_data(path: Path, size: int) -> str:
     """A synthetic HPA-format data set for the embedded default (made once, then reused)."""
+    from protloc.data.hpa import TEST_IDS_CSV
     from protloc.synthetic import SyntheticSpec, generate
 
-    if not (path / "sample_submission.csv").is_file():
+    if not (path / TEST_IDS_CSV).is_file():  # written last: the data set is whole
         log.info("generating synthetic HPA data in %s", path)
         generate(
             SyntheticSpec(n_train=600, n_test=60, size=size, seed=0, temper=0.7),

@@ -1,4 +1,4 @@
-"""Every protloc command line: flags derived from the step's config, logging, clean errors.
+"""Every step's command line: flags derived from the step's config and the step table.
 
 ``python -m components.<step>`` builds its parser here from ``protloc.steps.STEPS[step]``: one
 flag per folder the step reads (``--split``, ``--previous``, ...), ``--data-root``, ``--out``,
@@ -9,53 +9,12 @@ front door the KFP component calls.
 from __future__ import annotations
 
 import argparse
-import logging
-import os
-import signal
-import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from protloc.errors import ConfigError, ProtlocError
+from protloc.errors import ConfigError
 from protloc.params import Param
-
-log = logging.getLogger("protloc")
-
-
-def setup_logging(level: int = logging.INFO) -> None:
-    """Timestamped log lines on stderr (progress, rates, warnings); ranks other than 0 of a
-    multi-process task log warnings and errors only (rank 0 tells the progress)."""
-    if os.environ.get("RANK", "0") != "0":
-        level = max(level, logging.WARNING)
-    logging.basicConfig(
-        level=level,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        datefmt="%H:%M:%S",
-        stream=sys.stderr,
-    )
-
-
-def exit_on_sigterm() -> None:
-    """SIGTERM (what Kubernetes and Docker send) exits like Ctrl-C would, so cleanup runs
-    (temporary cache files, the output folder's lock) instead of the process just vanishing."""
-
-    def handler(signum: int, frame: object) -> None:
-        raise SystemExit(128 + signum)
-
-    signal.signal(signal.SIGTERM, handler)
-
-
-def run(main: Callable[[Sequence[str] | None], object], argv: Sequence[str] | None = None) -> int:
-    """Run a CLI ``main``; a ProtlocError prints one line 'error: ...' and returns 2."""
-    setup_logging()
-    exit_on_sigterm()
-    try:
-        main(argv)
-    except ProtlocError as exc:
-        log.error("%s", exc)
-        print(f"error: {exc}", file=sys.stderr)  # noqa: T201 - the user-facing last line
-        return 2
-    return 0
+from protloc.steps import DATA_ROOT, STEPS, Step
 
 
 def _int(text: str) -> int:
@@ -74,7 +33,8 @@ def _float(text: str) -> float:
 
 def add_param(parser: argparse.ArgumentParser, p: Param, default: Any = None) -> None:
     """One flag for parameter ``p``; its value is checked when the config is made."""
-    kwargs: dict[str, Any] = {"dest": p.name, "help": p.description()}
+    # argparse reads % in a help text as a format code: escaped here, where every help is built.
+    kwargs: dict[str, Any] = {"dest": p.name, "help": p.description().replace("%", "%%")}
     if p.type is bool:
         kwargs["action"] = argparse.BooleanOptionalAction
     else:
@@ -89,10 +49,8 @@ def add_param(parser: argparse.ArgumentParser, p: Param, default: Any = None) ->
     parser.add_argument(p.flag, **kwargs)
 
 
-def step_parser(step) -> argparse.ArgumentParser:
-    """The command line of ``step`` (a ``protloc.steps.Step``)."""
-    from protloc.steps import DATA_ROOT
-
+def step_parser(step: Step) -> argparse.ArgumentParser:
+    """The command line of ``step``."""
     p = argparse.ArgumentParser(
         prog=f"python -m components.{step.name}",
         description=f"{step.summary} Same function and arguments as the KFP component.",
@@ -115,7 +73,7 @@ def step_parser(step) -> argparse.ArgumentParser:
     return p
 
 
-def parse_step(step, argv: Sequence[str] | None) -> tuple[Any, dict[str, str | None]]:
+def parse_step(step: Step, argv: Sequence[str] | None) -> tuple[Any, dict[str, str | None]]:
     """(config, folders) from a command line; a bad value is a ConfigError naming it."""
     ns = vars(step_parser(step).parse_args(argv))
     values = {p.name: ns[p.name] for p in step.config.params() if ns[p.name] is not None}
@@ -135,8 +93,6 @@ def step_main(step_name: str) -> Callable[[Sequence[str] | None], Any]:
     """``main(argv)`` of ``python -m components.<step_name>``: parse, then the front door."""
 
     def main(argv: Sequence[str] | None = None) -> Any:
-        from protloc.steps import STEPS
-
         step = STEPS[step_name]
         cfg, folders = parse_step(step, argv)
         return step.run(cfg, **folders)

@@ -9,12 +9,13 @@ the field with the same function below, and the contract test checks they agree.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 
 from protloc.errors import ConfigError
+from protloc.losses import LOSSES
 from protloc.params import StepConfig, param
 
-LOSSES = ("soft_f1", "bce")
 NORM_TYPES = {"l2": 2.0, "l1": 1.0, "inf": math.inf}
 MAX_SEED = 2**32 - 1  # numpy's and iterstrat's seed range
 MIN_SIZE = 75  # Inception-v3's smallest input
@@ -235,7 +236,7 @@ class TrainConfig(StepConfig):
         0, "index of this cycle in the schedule (0 = first)", low=0, high=1000, scope="task"
     )
     fold: int = _fold()
-    # measured: bench/learnability.py, soft F1 (see bench/README.md)
+    # measured: bench/decisions/learnability.py, soft F1 (docs/method.md)
     lr_max: float = param(
         0.2, "learning rate at the start of each cycle", low=0, high=10, low_open=True
     )
@@ -246,7 +247,7 @@ class TrainConfig(StepConfig):
     weight_decay: float = param(
         1e-4, "L2 weight decay (not on biases and BatchNorm)", low=0, high=1
     )
-    # measured: bench/clip_norm.py (the paper's total L1 norm at 10 freezes training)
+    # measured: bench/decisions/clip_norm.py (the paper's total L1 norm at 10 freezes training)
     clip_norm: float = param(10.0, "gradient clipping threshold (0: off)", low=0, high=1e6)
     clip_norm_type: str = param(
         "l2", "norm the clipping threshold applies to", choices=tuple(NORM_TYPES)
@@ -348,7 +349,7 @@ class PredictConfig(StepConfig):
 class ThresholdsConfig(StepConfig):
     """The thresholds step: per-class thresholds with the precision/recall penalty."""
 
-    # Chosen by the 2-fold cross-fit in bench/thresholds.py (see bench/README.md).
+    # Chosen by the 2-fold cross-fit of bench/decisions/threshold_alpha.py (docs/method.md).
     alpha: float = param(0.1, "penalty on |precision - recall| (0: plain F1)", low=0, high=1)
     ensemble: str = param(
         "all",
@@ -357,9 +358,18 @@ class ThresholdsConfig(StepConfig):
     )
 
     def check(self) -> None:
-        from protloc.evaluate.ensemble import check_spec
+        check_ensemble_spec(self.ensemble)
 
-        check_spec(self.ensemble)
+
+ENSEMBLE_SPEC = re.compile(r"^(all|last:[1-9]\d{0,3}|cycles:[1-9]\d{0,3}(,[1-9]\d{0,3})*)$")
+
+
+def check_ensemble_spec(spec: str) -> None:
+    """Refuse a malformed ensemble choice, naming the parameter."""
+    if not ENSEMBLE_SPEC.match(spec):
+        raise ConfigError(
+            f"ensemble must be all, last:K or cycles:I,J,... (cycle numbers from 1), got {spec!r}"
+        )
 
 
 @dataclass(frozen=True)

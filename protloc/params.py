@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import typing
+from collections.abc import Collection
 from dataclasses import MISSING, dataclass, field
 from typing import Any, Literal
 
@@ -35,7 +36,8 @@ class Spec:
     high: float | None = None
     low_open: bool = False
     high_open: bool = False
-    choices: tuple[str, ...] | None = None
+    # a tuple, or a registry (protloc.registry): a registry's names are read when asked
+    choices: Collection[str] | None = None
     scope: Scope = "pipeline"
     result: bool = True  # False: an operational setting that never changes the step's result
 
@@ -65,7 +67,7 @@ def param(
     high: float | None = None,
     low_open: bool = False,
     high_open: bool = False,
-    choices: tuple[str, ...] | None = None,
+    choices: Collection[str] | None = None,
     scope: Scope = "pipeline",
     result: bool = True,
 ) -> Any:

@@ -40,6 +40,16 @@ def run_python(args: list[str], env: dict | None = None, timeout: float = 300):
     )
 
 
+def one_line_error(proc, *needles: str) -> None:
+    """Exit 2, no traceback, the last line 'error: ...' holding every needle."""
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: "), last
+    for needle in needles:
+        assert needle in last, (needle, last)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -96,8 +106,16 @@ def tiny_split(tiny_data, tmp_path_factory) -> Path:
     from protloc.data.split import run_split
 
     out = tmp_path_factory.mktemp("tiny-split")
-    run_split(str(tiny_data / "train.csv"), str(out), SplitConfig(val_fraction=0.25, rare_below=0))
+    run_split(SplitConfig(val_fraction=0.25, rare_below=0), str(tiny_data / "train.csv"), out=str(out))
     return mark_complete(out)
+
+
+@pytest.fixture
+def data(tiny_data, tmp_path) -> Path:
+    """A private copy of tiny_data that a test may change."""
+    import shutil
+
+    return Path(shutil.copytree(tiny_data, tmp_path / "data"))
 
 
 @pytest.fixture
@@ -125,7 +143,7 @@ def weighted_split(tiny_data, tmp_path_factory) -> Path:
     from protloc.data.split import run_split
 
     out = tmp_path_factory.mktemp("weighted-split")
-    run_split(str(tiny_data / "train.csv"), str(out), SplitConfig(val_fraction=0.25, rare_below=5))
+    run_split(SplitConfig(val_fraction=0.25, rare_below=5), str(tiny_data / "train.csv"), out=str(out))
     return mark_complete(out)
 
 

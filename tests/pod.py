@@ -1,4 +1,4 @@
-"""What a KFP train pod runs (the body of the train component: ``components.factory.run_task``
+"""What a KFP train pod runs (the body of the train component: ``components.task.run_task``
 with the task's arguments), as a script the reliability tests can kill:
 ``python -m tests.pod SPLIT_DIR DATA_ROOT OUT OUT_URI``.
 
@@ -12,8 +12,8 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from components.factory import run_task
-from protloc import cli
+from components.task import run_task
+from protloc import process
 from protloc.config import TrainConfig
 from protloc.version import code_version
 
@@ -50,4 +50,4 @@ def main(argv: Sequence[str] | None) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(cli.run(main, sys.argv[1:]))
+    sys.exit(process.run(main, sys.argv[1:]))

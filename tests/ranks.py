@@ -1,5 +1,5 @@
 """What the multi-rank tests run in each rank: module-level functions, so they pickle to the
-ranks that ``protloc.train.distributed.launch`` spawns."""
+ranks that ``protloc.distributed.launch`` spawns."""
 
 import logging
 
@@ -10,7 +10,8 @@ def build_cache_once_per_node(data_root: str, ids: list[str], cache_dir: str) ->
     import torch.distributed as dist
 
     from protloc.data.cache import build_cache
-    from protloc.train.distributed import init_distributed, node_first, teardown
+    from protloc.data.identity import DataListing
+    from protloc.distributed import init_distributed, node_first, teardown
 
     d = init_distributed()
     built: list[str] = []
@@ -23,7 +24,7 @@ def build_cache_once_per_node(data_root: str, ids: list[str], cache_dir: str) ->
     logger = logging.getLogger("protloc.data.cache")
     logger.addHandler(Count())
     logger.setLevel(logging.INFO)
-    node_first(d, lambda: build_cache(data_root, "train", ids, 80, cache_dir, workers=1))
+    node_first(d, lambda: build_cache(DataListing(data_root), "train", ids, 80, cache_dir, workers=1))
     counts: list = [None] * d.world
     dist.all_gather_object(counts, len(built))
     teardown(d)

@@ -5,15 +5,18 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from tests.conftest import ROOT
 
 
+@pytest.mark.slow
 def test_gpu_benchmark_code_paths_run_on_the_cpu(tmp_path):
     out = tmp_path / "gpu.json"
     args = ["--device", "cpu", "--sizes", "80", "--steps", "1", "--workers", "0,1"]
     args += ["--batch", "2", "--cache-samples", "8", "--no-compile", "--no-max-batch"]
     proc = subprocess.run(
-        [sys.executable, "bench/gpu.py", *args, "--json", str(out)],
+        [sys.executable, "-m", "bench.speed.gpu", *args, "--json", str(out)],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -28,13 +31,14 @@ def test_gpu_benchmark_code_paths_run_on_the_cpu(tmp_path):
     assert all(0 <= v <= 1 for v in row["idle_fraction"].values())
 
 
+@pytest.mark.slow
 def test_store_readiness_benchmark_runs(tmp_path):
-    """bench/store_readiness.py on 12 samples through its own moto server: both paths build
+    """bench.speed.store_readiness on 12 samples through its own moto server: both paths build
     a cache at both sizes, on the disk and in memory (the figures themselves are make bench's,
     not asserted here)."""
     proc = subprocess.run(
-        [sys.executable, "bench/store_readiness.py", "--samples", "12", "--sizes", "96,128",
-         "--workers", "2", "--shard-samples", "5"],
+        [sys.executable, "-m", "bench.speed.store_readiness", "--samples", "12",
+         "--sizes", "96,128", "--workers", "2", "--shard-samples", "5"],
         cwd=ROOT, capture_output=True, text=True, check=False, timeout=300,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -49,11 +53,12 @@ def test_store_readiness_benchmark_runs(tmp_path):
     assert out["raw_bytes"] == 12 * 4 * (96 * 96 + 128 * 128) and out["shard_bytes"] > 0
 
 
+@pytest.mark.slow
 def test_resampling_table_on_the_real_labels():
-    """bench/resampling.py: the class rule halves both dominant classes, the sample rule cuts
-    them by far less, and neither touches the x5 rare classes."""
+    """bench.decisions.resampling: the class rule halves both dominant classes, the sample rule
+    cuts them by far less, and neither touches the x5 rare classes."""
     proc = subprocess.run(
-        [sys.executable, "bench/resampling.py"],
+        [sys.executable, "-m", "bench.decisions.resampling"],
         cwd=ROOT, capture_output=True, text=True, check=False, timeout=300,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-2000:]

@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 import pipeline
-from components.factory import kfp_component
+from components import component as kfp_component
 from protloc.cli import step_parser
 from protloc.config import CONFIGS, PredictConfig, PrepareConfig, TrainConfig
 from protloc.errors import ConfigError
@@ -55,13 +55,13 @@ def mismatches(step: Step, parser: argparse.ArgumentParser, component) -> list[s
     for p in params:
         flag, spec = flags.get(p.name), inputs.get(p.name)
         if flag is not None:
-            if flag.help != p.description():
+            if flag.help.replace("%%", "%") != p.description():
                 out.append(f"CLI {p.flag}: help {flag.help!r} != {p.description()!r}")
             if flag.default is not None:  # None = not given: the config's default applies
                 out.append(f"CLI {p.flag}: has its own default {flag.default!r}")
             if flag.required != p.required:
                 out.append(f"CLI {p.flag}: required={flag.required}, config {p.required}")
-            if p.spec.choices and tuple(flag.choices or ()) != p.spec.choices:
+            if p.spec.choices and tuple(flag.choices or ()) != tuple(p.spec.choices):
                 out.append(f"CLI {p.flag}: choices {flag.choices} != {p.spec.choices}")
             if p.type is not bool and flag.type(str(p.default if not p.required else 1)) is None:
                 out.append(f"CLI {p.flag}: does not parse a {p.type.__name__}")
@@ -251,7 +251,7 @@ def test_compile_needs_no_torch(tmp_path):
 def test_a_task_refuses_to_run_other_code_than_it_was_compiled_for(tmp_path):
     """The KFP body checks the code_version argument (fixed at compile time) against the code
     installed where it runs: an image built from other code fails at once, naming both."""
-    from components.factory import run_task
+    from components.task import run_task
     from protloc.version import code_version
 
     folder = Artifact(str(tmp_path), str(tmp_path))
@@ -263,3 +263,44 @@ def test_a_task_refuses_to_run_other_code_than_it_was_compiled_for(tmp_path):
     assert "compiled for protloc 0.1.0+compiledfor" in error
     assert f"this container runs {code_version()}" in error
     assert not (tmp_path / "thresholds.json").exists()
+
+
+# ----------------------------------------------------------------------------- generated files
+
+
+def test_generated_components_and_parameters_page_are_fresh():
+    """components/<step>.py and docs/parameters.md are what the configs give now
+    (`make components docs` writes them)."""
+    from tools.generate import stale, targets
+
+    assert stale() == [], "stale generated files: run `make components docs`"
+    assert len(targets()) == len(STEPS) + 1
+
+
+def test_a_drifted_component_file_is_caught(tmp_path, monkeypatch):
+    from tools import generate
+
+    fake = tmp_path / "components"
+    fake.mkdir()
+    for path, text in generate.targets().items():
+        if path.suffix == ".py":
+            (fake / path.name).write_text(text)
+    monkeypatch.setattr(generate, "ROOT", tmp_path)
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "parameters.md").write_text(generate.parameters_page())
+    assert generate.stale() == []
+    edited = fake / "train.py"
+    edited.write_text(edited.read_text().replace("lr_max: float = 0.2", "lr_max: float = 0.05"))
+    assert generate.stale() == [edited]
+
+
+def test_the_component_that_runs_is_the_file_in_the_repository():
+    """KFP ships the function's source: the compiled component holds the file's text."""
+    import inspect
+
+    import components.train
+
+    comp = kfp_component("train", "img:1")
+    source = inspect.getsource(components.train.train)
+    command = " ".join(comp.component_spec.implementation.container.command)
+    assert "def train(" in command and source.splitlines()[1].strip() in command

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 from sklearn.metrics import f1_score
 
-from protloc.config import ThresholdsConfig
+from protloc.config import SubmitConfig, ThresholdsConfig
 from protloc.data.manifest import write_manifest
 from protloc.errors import ConfigError
 from protloc.evaluate import predictions as P
@@ -83,9 +83,11 @@ def test_thresholds_and_submit_use_the_chosen_snapshots(run_files, tmp_path):
     folder, snaps, y, n_val = run_files
     out = tmp_path / "thr"
     report = run_thresholds(
-        str(folder / "predictions.parquet"), str(folder / "manifest.parquet"), str(out), 0.1,
-        "last:1",
-    )  # fmt: skip
+        ThresholdsConfig(alpha=0.1, ensemble="last:1"),
+        str(folder / "predictions.parquet"),
+        str(folder / "manifest.parquet"),
+        out=str(out),
+    )
     last = "cycle2_160px"
     assert report["ensemble"] == {"choice": "last:1", "snapshots": [last]}
     # Each snapshot alone, scored as scikit-learn scores it.
@@ -100,9 +102,12 @@ def test_thresholds_and_submit_use_the_chosen_snapshots(run_files, tmp_path):
         < report["snapshots"][last]["macro_f1_at_0.5"]
     )
     sub = run_submit(
-        str(folder / "predictions.parquet"), str(out / "thresholds.json"),
-        str(folder / "sample_submission.csv"), str(tmp_path / "sub"),
-    )  # fmt: skip
+        SubmitConfig(),
+        str(folder / "predictions.parquet"),
+        str(out / "thresholds.json"),
+        str(folder / "sample_submission.csv"),
+        out=str(tmp_path / "sub"),
+    )
     thresholds = np.array(json.loads((out / "thresholds.json").read_text())["thresholds"])
     last_probs = snaps[last][n_val:].astype(np.float32).astype(np.float64)
     want = [" ".join(map(str, np.flatnonzero(r))) for r in decide(last_probs, thresholds)]

@@ -9,7 +9,8 @@ import pytest
 from PIL import Image, TiffImagePlugin
 
 from protloc.classes import CHANNELS
-from protloc.data.hpa import decode_samples, load_sample, sample_extensions
+from protloc.data.hpa import decode_samples, load_sample
+from protloc.data.identity import DataListing
 from protloc.errors import DataError
 
 PLANE = {"red": 0, "green": 1, "blue": 2}
@@ -108,9 +109,9 @@ def test_png_and_jpeg_samples_mix_in_one_folder(hpa_dir, tmp_path):
     write_hpav18(hpa_dir, folder, "v18", size=1024)
     for ch in CHANNELS:
         Image.fromarray(_real_channel(hpa_dir, ch, 512)).save(folder / f"kag_{ch}.png")
-    exts = sample_extensions(str(tmp_path), "train", ["kag", "v18", "none"])
+    exts = DataListing(str(tmp_path)).extensions("train", ["kag", "v18", "none"])
     assert exts == {"kag": ".png", "v18": ".jpg", "none": None}
-    got = dict(decode_samples(str(tmp_path), "train", ["kag", "v18"], 256, 1, False))
+    got = dict(decode_samples(str(tmp_path), "train", ["kag", "v18"], 256, 1, False, exts))
     assert got["kag"].shape == got["v18"].shape == (4, 256, 256)
     with pytest.raises(DataError, match=r"sample 'none': no red channel file"):
-        list(decode_samples(str(tmp_path), "train", ["kag", "none"], 256, 1, False))
+        list(decode_samples(str(tmp_path), "train", ["kag", "none"], 256, 1, False, exts))

@@ -121,11 +121,11 @@ def test_download_retries_verifies_and_resumes(server, tmp_path):
 
 
 def test_a_missing_file_is_named_and_the_rest_kept(server, tmp_path, capsys):
-    from protloc import cli
+    from protloc import process
 
     out = tmp_path / "hpav18"
     (tmp_path / "site" / "images" / "1234" / "99_A1_3_yellow.jpg").unlink()
-    rc = cli.run(
+    rc = process.run(
         main,
         ["--labels", _labels(tmp_path), "--out", str(out), "--base-url", server.url,
          "--retries", "1"],
@@ -136,6 +136,7 @@ def test_a_missing_file_is_named_and_the_rest_kept(server, tmp_path, capsys):
     assert len(list((out / "train").iterdir())) == 4 * len(IDS) - 1
 
 
+@pytest.mark.slow
 def test_external_data_trains_but_is_never_held_out(tiny_data, server, tmp_path):
     """split with external: the manifest's source column, validation on the data root's samples
     only; an Id in both is refused; a bad external setting is refused naming it."""
@@ -143,7 +144,7 @@ def test_external_data_trains_but_is_never_held_out(tiny_data, server, tmp_path)
     assert download(_labels(tmp_path), str(ext), server.url, workers=4) == []
     out = tmp_path / "split"
     stats = run_split(
-        str(tiny_data / "train.csv"), str(out), SplitConfig(external=str(ext), rare_below=0)
+        SplitConfig(external=str(ext), rare_below=0), str(tiny_data / "train.csv"), out=str(out)
     )
     m = read_manifest(str(out / "manifest.parquet"))
     external = m.frame[m.frame["source"] == str(ext)]
@@ -151,9 +152,9 @@ def test_external_data_trains_but_is_never_held_out(tiny_data, server, tmp_path)
     assert (external["weight"] > 0).all() and stats["samples"]["external"] == len(IDS)
     assert list(m.external) == [str(ext)] and set(m.external[str(ext)]) == set(IDS)
     kfold = run_split(
-        str(tiny_data / "train.csv"),
-        str(tmp_path / "k"),
         SplitConfig(external=str(ext), rare_below=0, folds=2),
+        str(tiny_data / "train.csv"),
+        out=str(tmp_path / "k"),
     )
     mk = read_manifest(str(tmp_path / "k" / "manifest.parquet"))
     assert (mk.frame.loc[mk.frame["source"] != "", "fold_index"] == -1).all()
@@ -162,11 +163,12 @@ def test_external_data_trains_but_is_never_held_out(tiny_data, server, tmp_path)
     first = pd.read_csv(tiny_data / "train.csv")["Id"].iloc[0]
     (ext / "train.csv").write_text(f"Id,Target\n{first},1\n")
     with pytest.raises(DataError, match=rf"Id '{first}' is also in .*train.csv"):
-        run_split(str(tiny_data / "train.csv"), str(tmp_path / "x"), SplitConfig(external=str(ext)))
+        run_split(SplitConfig(external=str(ext)), str(tiny_data / "train.csv"), out=str(tmp_path / "x"))
     with pytest.raises(ConfigError, match="external has an empty entry"):
         SplitConfig(external=f"{ext},,")
 
 
+@pytest.mark.slow
 def test_kfp_local_run_with_external_data(tiny_data, server, tmp_path):
     """kfp.local with an external data root of HPAv18-format JPEGs: prepare stores its samples,
     the cycle trains on them with the data root's, the submission is whole."""

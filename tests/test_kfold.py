@@ -117,6 +117,7 @@ def test_collect_gives_every_sample_one_out_of_fold_row(tmp_path):
         collect({"a": a, "b": a}, str(uri))
 
 
+@pytest.mark.slow
 def test_local_pipeline_with_two_folds(tiny_data, tmp_path):
     """kfp.local, --folds 2: a ParallelFor of two chains, collect, thresholds on out-of-fold
     predictions of every labelled sample exactly once, a submission over both folds."""
@@ -137,6 +138,7 @@ def test_local_pipeline_with_two_folds(tiny_data, tmp_path):
     assert "collect" in steps and "infer (fold 1)" in steps
 
 
+@pytest.mark.slow
 def test_compiled_kfold_dag(tmp_path):
     """--folds 3: one ParallelFor over the folds holding each chain and its infer, collect
     gathering them (dsl.Collected), thresholds and submit reading collect."""

@@ -45,6 +45,7 @@ def test_head_starts_at_prior_log_odds():
     assert m.fc.weight.std() < 0.02
 
 
+@pytest.mark.slow
 def test_pretrained_local_weights_rgb_to_rgby(tmp_path):
     tv = torchvision.models.inception_v3(weights=None, aux_logits=True, init_weights=True)
     path = tmp_path / "inception_v3.pth"

@@ -120,10 +120,11 @@ def test_class_rule_reports_an_unreachable_target():
     assert stats["dominant_draws_factor"]["0"] > 0.5
 
 
+@pytest.mark.slow
 def test_s3_split_gives_identical_manifest(real_split, hpa_dir, bucket):
     out = real_split
     storage.upload_file(hpa_dir / "train.csv", f"{bucket}/hpa/train.csv")
-    run_split(f"{bucket}/hpa/train.csv", f"{bucket}/split", SplitConfig())
+    run_split(SplitConfig(), f"{bucket}/hpa/train.csv", out=f"{bucket}/split")
     assert (
         storage.read_bytes(f"{bucket}/split/manifest.parquet")
         == (out / "manifest.parquet").read_bytes()

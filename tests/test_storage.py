@@ -57,6 +57,7 @@ def test_s3_multipart_50mb_roundtrip(bucket, tmp_path):
     assert hashlib.sha256(out.read_bytes()).digest() == hashlib.sha256(src.read_bytes()).digest()
 
 
+@pytest.mark.slow
 def test_s3_folder_of_200_files(bucket, tmp_path):
     src = tmp_path / "src"
     for i in range(200):

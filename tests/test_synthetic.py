@@ -16,6 +16,7 @@ def _files(root: Path) -> dict[str, bytes]:
     }
 
 
+@pytest.mark.slow
 def test_200_samples_at_256px_layout(tmp_path):
     # Its speed is a `make bench` row (synthetic data), not an assertion here.
     generate(SyntheticSpec(n_train=180, n_test=20, size=256, seed=5, temper=0.5), str(tmp_path))

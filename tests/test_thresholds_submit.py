@@ -5,6 +5,7 @@ import pandas as pd
 import pytest
 from sklearn.metrics import f1_score, precision_score, recall_score
 
+from protloc.config import SubmitConfig, ThresholdsConfig
 from protloc.data.hpa import read_test_ids
 from protloc.errors import ArtifactError, ConfigError
 from protloc.evaluate import predictions
@@ -88,8 +89,9 @@ def real_size_inputs(tmp_path_factory):
     return mark_complete(tmp)
 
 
+@pytest.mark.slow
 def test_thresholds_cli_on_real_validation_size_writes_the_contract(real_size_inputs, tmp_path):
-    # Its wall time is a row of `make bench` (bench/thresholds.py: cli_walls), not an assertion.
+    # Its wall time is a row of `make bench` (bench.speed.thresholds.cli_walls), not an assertion.
     folder = str(real_size_inputs)
     cli = ["-m", "components.thresholds", "--predictions", folder, "--split", folder]
     proc = run_python([*cli, "--out", str(tmp_path)])
@@ -115,10 +117,10 @@ def test_predictions_not_matching_manifest_refused(real_size_inputs, tmp_path):
         ArtifactError, match=r"does not match the held-out rows .* 1 validation ids missing"
     ):
         run_thresholds(
+            ThresholdsConfig(alpha=0.1),
             str(tmp_path / "p.parquet"),
             str(real_size_inputs / "manifest.parquet"),
-            str(tmp_path),
-            alpha=0.1,
+            out=str(tmp_path),
         )
 
 
@@ -135,10 +137,11 @@ def test_submission_for_kaggle_test_ids_passes_validator(kaggle_test_ids, hpa_di
     predictions.write_predictions(rows, str(tmp_path / "predictions.parquet"))
     (tmp_path / "thresholds.json").write_text(json.dumps({"thresholds": [0.4] * 28}))
     sub = run_submit(
+        SubmitConfig(),
         str(tmp_path / "predictions.parquet"),
         str(tmp_path / "thresholds.json"),
         str(hpa_dir / "sample_submission.csv"),
-        str(tmp_path),
+        out=str(tmp_path),
     )
     assert len(sub) == 11702 and list(sub["Id"]) == kaggle_test_ids
     assert sub["Predicted"].iloc[0] == "17"

@@ -9,16 +9,21 @@ import time
 import pytest
 import torch
 
+from protloc.config import TrainConfig
+from protloc.data.identity import DataListing
 from protloc.data.manifest import read_manifest
 from protloc.errors import ArtifactError, ConfigError
 from protloc.model.checkpoint import load_checkpoint
-from protloc.train import cycle as train_mod
-from protloc.train.cycle import TrainConfig, TrainingError, train_cycle
+from protloc.train.cycle import TrainingError, train_cycle
 from tests.conftest import ROOT, TINY_CYCLE, free_port, train_cmd
 
 
 def _cfg(**kw):
     return TrainConfig(**{**TINY_CYCLE, **kw})
+
+
+def _data(root) -> DataListing:
+    return DataListing(str(root))
 
 
 def test_one_cycle_lowers_loss_and_writes_the_contract(cycle0):
@@ -39,7 +44,7 @@ def test_finished_cycle_rerun_is_a_noop(cycle0, tiny_data, weighted_split, caplo
     out, metrics, _ = cycle0
     mtime = (out / "checkpoint.pt").stat().st_mtime_ns
     again = train_cycle(
-        str(weighted_split / "manifest.parquet"), str(tiny_data), str(out), _cfg(workers=3)
+        _cfg(workers=3), str(weighted_split / "manifest.parquet"), _data(tiny_data), out=str(out)
     )
     # Nothing was read or trained: no image cache, no epoch.
     assert not any("image cache" in r.message or "epoch" in r.message for r in caplog.records)
@@ -53,10 +58,11 @@ def test_rerun_with_another_config_is_refused(cycle0, tiny_data, weighted_split)
         ArtifactError, match=r"holds a cycle with lr_max=0.2, this run asks lr_max=0.1"
     ):
         train_cycle(
-            str(weighted_split / "manifest.parquet"), str(tiny_data), str(out), _cfg(lr_max=0.1)
+            _cfg(lr_max=0.1), str(weighted_split / "manifest.parquet"), _data(tiny_data), out=str(out)
         )
 
 
+@pytest.mark.slow
 def test_warm_start_at_another_size_keeps_the_weights(cycle0, tiny_data, tiny_split, tmp_path):
     out, _, _ = cycle0
     init = load_checkpoint(str(out / "checkpoint.pt"))
@@ -70,7 +76,9 @@ def test_warm_start_at_another_size_keeps_the_weights(cycle0, tiny_data, tiny_sp
         weight_decay=0.0,
     )
     manifest = str(tiny_split / "manifest.parquet")
-    train_cycle(manifest, str(tiny_data), str(tmp_path), cfg, init=str(out / "checkpoint.pt"))
+    train_cycle(
+        cfg, manifest, _data(tiny_data), init=str(out / "checkpoint.pt"), out=str(tmp_path)
+    )
     state = load_checkpoint(str(tmp_path / "checkpoint.pt"))
     assert state["size"] == 112 and state["cycle"] == 1 and state["norm"] == init["norm"]
     for key, value in init["model"].items():
@@ -79,6 +87,7 @@ def test_warm_start_at_another_size_keeps_the_weights(cycle0, tiny_data, tiny_sp
         assert torch.allclose(state["model"][key], value, atol=1e-6), key
 
 
+@pytest.mark.slow
 def test_killed_cycle_resumes_from_last_epoch(tiny_data, tiny_split, tmp_path, cache_dir):
     cmd = train_cmd(tiny_data, tiny_split, tmp_path / "out")
     env = {**os.environ, "PROTLOC_CACHE_DIR": str(cache_dir)}
@@ -100,27 +109,34 @@ def test_killed_cycle_resumes_from_last_epoch(tiny_data, tiny_split, tmp_path, c
 
 
 def test_nan_loss_stops_with_batch_and_keeps_last_checkpoint(
-    tiny_data, tiny_split, tmp_path, monkeypatch, cache_dir
+    tiny_data, tiny_split, tmp_path, cache_dir
 ):
-    real = train_mod.get_loss("soft_f1")
+    from protloc.losses import LOSSES, soft_f1_loss
+    from protloc.train.epoch import per_epoch
+
     calls = {"n": 0}
-
-    def flaky(name):
-        def loss(logits, targets):
-            calls["n"] += 1
-            value = real(logits, targets)
-            return value * float("nan") if calls["n"] == steps + 2 else value
-
-        return loss
-
     cfg = _cfg(size=80, epochs=2)
     weights = read_manifest(str(tiny_split / "manifest.parquet")).fold("train")["weight"].to_numpy()
-    steps = train_mod._per_epoch(weights, cfg.batch_size, 1)[1]
-    monkeypatch.setattr(train_mod, "get_loss", flaky)
-    with pytest.raises(
-        TrainingError, match=r"loss is nan at epoch 2 batch 2 .*\(after epoch 1\) is kept"
-    ):
-        train_cycle(str(tiny_split / "manifest.parquet"), str(tiny_data), str(tmp_path), cfg)
+    steps = per_epoch(weights, cfg.batch_size, 1)[1]
+
+    @LOSSES.register("nan_in_epoch_2", "soft F1, NaN at the second step of epoch 2 (a test)")
+    def flaky(logits, targets):
+        calls["n"] += logits.requires_grad  # training steps only, not the validation loss
+        value = soft_f1_loss(logits, targets)
+        return value * float("nan") if calls["n"] == steps + 2 else value
+
+    try:
+        with pytest.raises(
+            TrainingError, match=r"loss is nan at epoch 2 batch 2 .*\(after epoch 1\) is kept"
+        ):
+            train_cycle(
+                _cfg(size=80, epochs=2, loss="nan_in_epoch_2"),
+                str(tiny_split / "manifest.parquet"),
+                _data(tiny_data),
+                out=str(tmp_path),
+            )
+    finally:
+        LOSSES.unregister("nan_in_epoch_2")
     state = load_checkpoint(str(tmp_path / "checkpoint.pt"))
     assert state["epochs_done"] == 1 and not state["complete"]
 
@@ -132,11 +148,11 @@ def test_bad_inputs_are_clear_errors(tiny_data, tiny_split, tmp_path):
         _cfg(batch_size=1)  # BatchNorm cannot train on one image
     with pytest.raises(ArtifactError, match=r"nope/checkpoint\.pt"):
         train_cycle(
-            str(tiny_split / "manifest.parquet"),
-            str(tiny_data),
-            str(tmp_path),
             _cfg(),
+            str(tiny_split / "manifest.parquet"),
+            _data(tiny_data),
             init=str(tmp_path / "nope" / "checkpoint.pt"),
+            out=str(tmp_path),
         )
     cmd = [
         *train_cmd(tiny_data, tiny_split, tmp_path / "o"),
@@ -147,6 +163,7 @@ def test_bad_inputs_are_clear_errors(tiny_data, tiny_split, tmp_path):
     assert proc.returncode == 2 and "error: size must be in [75, 4096], got 50" in proc.stderr
 
 
+@pytest.mark.slow
 def test_torchrun_two_processes_trains_with_ddp(tiny_data, tiny_split, tmp_path, cache_dir):
     """WORLD_SIZE > 1: DistributedDataParallel (gloo on the CPU), each rank its share of the
     epoch, only rank 0 writes."""
@@ -199,12 +216,16 @@ def test_history_holds_the_training_curves(cycle0):
     assert history[-1]["val"]["macro_f1_at_0.5"] == metrics["val"]["macro_f1_at_0.5"]
 
 
+@pytest.mark.slow
 def test_val_every_zero_validates_only_at_the_end(tiny_data, tiny_split, tmp_path, cache_dir):
     cfg = _cfg(size=80, epochs=2, val_every=0)
-    metrics = train_cycle(str(tiny_split / "manifest.parquet"), str(tiny_data), str(tmp_path), cfg)
+    metrics = train_cycle(
+        cfg, str(tiny_split / "manifest.parquet"), _data(tiny_data), out=str(tmp_path)
+    )
     assert "val" not in metrics["history"][0] and "val" in metrics["history"][1]
 
 
+@pytest.mark.slow
 def test_pretrained_weights_through_s3_start_the_first_cycle(
     tiny_data, tiny_split, tmp_path, cache_dir, bucket
 ):
@@ -253,11 +274,12 @@ def test_pretrained_weights_through_s3_start_the_first_cycle(
             )
 
 
+@pytest.mark.slow
 def test_ranks_of_a_node_build_the_image_cache_once(tiny_data, tiny_split, tmp_path):
     """Local rank 0 decodes while the other ranks wait at the barrier, then open its cache."""
     from functools import partial
 
-    from protloc.train.distributed import launch
+    from protloc.distributed import launch
     from tests import ranks
 
     ids = list(read_manifest(str(tiny_split / "manifest.parquet")).frame["id"])
@@ -266,6 +288,7 @@ def test_ranks_of_a_node_build_the_image_cache_once(tiny_data, tiny_split, tmp_p
     assert len(list((tmp_path / "c").glob("*.u8"))) == 1
 
 
+@pytest.mark.slow
 def test_killed_two_rank_cycle_resumes(tiny_data, tiny_split, tmp_path, cache_dir):
     """--gpus 2 (two gloo ranks on the CPU): the pod killed outright after the first epoch's
     checkpoint (every process of it, as Kubernetes does), then the same command again: it

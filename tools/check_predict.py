@@ -71,7 +71,7 @@ def main() -> None:
         want = pd.read_csv(t / "submit" / "submission.csv", dtype=str).set_index("Id")
         got = pd.read_csv(t / "pred" / "labels.csv", dtype=str).set_index("Id")
         same = int((got.loc[want.index, "Predicted"] == want["Predicted"]).sum())
-        print(f"{same}/{len(want)} new images: predict's labels equal infer + thresholds'")  # noqa: T201
+        print(f"{same}/{len(want)} new images: predict's labels equal infer + thresholds'")
         if same != len(want):
             sys.exit(1)
 

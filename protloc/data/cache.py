@@ -33,17 +33,16 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from protloc import storage
-from protloc.data.hpa import decode_samples
-from protloc.data.store import Store, fill_from_store
+from protloc.data.fill import fill
+from protloc.data.identity import DataListing
+from protloc.data.store import Store
 from protloc.errors import DataError, StorageError
-from protloc.progress import eta
 
 log = logging.getLogger(__name__)
 
@@ -198,155 +197,28 @@ def _reserve(path: Path, nbytes: int, cache_dir: Path) -> None:
             f.truncate(nbytes)  # file systems without fallocate
 
 
-def _write_rows(fd: int, sample_bytes: int) -> Callable[[int, np.ndarray], None]:
-    """``write(i, sample)``: the sample's bytes at row i of the open cache file ``fd``.
-
-    pwrite, not a memory map: copying into the page cache costs no page faults, which made
-    filling a 1-GB cache from the store 1.4x slower (bench/README.md); threads may call it."""
-
-    def write(i: int, sample: np.ndarray) -> None:
-        view = memoryview(np.ascontiguousarray(sample, dtype=np.uint8)).cast("B")
-        offset, done = i * sample_bytes, 0
-        while done < len(view):
-            done += os.pwrite(fd, view[done:], offset + done)
-
-    return write
-
-
-def _decode_into(
-    write: Callable[[int, np.ndarray], None],
-    root: str,
+def _build(
+    base: Path,
+    data: DataListing,
     split: str,
     ids: list[str],
     size: int,
-    workers: int,
-    skip_bad: bool,
-) -> tuple[list[str], list[str]]:
-    """Decode ``ids`` into rows 0, 1, ... in order; returns (kept, skipped) ids."""
-    t0 = time.perf_counter()
-    kept: list[str] = []
-    skipped: list[str] = []
-    every = max(1, len(ids) // 10)
-    samples = decode_samples(root, split, ids, size, workers, skip_bad)
-    for n, (sample_id, sample) in enumerate(samples, 1):
-        if sample is None:
-            skipped.append(sample_id)
-        else:
-            write(len(kept), sample)
-            kept.append(sample_id)
-        if n % every == 0 or n == len(ids):
-            elapsed = time.perf_counter() - t0
-            log.info(
-                "image cache %s at %d px: %d/%d samples (%.0f samples/s, %s)",
-                split,
-                size,
-                n,
-                len(ids),
-                n / max(elapsed, 1e-9),
-                eta(n, len(ids), elapsed),
-            )
-    return kept, skipped
-
-
-def _fill_from_store(
-    write: Callable[[int, np.ndarray], None],
-    store: Store,
-    split: str,
-    ids: list[str],
-    size: int,
-    workers: int,
-    skip_bad: bool,
-) -> list[str]:
-    """:func:`protloc.data.store.fill_from_store` with the cache's progress lines."""
-    t0, done = time.perf_counter(), 0
-
-    def progress(n: int) -> None:
-        nonlocal done
-        done += n
-        elapsed = time.perf_counter() - t0
-        log.info(
-            "image cache %s at %d px from the store: %d/%d samples (%.0f samples/s, %s)",
-            split,
-            size,
-            done,
-            len(ids),
-            done / max(elapsed, 1e-9),
-            eta(done, len(ids), elapsed),
-        )
-
-    return fill_from_store(
-        store, split, ids, size, write, workers=workers, skip_bad=skip_bad, progress=progress
-    )
-
-
-def _fill(
-    path: Path,
-    root: str,
-    split: str,
-    ids: list[str],
-    size: int,
+    cache_dir: Path,
     workers: int,
     skip_bad: bool,
     store: Store | None,
-) -> tuple[list[str], list[str]]:
-    """Write the samples of ``ids`` into the reserved file ``path`` (from the store, or by
-    decoding) and cut it to the kept ones; returns (kept, skipped) ids."""
-    sample_bytes = 4 * size * size
-    fd = os.open(path, os.O_WRONLY)
-    try:
-        write = _write_rows(fd, sample_bytes)
-        if store is not None:
-            skipped = _fill_from_store(write, store, split, ids, size, workers, skip_bad)
-            left_out = set(skipped)
-            kept = [i for i in ids if i not in left_out]
-        else:
-            kept, skipped = _decode_into(write, root, split, ids, size, workers, skip_bad)
-        if not kept:
-            raise DataError(f"every sample in {root}/{split} was bad; nothing to cache")
-        if skipped:
-            os.ftruncate(fd, len(kept) * sample_bytes)
-    finally:
-        os.close(fd)
-    return kept, skipped
-
-
-def build_cache(
-    root: str,
-    split: str,
-    ids: list[str],
-    size: int,
-    cache_dir: str | Path | None = None,
-    workers: int = 4,
-    skip_bad: bool = False,
-    store: Store | None = None,
-) -> ImageCache:
-    """Return the cache of ``ids`` at ``size`` px, building it first if needed: from the
-    prepare step's ``store`` when given (no PNG decoded), else by decoding ``root``'s images."""
-    if not ids:
-        raise DataError(f"no samples to cache from {root}/{split}")
-    from protloc.data.identity import images_identity
-
-    cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    remove_orphans(cache_dir)
-    # A store made from these images holds their bytes: its identity keys the cache instead.
-    identity = f"store {store.identity}" if store else images_identity(root, split, ids)
-    base = cache_dir / cache_key(root, split, ids, size, skip_bad, identity)
-    found = _open_existing(base, size)
-    if found is not None:
-        log.info("image cache hit: %d samples at %d px (%s)", len(found), size, found.path.name)
-        return found
-
+) -> dict:
+    """Fill ``{base}.u8`` under a temporary name, publish it and its ``.json``; returns the
+    metadata written (its ids, the skipped ids and, until it is durable, the boot id)."""
     tmp = base.with_name(f"{base.name}.u8.tmp.{os.getpid()}")
-    t0 = time.perf_counter()
     try:
         _reserve(tmp, len(ids) * 4 * size * size, cache_dir)
-        kept, skipped = _fill(tmp, root, split, ids, size, workers, skip_bad, store)
+        kept, skipped = fill(tmp, data, split, ids, size, workers, skip_bad, store)
         machine = boot_id()
         if not machine:
             _fsync(tmp)  # no way to tell a restart: pay for the disk now
         meta = {
-            "root": str(root),
+            "root": data.root,
             "split": split,
             "size": size,
             "ids": kept,
@@ -364,6 +236,39 @@ def build_cache(
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+    return meta
+
+
+def build_cache(
+    data: DataListing,
+    split: str,
+    ids: list[str],
+    size: int,
+    cache_dir: str | Path | None = None,
+    workers: int = 4,
+    skip_bad: bool = False,
+    store: Store | None = None,
+) -> ImageCache:
+    """Return the cache of ``ids`` at ``size`` px, building it first if needed: from the
+    prepare step's ``store`` when given (no PNG decoded), else by decoding the images of
+    ``data`` (the task's listing of its data root)."""
+    root = data.root
+    if not ids:
+        raise DataError(f"no samples to cache from {root}/{split}")
+    cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    remove_orphans(cache_dir)
+    # A store made from these images holds their bytes: its identity keys the cache instead.
+    identity = f"store {store.identity}" if store else data.images_identity(split, ids)
+    base = cache_dir / cache_key(root, split, ids, size, skip_bad, identity)
+    found = _open_existing(base, size)
+    if found is not None:
+        log.info("image cache hit: %d samples at %d px (%s)", len(found), size, found.path.name)
+        return found
+
+    t0 = time.perf_counter()
+    meta = _build(base, data, split, ids, size, cache_dir, workers, skip_bad, store)
+    kept, skipped, machine = meta["ids"], meta["skipped"], meta["boot_id"]
     cache = ImageCache(base.with_suffix(".u8"), kept, size, skipped)
     if machine:
         # Not a daemon: the process waits for it at exit (long done after any training), so

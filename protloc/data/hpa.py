@@ -39,14 +39,18 @@ _ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 Image.MAX_IMAGE_PIXELS = 16384 * 16384
 
 
+LABELS_CSV = "train.csv"  # Id,Target: the labelled samples of a data root
+TEST_IDS_CSV = "sample_submission.csv"  # Id,Predicted: the test ids, in submission order
+
+
 def labels_uri(root: str) -> str:
     """Where the training labels of a data root live."""
-    return storage.join(root, "train.csv")
+    return storage.join(root, LABELS_CSV)
 
 
 def sample_submission_uri(root: str) -> str:
     """Where the test id list of a data root lives."""
-    return storage.join(root, "sample_submission.csv")
+    return storage.join(root, TEST_IDS_CSV)
 
 
 # ----------------------------------------------------------------------------- label CSV
@@ -201,16 +205,6 @@ def channel_uri(root: str, split: str, sample_id: str, channel: str, ext: str = 
     return storage.join(root, split, f"{sample_id}_{channel}{ext}")
 
 
-def sample_extensions(root: str, split: str, ids: list[str]) -> dict[str, str | None]:
-    """Each id's image extension, from one listing of ``{root}/{split}`` (so PNG, JPEG and TIFF
-    samples can mix); None for an id without a red channel file (its load names it)."""
-    names = set(storage.listing(storage.join(root, split)))
-    out: dict[str, str | None] = {}
-    for sample_id in ids:
-        out[sample_id] = next((e for e in EXTENSIONS if f"{sample_id}_red{e}" in names), None)
-    return out
-
-
 def _no_red_channel(root: str, split: str, sample_id: str) -> DataError:
     for ext in EXTENSIONS:
         uri = channel_uri(root, split, sample_id, "red", ext)
@@ -360,14 +354,12 @@ def decode_samples(
     size: int,
     workers: int,
     skip_bad: bool,
-    extensions: dict[str, str | None] | None = None,
+    extensions: dict[str, str | None],
 ) -> Iterator[tuple[str, np.ndarray | None]]:
     """``(id, sample)`` for ``ids`` in order, each decoded at ``size`` px by one of ``workers``
     threads (Pillow releases the GIL while decoding). A bad sample stops it with its DataError,
-    or with ``skip_bad`` comes as ``(id, None)``, logged. ``extensions`` (id -> extension, from
-    :func:`sample_extensions`) is looked up once when not given."""
-    if extensions is None:
-        extensions = sample_extensions(root, split, ids)
+    or with ``skip_bad`` comes as ``(id, None)``, logged. ``extensions``: id -> its files'
+    extension (``protloc.data.identity.DataListing.extensions``)."""
 
     def load(sample_id: str) -> np.ndarray | DataError:
         try:

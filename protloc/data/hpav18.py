@@ -34,7 +34,7 @@ from PIL import Image
 
 from protloc import storage
 from protloc.classes import CHANNELS
-from protloc.data.hpa import parse_labels
+from protloc.data.hpa import labels_uri, parse_labels
 from protloc.errors import ConfigError, DataError
 from protloc.progress import eta
 
@@ -138,12 +138,12 @@ def download(
                     done / max(elapsed, 1e-9),
                     eta(done, len(jobs), elapsed),
                 )
-    storage.write_bytes(storage.join(out, "train.csv"), raw)
+    storage.write_bytes(labels_uri(out), raw)
     return failures
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """The command line; a failure is a DataError (``protloc.cli.run`` prints it, exit 2)."""
+    """The command line; a failure is a DataError (``protloc.process.run`` prints it, exit 2)."""
     p = argparse.ArgumentParser(prog="python -m protloc.data.hpav18", description=__doc__)
     p.add_argument("--labels", required=True, help="Id,Target CSV of the HPAv18 samples")
     p.add_argument("--out", required=True, help="data root to write (local or s3://)")
@@ -162,6 +162,6 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    from protloc import cli
+    from protloc import process
 
-    sys.exit(cli.run(main))
+    sys.exit(process.run(main))

@@ -27,6 +27,7 @@ from protloc.config import SplitConfig
 from protloc.data.hpa import labels_to_matrix, parse_labels
 from protloc.data.manifest import COMPETITION, HOLDOUT, Manifest, write_manifest
 from protloc.errors import ConfigError, DataError
+from protloc.folders import CLASS_DISTRIBUTION, COOCCURRENCE, MANIFEST, SPLIT_STATS
 
 log = logging.getLogger(__name__)
 
@@ -249,7 +250,7 @@ def read_all_labels(labels_uri: str, params: SplitConfig) -> tuple[pd.DataFrame,
     return pd.concat(frames, ignore_index=True), raw, recorded
 
 
-def run_split(labels_uri: str, out: str, params: SplitConfig) -> dict[str, Any]:
+def run_split(params: SplitConfig, labels_uri: str, *, out: str) -> dict[str, Any]:
     """The whole step: read labels (and the external roots'), split, write manifest.parquet,
     stats.json, two plots and report.html."""
     from protloc.report.pages import split_page
@@ -271,10 +272,10 @@ def run_split(labels_uri: str, out: str, params: SplitConfig) -> dict[str, Any]:
         }
         stats = split_stats(manifest, params)
         y_all = labels_to_matrix(manifest["labels"])
-        write_manifest(manifest, meta, storage.join(out, "manifest.parquet"))
-        storage.write_json(storage.join(out, "stats.json"), stats)
-        figures.render("class_distribution", storage.join(out, "class_distribution.png"), stats)
-        figures.render("cooccurrence", storage.join(out, "cooccurrence.png"), y_all)
+        write_manifest(manifest, meta, storage.join(out, MANIFEST))
+        storage.write_json(storage.join(out, SPLIT_STATS), stats)
+        figures.render("class_distribution", storage.join(out, CLASS_DISTRIBUTION), stats)
+        figures.render("cooccurrence", storage.join(out, COOCCURRENCE), y_all)
         figures.close()
         split_page(stats, out)
     log.info(

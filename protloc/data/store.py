@@ -10,7 +10,7 @@ cycle's size from the uint8 arrays: a resize, never a PNG decode.
 
 Each shard is one Zstandard frame (level 1): on real HPA channels it is 2.1x smaller than the raw
 arrays, about the size of the PNGs, and decompresses at ~780 MB/s per core, ~8x the ~95 MB/s of
-pixels PNG decoding gives (``bench/README.md``). Fetching and writing the store are bound by bytes, so this
+pixels PNG decoding gives (``docs/benchmarks.md``). Fetching and writing the store are bound by bytes, so this
 halves both; level 3 and above compress no smaller on these images, only slower.
 
 The resize is the one the PNG path does (Pillow bilinear with ``reducing_gap=2.0``), so a store
@@ -35,14 +35,15 @@ import zstandard
 from PIL import Image
 
 from protloc import storage
-from protloc.data.hpa import decode_samples, resize_channel, sample_extensions
+from protloc.config import PrepareConfig
+from protloc.data.hpa import decode_samples, resize_channel
+from protloc.data.identity import DataListing
 from protloc.errors import ArtifactError, ConfigError, DataError
+from protloc.folders import STORE, STORE_INDEX
 from protloc.progress import eta
 
 log = logging.getLogger(__name__)
 
-STORE = "store.json"
-INDEX = "index.parquet"
 STORE_FORMAT = 2  # 1: raw shards (``.u8``)
 FETCHES = 4  # shards downloaded at once
 LEVEL = 1  # Zstandard's level: ~400 MB/s per core to compress, and no larger than level 3
@@ -54,101 +55,150 @@ def shard_name(split: str, k: int, size: int | None = None) -> str:
 
 
 def build_store(
-    root: str,
+    cfg: PrepareConfig,
+    data: DataListing,
     ids_by_split: dict[str, list[str]],
-    size: int,
-    out: str,
     *,
-    shard_samples: int,
-    workers: int,
-    skip_bad: bool,
+    external: dict[str, list[str]],
     labels_sha256: str,
-    data_fingerprint: str = "",
-    external: dict[str, list[str]] | None = None,
-    extra_sizes: tuple[int, ...] = (),
+    data_fingerprint: str,
+    out: str,
 ) -> dict:
-    """Decode every id of ``ids_by_split`` (``train`` and ``test`` folders of ``root``), and
-    of ``external`` (data root -> ids of its ``train`` folder, stored as ``train`` samples) at
-    ``size`` px into shards in ``out``; returns the ``store.json`` document, which records
-    ``data_fingerprint`` (the data root's, when it was read) so a store of older images is
-    refused later. Each shard is also written at every one of ``extra_sizes`` (resized from
-    ``size`` as a cycle would), so a task fetches its cycle's bytes, not the largest size's."""
+    """Decode every id of ``ids_by_split`` (the ``train`` and ``test`` folders of ``data``'s
+    root), and of ``external`` (data root -> ids of its ``train`` folder, stored as ``train``
+    samples), at ``cfg.store_size`` px into shards in ``out``; returns the ``store.json``
+    document, which records ``data_fingerprint`` (the data root's, when it was read) so a store
+    of older images is refused later. Each shard is also written at every one of the config's
+    extra sizes (resized from the store size as a cycle would), so a task fetches its cycle's
+    bytes, not the largest size's."""
+    size = cfg.store_size
     doc: dict = {
         "format": STORE_FORMAT,
         "size": size,
-        "sizes": sorted({size, *extra_sizes}),
+        "sizes": sorted({size, *cfg.sizes()}),
         "labels_sha256": labels_sha256,
         "data_fingerprint": data_fingerprint,
         "splits": {},
     }
-    index = []
     t0 = time.perf_counter()
-    parts = [(split, root, ids) for split, ids in ids_by_split.items()]
-    parts += [("train", ext_root, ids) for ext_root, ids in (external or {}).items()]
-    total = sum(len(ids) for _, _, ids in parts)
-    done = 0
-    shards_of: dict[str, list[dict]] = {}
-    skipped_of: dict[str, list[str]] = {}
-    # One shard is resized, compressed and uploaded while the next one decodes.
-    uploader = ThreadPoolExecutor(1)
-    # The checksum (xxHash64) makes a damaged shard an error, not wrong pixels.
-    compressor = zstandard.ZstdCompressor(level=LEVEL, threads=max(1, workers), write_checksum=True)
-    resizer = ThreadPoolExecutor(max(1, workers))
-    upload: Future | None = None
-    for split, src, ids in parts:
-        if not ids:
-            continue
-        extensions = sample_extensions(src, split, ids)  # one listing per folder
-        shards = shards_of.setdefault(split, [])
-        skipped = skipped_of.setdefault(split, [])
-        for k, start in enumerate(range(0, len(ids), shard_samples)):
-            chunk = ids[start : start + shard_samples]
-            arrays, bad = _decode(src, split, chunk, size, extensions, workers, skip_bad)
-            skipped += bad
-            left_out = set(bad)
-            kept = [i for i in chunk if i not in left_out]  # arrays are in this order
-            if kept:
-                if upload is not None:
-                    upload.result()
-                upload = uploader.submit(
-                    _write_shard, out, split, len(shards), arrays, extra_sizes, resizer, compressor
-                )
-                del arrays
-                index += [(i, split, len(shards), row) for row, i in enumerate(kept)]
-                shards.append({"file": shard_name(split, len(shards)), "count": len(kept)})
-            done += len(chunk)
-            elapsed = time.perf_counter() - t0
-            log.info(
-                "store %s at %d px: %d/%d samples, shard %d (%.1f samples/s, %s)",
-                split,
-                size,
-                done,
-                total,
-                k,
-                done / max(elapsed, 1e-9),
-                eta(done, total, elapsed),
-            )
-        if not shards:
-            raise DataError(f"every sample in {src}/{split} was bad; nothing to store")
-        doc["splits"][split] = {"shards": shards, "skipped": skipped}
-    if upload is not None:
-        upload.result()
-    uploader.shutdown()
-    resizer.shutdown()
-    frame = pd.DataFrame(index, columns=["id", "split", "shard", "row"])
-    buf = io.BytesIO()
-    frame.to_parquet(buf, index=False)
-    storage.write_bytes(storage.join(out, INDEX), buf.getvalue())
-    doc["index_sha256"] = hashlib.sha256(buf.getvalue()).hexdigest()
-    storage.write_json(storage.join(out, STORE), doc)
+    parts = [(split, data, ids) for split, ids in ids_by_split.items()]
+    parts += [("train", DataListing(root), ids) for root, ids in external.items()]
+    writer = _ShardWriter(out, cfg)
+    try:
+        _decode_into_shards(cfg, parts, writer)
+    finally:
+        writer.shutdown()
+    doc["splits"] = {
+        split: {"shards": writer.shards[split], "skipped": writer.skipped[split]}
+        for split in writer.shards
+    }
+    _write_index(out, writer.index, doc)
     log.info(
         "store: %d samples at %d px in %d shards, %.1f s",
-        len(frame),
+        len(writer.index),
         size,
         sum(len(s["shards"]) for s in doc["splits"].values()),
         time.perf_counter() - t0,
     )
     return doc
+
+
+def _write_index(out: str, index: list[tuple[str, str, int, int]], doc: dict) -> None:
+    """index.parquet, then store.json with the index's SHA-256 (written last: the store's
+    readers check the one against the other)."""
+    frame = pd.DataFrame(index, columns=["id", "split", "shard", "row"])
+    buf = io.BytesIO()
+    frame.to_parquet(buf, index=False)
+    storage.write_bytes(storage.join(out, STORE_INDEX), buf.getvalue())
+    doc["index_sha256"] = hashlib.sha256(buf.getvalue()).hexdigest()
+    storage.write_json(storage.join(out, STORE), doc)
+
+
+def _decode_into_shards(
+    cfg: PrepareConfig, parts: list[tuple[str, DataListing, list[str]]], writer: _ShardWriter
+) -> None:
+    """Decode each part's (split, its data root's listing, ids) samples in chunks of
+    ``cfg.shard_samples`` and hand each chunk to ``writer``."""
+    t0, total, done = time.perf_counter(), sum(len(ids) for _, _, ids in parts), 0
+    for split, src, ids in parts:
+        if not ids:
+            continue
+        extensions = src.extensions(split, ids)  # one listing per folder
+        for k, start in enumerate(range(0, len(ids), cfg.shard_samples)):
+            chunk = ids[start : start + cfg.shard_samples]
+            arrays, bad = _decode(
+                src.root, split, chunk, cfg.store_size, extensions, cfg.workers, cfg.skip_bad
+            )
+            left_out = set(bad)
+            writer.add(split, [i for i in chunk if i not in left_out], arrays, bad)
+            del arrays  # the writer's thread holds the shard now, only until it is written
+            done += len(chunk)
+            _log_progress(split, cfg.store_size, done, total, k, t0)
+        if not writer.shards[split]:
+            raise DataError(f"every sample in {src.root}/{split} was bad; nothing to store")
+    writer.finish()
+
+
+def _log_progress(split: str, size: int, done: int, total: int, k: int, t0: float) -> None:
+    elapsed = time.perf_counter() - t0
+    log.info(
+        "store %s at %d px: %d/%d samples, shard %d (%.1f samples/s, %s)",
+        split,
+        size,
+        done,
+        total,
+        k,
+        done / max(elapsed, 1e-9),
+        eta(done, total, elapsed),
+    )
+
+
+class _ShardWriter:
+    """Shards written in order, each resized, compressed and uploaded in a background thread
+    while the next one decodes; keeps the index rows and each split's shard list."""
+
+    def __init__(self, out: str, cfg: PrepareConfig) -> None:
+        self.out, self.extra_sizes = out, cfg.sizes()
+        self.uploader = ThreadPoolExecutor(1)
+        self.resizer = ThreadPoolExecutor(max(1, cfg.workers))
+        # The checksum (xxHash64) makes a damaged shard an error, not wrong pixels.
+        self.compressor = zstandard.ZstdCompressor(
+            level=LEVEL, threads=max(1, cfg.workers), write_checksum=True
+        )
+        self.upload: Future | None = None
+        self.index: list[tuple[str, str, int, int]] = []
+        self.shards: dict[str, list[dict]] = {}
+        self.skipped: dict[str, list[str]] = {}
+
+    def add(self, split: str, kept: list[str], arrays: list[np.ndarray], bad: list[str]) -> None:
+        """One decoded chunk: ``kept`` ids (``arrays`` in their order), ``bad`` ids left out."""
+        shards = self.shards.setdefault(split, [])
+        self.skipped.setdefault(split, []).extend(bad)
+        if not kept:
+            return
+        self.finish()  # one shard in flight at a time
+        self.upload = self.uploader.submit(
+            _write_shard,
+            self.out,
+            split,
+            len(shards),
+            arrays,
+            self.extra_sizes,
+            self.resizer,
+            self.compressor,
+        )
+        self.index += [(i, split, len(shards), row) for row, i in enumerate(kept)]
+        shards.append({"file": shard_name(split, len(shards)), "count": len(kept)})
+
+    def finish(self) -> None:
+        """Wait for the shard in flight (its error is raised here)."""
+        if self.upload is not None:
+            self.upload.result()
+            self.upload = None
+
+    def shutdown(self) -> None:
+        self.uploader.shutdown()
+        self.resizer.shutdown()
 
 
 def _write_shard(
@@ -230,9 +280,9 @@ def open_store(uri: str) -> Store:
             raise ValueError(f"format {doc.get('format')!r}, this code reads {STORE_FORMAT}")
     except (ValueError, KeyError, TypeError) as exc:
         raise ArtifactError(f"{storage.join(uri, STORE)}: not a protloc store ({exc})") from None
-    raw = storage.read_bytes(storage.join(uri, INDEX))
+    raw = storage.read_bytes(storage.join(uri, STORE_INDEX))
     if hashlib.sha256(raw).hexdigest() != doc.get("index_sha256"):
-        raise ArtifactError(f"{storage.join(uri, INDEX)}: does not match {STORE} (changed?)")
+        raise ArtifactError(f"{storage.join(uri, STORE_INDEX)}: does not match {STORE} (changed?)")
     return Store(uri, size, doc, pd.read_parquet(io.BytesIO(raw)))
 
 
@@ -247,22 +297,12 @@ def require_same_data(store: Store, fingerprint: str, root: str) -> None:
         )
 
 
-def fill_from_store(
-    store: Store,
-    split: str,
-    ids: list[str],
-    size: int,
-    write: Callable[[int, np.ndarray], None],
-    *,
-    workers: int,
-    skip_bad: bool,
-    progress: Callable[[int], None],
-) -> list[str]:
-    """Hand ``ids``' samples at ``size`` px to ``write(row, sample)``, rows in ``ids``' order
-    with bad ones left out (called from several threads at once), from the shards that hold
-    them: each fetched once, several at a time, resized by ``workers`` threads. Returns the
-    ids the store left out as bad; without ``skip_bad`` such an id stops it, named, as
-    decoding it would. An id the store does not hold is refused."""
+def _rows_of(
+    store: Store, split: str, ids: list[str], size: int, skip_bad: bool
+) -> tuple[pd.DataFrame, list[str]]:
+    """(shard and row of each kept id, in ``ids``' order; the ids the store left out as bad).
+    An id the store does not hold, a size above the store's and, without ``skip_bad``, a bad
+    id are refused, named."""
     if size > store.size:
         raise ConfigError(
             f"store {store.uri} holds {store.size}-px samples: it cannot serve {size} px "
@@ -282,27 +322,50 @@ def fill_from_store(
             f"sample {left_out[0]!r}: unreadable, left out of the store {store.uri} by prepare "
             f"(skip_bad); set skip_bad here too, or fix the image and prepare again"
         )
-    kept = [i for i in ids if i not in bad]
-    rows = where.loc[kept]
-    position = {sample_id: n for n, sample_id in enumerate(kept)}
+    return where.loc[[i for i in ids if i not in bad]], left_out
+
+
+def _fetch_shard(store: Store, split: str, k: int, side: int) -> np.ndarray:
+    """Shard k of ``split`` at ``side`` px, unpacked and checked (its Zstandard checksum)."""
     files = store.doc["splits"][split]["shards"]
+    name = files[k]["file"] if side == store.size else shard_name(split, k, side)
+    uri = storage.join(store.uri, name)
+    expected = files[k]["count"] * 4 * side * side
+    try:
+        # A decompressor per call: they are not thread-safe (and release the GIL).
+        raw = zstandard.ZstdDecompressor().decompress(
+            storage.read_bytes(uri), max_output_size=expected
+        )
+    except zstandard.ZstdError as exc:
+        raise ArtifactError(f"{uri}: not a Zstandard frame of the store ({exc})") from None
+    if len(raw) != expected:
+        raise ArtifactError(f"{uri}: {len(raw)} bytes, not {files[k]['count']} samples")
+    return np.frombuffer(raw, dtype=np.uint8).reshape(files[k]["count"], 4, side, side)
+
+
+def fill_from_store(
+    store: Store,
+    split: str,
+    ids: list[str],
+    size: int,
+    write: Callable[[int, np.ndarray], None],
+    *,
+    workers: int,
+    skip_bad: bool,
+    progress: Callable[[int], None],
+) -> list[str]:
+    """Hand ``ids``' samples at ``size`` px to ``write(row, sample)``, rows in ``ids``' order
+    with bad ones left out (called from several threads at once), from the shards that hold
+    them: each fetched once, several at a time, resized by ``workers`` threads. Returns the
+    ids the store left out as bad; without ``skip_bad`` such an id stops it, named, as
+    decoding it would. An id the store does not hold is refused."""
+    rows, left_out = _rows_of(store, split, ids, size, skip_bad)
+    position = {sample_id: n for n, sample_id in enumerate(rows.index)}
     # The cycle's own size when the store holds it (no resize), else the largest.
     side = size if size in store.sizes else store.size
 
     def fetch(k: int) -> np.ndarray:
-        name = files[k]["file"] if side == store.size else shard_name(split, k, side)
-        uri = storage.join(store.uri, name)
-        expected = files[k]["count"] * 4 * side * side
-        try:
-            # A decompressor per call: they are not thread-safe (and release the GIL).
-            raw = zstandard.ZstdDecompressor().decompress(
-                storage.read_bytes(uri), max_output_size=expected
-            )
-        except zstandard.ZstdError as exc:
-            raise ArtifactError(f"{uri}: not a Zstandard frame of the store ({exc})") from None
-        if len(raw) != expected:
-            raise ArtifactError(f"{uri}: {len(raw)} bytes, not {files[k]['count']} samples")
-        return np.frombuffer(raw, dtype=np.uint8).reshape(files[k]["count"], 4, side, side)
+        return _fetch_shard(store, split, k, side)
 
     def place(args: tuple[np.ndarray, str, int]) -> None:
         shard, sample_id, row = args

@@ -19,25 +19,25 @@ from protloc import storage
 from protloc.classes import CLASS_NAMES, NUM_CLASSES
 from protloc.config import InferConfig, PredictConfig
 from protloc.data.hpa import EXTENSIONS, read_test_ids
+from protloc.data.identity import DataListing
+from protloc.distributed import Dist
 from protloc.errors import DataError
 from protloc.evaluate import predictions as P
 from protloc.evaluate.bundle import read_bundle, snapshot_bytes
 from protloc.evaluate.infer import predict_share
 from protloc.evaluate.submission import decide
+from protloc.folders import LABELS, PREDICTIONS
 from protloc.model.checkpoint import parse_checkpoint
-from protloc.train.distributed import Dist
 
 log = logging.getLogger(__name__)
 
-PREDICTIONS = "predictions.parquet"
-LABELS = "labels.csv"
 
-
-def image_ids(images: str) -> list[str]:
+def image_ids(data: DataListing, folder: str) -> list[str]:
     """Every sample of an images folder (an ``{Id}_red`` file of a known extension), sorted."""
+    images = storage.join(data.root, folder)
     ids = sorted(
         name[: -len("_red" + ext)]
-        for name in storage.listing(images)
+        for name in data.files(folder)
         for ext in EXTENSIONS
         if name.endswith("_red" + ext)
     )
@@ -48,15 +48,16 @@ def image_ids(images: str) -> list[str]:
     return ids
 
 
-def run_predict(model: str, cfg: PredictConfig, out: str) -> pd.DataFrame:
+def run_predict(cfg: PredictConfig, model: str, *, out: str) -> pd.DataFrame:
     """Write ``{out}/predictions.parquet`` (per snapshot and ensemble, the predictions
     contract) and ``{out}/labels.csv`` (Id, Predicted class indices, Labels by name); returns
     the labels frame."""
     bundle = read_bundle(model)
     images = cfg.images if storage.is_s3(cfg.images) else str(Path(cfg.images).resolve())
-    ids = read_test_ids(cfg.ids) if cfg.ids else image_ids(images)
     # The cache and the decoder read {root}/{folder}/{Id}_{channel}.{ext}.
-    root, folder = storage.parent(images), images.rstrip("/").rsplit("/", 1)[-1]
+    data = DataListing(storage.parent(images))
+    folder = images.rstrip("/").rsplit("/", 1)[-1]
+    ids = read_test_ids(cfg.ids) if cfg.ids else image_ids(data, folder)
     states = [parse_checkpoint(snapshot_bytes(bundle, snap), snap.uri) for snap in bundle.snapshots]
     names = [snap.name for snap in bundle.snapshots]
     # Infer's own prediction loop (one process): the same model set-up, cache and TTA.
@@ -67,7 +68,7 @@ def run_predict(model: str, cfg: PredictConfig, out: str) -> pd.DataFrame:
         cache_dir=cfg.cache_dir,
     )
     t0 = time.perf_counter()
-    probs = predict_share(Dist(), names, states, {"test": (folder, ids)}, root, settings)
+    probs = predict_share(Dist(), names, states, {"test": (folder, ids)}, data, settings)
     frames, total = [], np.zeros((len(ids), NUM_CLASSES), dtype=np.float64)
     for name in names:
         frames.append(P.frame(ids, "test", name, probs[name, "test"]))

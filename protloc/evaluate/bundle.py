@@ -22,13 +22,14 @@ from typing import Any
 
 from protloc import __version__, storage
 from protloc.classes import ARCH, CLASS_NAMES, NUM_CLASSES
+from protloc.config import BundleConfig
 from protloc.errors import ArtifactError
+from protloc.folders import BUNDLE
 from protloc.version import code_version
 
 log = logging.getLogger(__name__)
 
 FORMAT = 1  # raise when bundle.json changes in a way format-1 readers cannot follow
-BUNDLE = "bundle.json"
 DECISION = "a class is predicted when its probability is above its threshold; an image with none above gets its most probable class"
 
 
@@ -53,9 +54,11 @@ class Bundle:
 
 
 def write_bundle(
+    cfg: BundleConfig,
     snapshots: dict[str, tuple[str, dict[str, Any]]],
     thresholds_doc: dict[str, Any],
     tta: int,
+    *,
     out: str,
 ) -> dict[str, Any]:
     """Copy the chosen snapshots (name -> (checkpoint URI, its cycle's metrics)) into ``out``

@@ -15,10 +15,12 @@ import numpy as np
 import pandas as pd
 
 from protloc import storage
+from protloc.config import CollectConfig
 from protloc.data.hpa import labels_to_matrix
 from protloc.data.manifest import read_manifest
 from protloc.errors import ArtifactError
 from protloc.evaluate import predictions as P
+from protloc.folders import PREDICTIONS
 from protloc.metrics import macro_f1
 
 log = logging.getLogger(__name__)
@@ -31,6 +33,34 @@ def _fold_of(rows: pd.DataFrame, source: str) -> int:
     return int(folds.pop())
 
 
+def _by_fold(parts: dict[str, pd.DataFrame], folds: int) -> dict[int, tuple[str, pd.DataFrame]]:
+    """Each fold's (source, frame): every fold of ``folds`` exactly once."""
+    by_fold: dict[int, tuple[str, pd.DataFrame]] = {}
+    for source, rows in parts.items():
+        k = _fold_of(rows, source)
+        if k in by_fold:
+            raise ArtifactError(f"fold {k} predicted twice: {by_fold[k][0]} and {source}")
+        by_fold[k] = (source, rows)
+    missing = sorted(set(range(folds)) - set(by_fold))
+    if missing:
+        raise ArtifactError(
+            f"the predictions of fold(s) {missing} of {folds} are missing "
+            f"(got {len(parts)} chain(s))"
+        )
+    return by_fold
+
+
+def _check_out_of_fold(oof: pd.DataFrame, held: pd.DataFrame) -> None:
+    """Every held-out id predicted out of fold exactly once."""
+    counts = oof["id"].value_counts()
+    twice = counts[counts > 1]
+    if len(twice):
+        raise ArtifactError(f"id {twice.index[0]!r} was predicted out of fold more than once")
+    never = sorted(set(held.index) - set(oof["id"]))
+    if never:
+        raise ArtifactError(f"id {never[0]!r} has no out-of-fold prediction ({len(never)} ids)")
+
+
 def collect(
     parts: dict[str, pd.DataFrame], manifest_uri: str
 ) -> tuple[pd.DataFrame, float, list[str]]:
@@ -40,18 +70,7 @@ def collect(
     manifest = read_manifest(manifest_uri)
     if not manifest.kfold:
         raise ArtifactError(f"{manifest_uri}: a holdout manifest; collect gathers K-fold runs")
-    by_fold: dict[int, tuple[str, pd.DataFrame]] = {}
-    for source, rows in parts.items():
-        k = _fold_of(rows, source)
-        if k in by_fold:
-            raise ArtifactError(f"fold {k} predicted twice: {by_fold[k][0]} and {source}")
-        by_fold[k] = (source, rows)
-    missing = sorted(set(range(manifest.folds)) - set(by_fold))
-    if missing:
-        raise ArtifactError(
-            f"the predictions of fold(s) {missing} of {manifest.folds} are missing "
-            f"(got {len(parts)} chain(s))"
-        )
+    by_fold = _by_fold(parts, manifest.folds)
     frames, test_snapshots = [], []
     test_ids: list[str] | None = None
     for k in sorted(by_fold):
@@ -69,13 +88,7 @@ def collect(
     oof = pd.concat([f[f["snapshot"] == P.ENSEMBLE] for f in frames if len(f)])
     oof = oof[oof["split"] == "val"]
     held = manifest.held_out().set_index("id")
-    counts = oof["id"].value_counts()
-    twice = counts[counts > 1]
-    if len(twice):
-        raise ArtifactError(f"id {twice.index[0]!r} was predicted out of fold more than once")
-    never = sorted(set(held.index) - set(oof["id"]))
-    if never:
-        raise ArtifactError(f"id {never[0]!r} has no out-of-fold prediction ({len(never)} ids)")
+    _check_out_of_fold(oof, held)
     if test_snapshots:
         mean = np.mean(test_snapshots, axis=0)
         frames.append(P.frame(test_ids or [], "test", P.ENSEMBLE, mean, -1))
@@ -94,14 +107,16 @@ def collect(
     return rows, f1, [by_fold[k][0] for k in sorted(by_fold)]
 
 
-def run_collect(chains: dict[str, dict[str, Any]], manifest_uri: str, out: str) -> dict[str, Any]:
+def run_collect(
+    cfg: CollectConfig, chains: dict[str, dict[str, Any]], manifest_uri: str, *, out: str
+) -> dict[str, Any]:
     """The whole step: ``chains`` maps each chain's predictions file to its snapshot list
     (``snapshots.json``: snapshots, each one's F1 on its fold, TTA). Writes
     ``{out}/predictions.parquet``; returns the collected snapshot list (every chain's
     snapshots, F1s and the out-of-fold ensemble's, the TTA, the chains' folds in order)."""
     parts = {uri: P.read_predictions(uri) for uri in chains}
     rows, f1, order = collect(parts, manifest_uri)
-    P.write_predictions(rows, storage.join(out, "predictions.parquet"))
+    P.write_predictions(rows, storage.join(out, PREDICTIONS))
     snapshots, scores = [], {}
     for uri in order:
         snapshots += chains[uri]["snapshots"]

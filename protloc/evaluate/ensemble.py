@@ -12,19 +12,11 @@ import re
 import numpy as np
 import pandas as pd
 
+from protloc.config import check_ensemble_spec
 from protloc.errors import ArtifactError, ConfigError
 from protloc.evaluate import predictions as P
 
-SPEC_RE = re.compile(r"^(all|last:[1-9]\d{0,3}|cycles:[1-9]\d{0,3}(,[1-9]\d{0,3})*)$")
 _NAME_RE = re.compile(r"^(?:fold(\d+)_)?cycle(\d+)_(\d+)px$")
-
-
-def check_spec(spec: str) -> None:
-    """Refuse a malformed ensemble choice, naming the parameter."""
-    if not SPEC_RE.match(spec):
-        raise ConfigError(
-            f"ensemble must be all, last:K or cycles:I,J,... (cycle numbers from 1), got {spec!r}"
-        )
 
 
 def snapshot_name(cycle: int, size: int, fold: int = -1) -> str:
@@ -44,7 +36,7 @@ def cycle_of(name: str) -> int:
 def choose(names: list[str], spec: str) -> list[str]:
     """The snapshot names ``spec`` selects, in the given order; a choice that names a cycle
     the run does not have, or selects nothing, is refused."""
-    check_spec(spec)
+    check_ensemble_spec(spec)
     if spec == "all":
         return list(names)
     cycles = sorted({cycle_of(n) for n in names})

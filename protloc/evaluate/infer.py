@@ -13,17 +13,19 @@ import torch
 from protloc.classes import NUM_CLASSES
 from protloc.config import InferConfig
 from protloc.data.cache import build_cache
-from protloc.data.hpa import read_test_ids
+from protloc.data.hpa import labels_uri, read_test_ids, sample_submission_uri
+from protloc.data.identity import DataListing
 from protloc.data.manifest import check_labels, read_manifest, require_store_for_external
-from protloc.data.store import Store, open_store
+from protloc.data.store import Store
+from protloc.distributed import Dist, device_for, init_distributed, teardown
 from protloc.errors import ArtifactError, ConfigError
 from protloc.evaluate import predictions
 from protloc.evaluate.ensemble import snapshot_name
-from protloc.evaluate.predict import predict
+from protloc.folders import PREDICTIONS
 from protloc.model.checkpoint import load_checkpoint
+from protloc.model.inference import predict
 from protloc.model.network import create_model, load_weights
 from protloc.storage import join
-from protloc.train.distributed import Dist, device_for, init_distributed, teardown
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +69,7 @@ def predict_share(
     names: list[str],
     states: list[dict],
     splits: dict[str, tuple[str, list[str]]],
-    data_root: str,
+    data: DataListing,
     cfg: InferConfig,
     store: Store | None = None,
 ) -> dict[tuple[str, str], np.ndarray]:
@@ -86,7 +88,7 @@ def predict_share(
             if not share:
                 continue
             cache = build_cache(
-                data_root,
+                data,
                 folder,
                 share,
                 state["size"],
@@ -108,25 +110,46 @@ def predict_share(
     return mine
 
 
+def _merge(
+    parts: list[dict],
+    names: list[str],
+    splits: dict[str, tuple[str, list[str]]],
+    world: int,
+    fold: int,
+) -> pd.DataFrame:
+    """The ranks' shares (rank r predicted every ``world``-th id from r) as one predictions
+    frame: each snapshot's rows, then the ensemble's (their mean)."""
+    frames = []
+    for split, (_, ids) in splits.items():
+        total = np.zeros((len(ids), NUM_CLASSES), dtype=np.float64)
+        for name in names:
+            probs = np.empty((len(ids), NUM_CLASSES), dtype=np.float32)
+            for rank, part in enumerate(parts):
+                if (name, split) in part:
+                    probs[rank::world] = part[name, split]
+            frames.append(predictions.frame(ids, split, name, probs, fold))
+            total += probs
+        frames.append(predictions.frame(ids, split, predictions.ENSEMBLE, total / len(names), fold))
+    return pd.concat(frames, ignore_index=True)
+
+
 def run_infer(
-    manifest_uri: str,
-    data_root: str,
-    snapshots: list[str],
-    out: str,
     cfg: InferConfig,
+    manifest_uri: str,
+    data: DataListing,
+    snapshots: list[str],
     *,
-    labels_uri: str,
-    sample_submission_uri: str,
-    store: str = "",
+    store: Store | None = None,
+    out: str,
 ) -> pd.DataFrame:
     """Write ``{out}/predictions.parquet`` (per-snapshot and ensemble rows); returns the frame
     (empty on ranks other than 0, which only predict their share).
 
-    Validation ids come from the manifest, test ids from ``sample_submission_uri``; images from
-    ``data_root``'s ``train/`` and ``test/`` folders."""
+    Validation ids come from the manifest, test ids from the data root's sample submission;
+    images from its ``train/`` and ``test/`` folders (``data``), or from ``store``."""
     names, states = load_snapshots(snapshots)
     manifest = read_manifest(manifest_uri)
-    check_labels(manifest, labels_uri, manifest_uri)
+    check_labels(manifest, labels_uri(data.root), manifest_uri)
     manifest = manifest.chain(cfg.fold)
     trained = {s["config"].get("fold", -1) for s in states}
     if trained != {cfg.fold}:
@@ -136,32 +159,18 @@ def run_infer(
         )
     splits = {
         "val": ("train", list(manifest.fold("val")["id"])),
-        "test": ("test", read_test_ids(sample_submission_uri)),
+        "test": ("test", read_test_ids(sample_submission_uri(data.root))),
     }
     splits = {k: v for k, v in splits.items() if v[1]}
     d = init_distributed()
     t0 = time.perf_counter()
-    opened = open_store(store) if store else None
-    require_store_for_external(manifest, opened)
-    parts = gather(d, predict_share(d, names, states, splits, data_root, cfg, opened))
+    require_store_for_external(manifest, store)
+    parts = gather(d, predict_share(d, names, states, splits, data, cfg, store))
     teardown(d)
     if parts is None:  # not rank 0
         return pd.DataFrame()
-    frames = []
-    for split, (_, ids) in splits.items():
-        total = np.zeros((len(ids), NUM_CLASSES), dtype=np.float64)
-        for name in names:
-            probs = np.empty((len(ids), NUM_CLASSES), dtype=np.float32)
-            for rank, part in enumerate(parts):
-                if (name, split) in part:
-                    probs[rank :: d.world] = part[name, split]
-            frames.append(predictions.frame(ids, split, name, probs, cfg.fold))
-            total += probs
-        frames.append(
-            predictions.frame(ids, split, predictions.ENSEMBLE, total / len(states), cfg.fold)
-        )
-    rows = pd.concat(frames, ignore_index=True)
-    predictions.write_predictions(rows, join(out, "predictions.parquet"))
+    rows = _merge(parts, names, splits, d.world, cfg.fold)
+    predictions.write_predictions(rows, join(out, PREDICTIONS))
     log.info(
         "predicted %d val + %d test ids with %d snapshot(s) x %d TTA on %d rank(s) in %.1f s",
         len(splits.get("val", ("", []))[1]),

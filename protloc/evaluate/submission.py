@@ -11,11 +11,13 @@ import pandas as pd
 
 from protloc import storage
 from protloc.classes import NUM_CLASSES
+from protloc.config import SubmitConfig
 from protloc.data.hpa import read_test_ids
 from protloc.errors import ArtifactError
 from protloc.evaluate.ensemble import ensemble_rows, snapshot_names
 from protloc.evaluate.predictions import probabilities, read_predictions
 from protloc.evaluate.thresholds import read_ensemble, read_thresholds
+from protloc.folders import SUBMISSION
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +83,12 @@ def validate_submission(sub: pd.DataFrame, test_ids: list[str]) -> None:
 
 
 def run_submit(
-    predictions_uri: str, thresholds_uri: str, sample_submission_uri: str, out: str
+    cfg: SubmitConfig,
+    predictions_uri: str,
+    thresholds_uri: str,
+    sample_submission_uri: str,
+    *,
+    out: str,
 ) -> pd.DataFrame:
     """The whole step: write ``{out}/submission.csv`` and check it."""
     thresholds = read_thresholds(thresholds_uri)
@@ -93,7 +100,5 @@ def run_submit(
         raise ArtifactError(f"{predictions_uri}: no ensemble rows for the test split")
     sub = make_submission(rows, thresholds, test_ids, source=str(predictions_uri))
     validate_submission(sub, test_ids)
-    storage.write_text(
-        storage.join(out, "submission.csv"), sub.to_csv(index=False, lineterminator="\n")
-    )
+    storage.write_text(storage.join(out, SUBMISSION), sub.to_csv(index=False, lineterminator="\n"))
     return sub

@@ -25,7 +25,9 @@ import pandas as pd
 
 from protloc import storage
 from protloc.classes import CLASS_NAMES, NUM_CLASSES
+from protloc.config import ThresholdsConfig
 from protloc.errors import ArtifactError, ConfigError
+from protloc.folders import PER_CLASS_F1, THRESHOLD_CURVES, THRESHOLDS
 from protloc.metrics import macro_f1, per_class_scores, threshold_curve
 
 log = logging.getLogger(__name__)
@@ -264,66 +266,83 @@ def snapshot_scores(
 
 
 def run_thresholds(
-    predictions_uri: str, manifest_uri: str, out: str, alpha: float, ensemble: str = "all"
+    cfg: ThresholdsConfig, predictions_uri: str, manifest_uri: str, *, out: str
 ) -> dict[str, Any]:
     """The whole step: fit on the validation rows of the ensemble of the snapshots
-    ``ensemble`` chooses, write thresholds.json (with each snapshot's scores alone), plots
+    ``cfg.ensemble`` chooses, write thresholds.json (with each snapshot's scores alone), plots
     and report.html."""
     from protloc.report.pages import thresholds_page
     from protloc.report.plot_worker import BackgroundPlots
 
     with BackgroundPlots() as figures:  # starts importing matplotlib now, in parallel
         from protloc.data.hpa import labels_to_matrix
-        from protloc.data.manifest import read_manifest
-        from protloc.evaluate.ensemble import choose, ensemble_rows, snapshot_names
+        from protloc.evaluate.ensemble import snapshot_names
         from protloc.evaluate.predictions import probabilities, read_predictions
 
         t0 = time.perf_counter()
         every = read_predictions(predictions_uri)
-        names = snapshot_names(every)
-        chosen = choose(names, ensemble)
-        rows = ensemble_rows(every, "val", chosen)
-        val = read_manifest(manifest_uri).held_out()
-        if rows.empty:
-            raise ArtifactError(f"{predictions_uri}: no ensemble rows for the validation split")
-        missing = set(val["id"]) - set(rows["id"])
-        extra = set(rows["id"]) - set(val["id"])
-        if missing or extra:
-            example = sorted(missing or extra)[0]
-            raise ArtifactError(
-                f"{predictions_uri} does not match the held-out rows of {manifest_uri}: "
-                f"{len(missing)} validation ids missing, {len(extra)} ids not in it (e.g. {example!r})"
-            )
-        truth = val.set_index("id").loc[rows["id"], "labels"]
-        y = labels_to_matrix(truth)
+        rows, chosen, val = _fitting_rows(every, cfg.ensemble, predictions_uri, manifest_uri)
+        y = labels_to_matrix(val.set_index("id").loc[rows["id"], "labels"])
         probs = probabilities(rows)
-        report = thresholds_report(probs, y, alpha)
-        report["ensemble"] = {"choice": ensemble, "snapshots": chosen}
-        report["snapshots"] = snapshot_scores(every, val.set_index("id")["labels"], names, alpha)
-        storage.write_json(storage.join(out, "thresholds.json"), report)
-        chosen = np.array(report["thresholds"])
+        report = thresholds_report(probs, y, cfg.alpha)
+        report["ensemble"] = {"choice": cfg.ensemble, "snapshots": chosen}
+        truth = val.set_index("id")["labels"]
+        report["snapshots"] = snapshot_scores(every, truth, snapshot_names(every), cfg.alpha)
+        storage.write_json(storage.join(out, THRESHOLDS), report)
         figures.render(
-            "threshold_curves", storage.join(out, "threshold_curves.png"), probs, y, chosen
+            "threshold_curves",
+            storage.join(out, THRESHOLD_CURVES),
+            probs,
+            y,
+            np.array(report["thresholds"]),
         )
-        figures.render("per_class_f1", storage.join(out, "per_class_f1.png"), report)
+        figures.render("per_class_f1", storage.join(out, PER_CLASS_F1), report)
         figures.close()
         thresholds_page(report, out)
+    _log_comparison(report, len(y), time.perf_counter() - t0)
+    return report
+
+
+def _fitting_rows(
+    every: pd.DataFrame, ensemble: str, predictions_uri: str, manifest_uri: str
+) -> tuple[pd.DataFrame, list[str], pd.DataFrame]:
+    """(the chosen ensemble's validation rows, the chosen snapshots, the manifest's held-out
+    rows); predictions that do not cover exactly the held-out rows are refused."""
+    from protloc.data.manifest import read_manifest
+    from protloc.evaluate.ensemble import choose, ensemble_rows, snapshot_names
+
+    chosen = choose(snapshot_names(every), ensemble)
+    rows = ensemble_rows(every, "val", chosen)
+    val = read_manifest(manifest_uri).held_out()
+    if rows.empty:
+        raise ArtifactError(f"{predictions_uri}: no ensemble rows for the validation split")
+    missing = set(val["id"]) - set(rows["id"])
+    extra = set(rows["id"]) - set(val["id"])
+    if missing or extra:
+        example = sorted(missing or extra)[0]
+        raise ArtifactError(
+            f"{predictions_uri} does not match the held-out rows of {manifest_uri}: "
+            f"{len(missing)} validation ids missing, {len(extra)} ids not in it (e.g. {example!r})"
+        )
+    return rows, chosen, val
+
+
+def _log_comparison(report: dict[str, Any], n: int, seconds: float) -> None:
     cmp = report["comparison"]
     log.info(
         "thresholds on %d validation rows (alpha %g): macro F1 %.4f at 0.5, %.4f global (t=%.2f), "
         "%.4f per class alpha 0, %.4f per class alpha %g; cross-fit %.4f / %.4f / %.4f / %.4f; %.2f s",
-        len(y),
-        alpha,
+        n,
+        report["alpha"],
         cmp["0.5"]["fit"],
         cmp["global"]["fit"],
         cmp["global"]["threshold"],
         cmp["per_class_alpha_0"]["fit"],
         cmp["per_class_alpha"]["fit"],
-        alpha,
+        report["alpha"],
         cmp["0.5"]["crossfit"],
         cmp["global"]["crossfit"],
         cmp["per_class_alpha_0"]["crossfit"],
         cmp["per_class_alpha"]["crossfit"],
-        time.perf_counter() - t0,
+        seconds,
     )
-    return report

@@ -15,8 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from protloc import storage
-
-PAGE = "report.html"  # the file name in a step's output folder
+from protloc.folders import PAGE
 
 _STYLE = """
 body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 1.5em; color: #222; }

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from protloc import storage
+from protloc.folders import CLASS_DISTRIBUTION, COOCCURRENCE, PER_CLASS_F1, THRESHOLD_CURVES
 from protloc.report.htmlpage import Figure, Table, figure, write_page
 
 
@@ -37,8 +38,8 @@ def split_page(stats: dict[str, Any], out: str) -> str:
         "protloc split",
         lead,
         [
-            figure("Class distribution", storage.join(out, "class_distribution.png")),
-            figure("Class co-occurrence", storage.join(out, "cooccurrence.png")),
+            figure("Class distribution", storage.join(out, CLASS_DISTRIBUTION)),
+            figure("Class co-occurrence", storage.join(out, COOCCURRENCE)),
             classes,
         ],
     )
@@ -128,51 +129,54 @@ def thresholds_page(report: dict[str, Any], out: str) -> str:
             for c in report["classes"]
         ],
     )
-    chosen = report.get("ensemble", {}).get("snapshots")
-    snapshots = Table(
-        "Each snapshot alone, and the ensemble (choice "
-        f"{report.get('ensemble', {}).get('choice', 'all')!r})",
-        ["snapshot", "in the ensemble", "rows", "F1 at 0.5", "F1 fitted", "2-fold cross-fit"],
-        [
-            (
-                name,
-                "yes" if chosen is None or name in chosen else "no",
-                s["rows"],
-                s["macro_f1_at_0.5"],
-                s["macro_f1_fitted"],
-                s["macro_f1_crossfit"],
-            )
-            for name, s in report.get("snapshots", {}).items()
-        ]
-        + [
-            (
-                "ensemble",
-                "",
-                report["n_val"],
-                report["macro_f1_at_0.5"],
-                report["macro_f1"],
-                cmp["per_class_alpha"]["crossfit"],
-            )
-        ],
-    )
     lead = (
         f"{report['n_val']} validation images; macro F1 {report['macro_f1_at_0.5']:.4f} at 0.5, "
         f"{report['macro_f1']:.4f} at the fitted thresholds "
         f"({cmp['per_class_alpha']['crossfit']:.4f} when fitted on one half and scored on the "
         "other)."
     )
+    curves = "Precision, recall and F1 against the threshold"
     return write_page(
         out,
         "protloc thresholds",
         lead,
         [
             comparison,
-            snapshots,
-            figure(
-                "Precision, recall and F1 against the threshold",
-                storage.join(out, "threshold_curves.png"),
-            ),
-            figure("Per-class F1", storage.join(out, "per_class_f1.png")),
+            _snapshots_table(report),
+            figure(curves, storage.join(out, THRESHOLD_CURVES)),
+            figure("Per-class F1", storage.join(out, PER_CLASS_F1)),
             per_class,
         ],
+    )
+
+
+def _snapshots_table(report: dict[str, Any]) -> Table:
+    """Each snapshot alone beside the ensemble: F1 at 0.5, fitted, cross-fit."""
+    chosen = report.get("ensemble", {}).get("snapshots")
+    rows = [
+        (
+            name,
+            "yes" if chosen is None or name in chosen else "no",
+            s["rows"],
+            s["macro_f1_at_0.5"],
+            s["macro_f1_fitted"],
+            s["macro_f1_crossfit"],
+        )
+        for name, s in report.get("snapshots", {}).items()
+    ]
+    rows.append(
+        (
+            "ensemble",
+            "",
+            report["n_val"],
+            report["macro_f1_at_0.5"],
+            report["macro_f1"],
+            report["comparison"]["per_class_alpha"]["crossfit"],
+        )
+    )
+    return Table(
+        "Each snapshot alone, and the ensemble (choice "
+        f"{report.get('ensemble', {}).get('choice', 'all')!r})",
+        ["snapshot", "in the ensemble", "rows", "F1 at 0.5", "F1 fitted", "2-fold cross-fit"],
+        rows,
     )

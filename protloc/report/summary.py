@@ -12,8 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from protloc import storage
-
-SUMMARY = "summary.md"  # the file name in the submit step's output folder
+from protloc.folders import METRICS, SNAPSHOTS, THRESHOLDS, TIMING
 
 
 def _json(folder: str, name: str) -> dict[str, Any]:
@@ -22,7 +21,7 @@ def _json(folder: str, name: str) -> dict[str, Any]:
 
 def step_time(name: str, folder: str) -> dict[str, Any]:
     """One step's row: its seconds and code version from the folder's ``timing.json``."""
-    timing = _json(folder, "timing.json")
+    timing = _json(folder, TIMING)
     return {
         "step": name,
         "seconds": timing["seconds"],
@@ -34,12 +33,12 @@ def step_time(name: str, folder: str) -> dict[str, Any]:
 def run_summary(predictions: str, thresholds: str) -> dict[str, Any]:
     """Per-cycle F1 (each snapshot's ``metrics.json``), the ensemble's F1 at 0.5, at the fitted
     thresholds and cross-fitted, and the times of the cycles, infer and thresholds."""
-    doc = _json(predictions, "snapshots.json")
+    doc = _json(predictions, SNAPSHOTS)
     snapshots = doc["snapshots"]
     cycles, steps = [], []
     for uri in snapshots:
         folder = storage.parent(uri)
-        metrics = _json(folder, "metrics.json")
+        metrics = _json(folder, METRICS)
         fold = metrics.get("fold", -1)
         cycles.append(
             {
@@ -61,7 +60,7 @@ def run_summary(predictions: str, thresholds: str) -> dict[str, Any]:
     else:
         steps.append(step_time("infer", predictions))
     steps.append(step_time("thresholds", thresholds))
-    thr = _json(thresholds, "thresholds.json")
+    thr = _json(thresholds, THRESHOLDS)
     return {
         "cycles": cycles,
         "ensemble": {

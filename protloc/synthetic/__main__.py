@@ -6,7 +6,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from protloc import cli
+from protloc import process
 from protloc.data.hpa import read_labels
 from protloc.synthetic.dataset import SyntheticSpec, generate
 
@@ -37,4 +37,4 @@ def main(argv: Sequence[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    sys.exit(cli.run(main))
+    sys.exit(process.run(main))

@@ -26,6 +26,7 @@ from PIL import Image
 
 from protloc import storage
 from protloc.classes import CHANNELS
+from protloc.data.hpa import LABELS_CSV, TEST_IDS_CSV
 from protloc.errors import ConfigError
 from protloc.synthetic.labels import draw_label_sets
 from protloc.synthetic.render import render_sample
@@ -115,34 +116,9 @@ def generate(
                 (str(folder), i, k, lab, spec.size, spec.seed)
                 for k, (i, lab) in enumerate(zip(ids, labels, strict=True))
             ]
-        done = 0
-        report_every = max(1, len(jobs) // 10)
-        if workers > 1:
-            with ProcessPoolExecutor(workers) as pool:
-                for _ in pool.map(_write_one, jobs, chunksize=8):
-                    done += 1
-                    if done % report_every == 0:
-                        _progress(done, len(jobs), t0)
-        else:
-            for job in jobs:
-                _write_one(job)
-                done += 1
-                if done % report_every == 0:
-                    _progress(done, len(jobs), t0)
+        _write_images(jobs, workers, t0)
         images_s = time.perf_counter() - t0
-
-        root = Path(local_root)
-        storage.write_text(
-            str(root / "train.csv"), frames["train"].to_csv(index=False, lineterminator="\n")
-        )
-        test = frames["test"]
-        storage.write_text(
-            str(root / "test_labels.csv"), test.to_csv(index=False, lineterminator="\n")
-        )
-        sub = pd.DataFrame({"Id": test["Id"], "Predicted": "0"})
-        storage.write_text(
-            str(root / "sample_submission.csv"), sub.to_csv(index=False, lineterminator="\n")
-        )
+        _write_tables(Path(local_root), frames)
         if staging is not None:
             count = storage.upload_dir(local_root, out)
             log.info("uploaded %d files to %s", count, out)
@@ -161,6 +137,35 @@ def generate(
     finally:
         if staging is not None:
             staging.cleanup()
+
+
+def _write_images(jobs: list[tuple], workers: int, t0: float) -> None:
+    """Every sample's four channel PNGs, in ``workers`` processes (same bytes either way)."""
+    done = 0
+    report_every = max(1, len(jobs) // 10)
+    if workers > 1:
+        with ProcessPoolExecutor(workers) as pool:
+            for _ in pool.map(_write_one, jobs, chunksize=8):
+                done += 1
+                if done % report_every == 0:
+                    _progress(done, len(jobs), t0)
+        return
+    for job in jobs:
+        _write_one(job)
+        done += 1
+        if done % report_every == 0:
+            _progress(done, len(jobs), t0)
+
+
+def _write_tables(root: Path, frames: dict[str, pd.DataFrame]) -> None:
+    """train.csv, the hidden test labels and sample_submission.csv, as Kaggle lays them out."""
+    storage.write_text(
+        str(root / LABELS_CSV), frames["train"].to_csv(index=False, lineterminator="\n")
+    )
+    test = frames["test"]
+    storage.write_text(str(root / "test_labels.csv"), test.to_csv(index=False, lineterminator="\n"))
+    sub = pd.DataFrame({"Id": test["Id"], "Predicted": "0"})
+    storage.write_text(str(root / TEST_IDS_CSV), sub.to_csv(index=False, lineterminator="\n"))
 
 
 def _progress(done: int, total: int, t0: float) -> None:

@@ -1,0 +1,64 @@
+"""What every protloc process does the same way: log lines, SIGTERM, its rank, its exit.
+
+The base of the house: no protloc module below it but ``errors``. Command lines (the step CLIs,
+``protloc.synthetic``, ``protloc.data.hpav18``), KFP task bodies and the ranks a front door
+launches all start through here.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+from collections.abc import Callable, Sequence
+
+from protloc.errors import ProtlocError
+
+log = logging.getLogger("protloc")
+
+
+def rank() -> int:
+    """This process's rank in a torchrun group (0 outside one)."""
+    return int(os.environ.get("RANK", "0"))
+
+
+def is_main() -> bool:
+    """False in the ranks > 0 of a torchrun group: they compute, rank 0 logs and writes."""
+    return rank() == 0
+
+
+def setup_logging(level: int = logging.INFO) -> None:
+    """Timestamped log lines on stderr (progress, rates, warnings); ranks other than 0 of a
+    multi-process task log warnings and errors only (rank 0 tells the progress)."""
+    if not is_main():
+        level = max(level, logging.WARNING)
+    logging.basicConfig(
+        level=level,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+        stream=sys.stderr,
+    )
+
+
+def exit_on_sigterm() -> None:
+    """SIGTERM (what Kubernetes and Docker send) exits like Ctrl-C would, so cleanup runs
+    (temporary cache files, the output folder's lock) instead of the process just vanishing."""
+
+    def handler(signum: int, frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, handler)
+
+
+def run(main: Callable[[Sequence[str] | None], object], argv: Sequence[str] | None = None) -> int:
+    """Run a command line's ``main``; a ProtlocError prints one line 'error: ...' and returns 2."""
+    setup_logging()
+    exit_on_sigterm()
+    try:
+        main(argv)
+    except ProtlocError as exc:
+        log.error("%s", exc)
+        print(f"error: {exc}", file=sys.stderr)  # noqa: T201 - the user-facing last line
+        return 2
+    return 0
