@@ -4,8 +4,8 @@ subcommand of ``pipeline.py``, so a command added later is covered without editi
 
 from __future__ import annotations
 
+import json
 import re
-from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -25,42 +25,40 @@ def _modules() -> list[str]:
     return out
 
 
-def _commands() -> list[list[str]]:
+def _commands() -> list[str]:
     subcommands = next(a for a in pipeline.parser()._actions if a.dest == "command").choices
-    return [["-m", m, "--help"] for m in _modules()] + [
-        ["pipeline.py", name, "--help"] for name in subcommands
-    ]
+    return _modules() + [f"pipeline.py:{name}" for name in subcommands]
 
 
 def test_the_commands_are_found():
-    found = {" ".join(c[:2]) for c in _commands()}
-    for expected in ("-m components.split", "-m components.predict", "-m protloc.synthetic",
-                     "-m protloc.data.hpav18", "pipeline.py local", "pipeline.py submit",
-                     "pipeline.py compile", "-m bench.speed.run"):  # fmt: skip
+    found = set(_commands())
+    for expected in ("components.split", "components.predict", "protloc.synthetic",
+                     "protloc.data.hpav18", "pipeline.py:local", "pipeline.py:submit",
+                     "pipeline.py:compile", "bench.speed.run", "tools.generate"):  # fmt: skip
         assert expected in found
 
 
 @pytest.fixture(scope="module")
-def helps() -> dict[str, object]:
-    commands = _commands()
-    with ThreadPoolExecutor(2) as pool:
-        procs = list(pool.map(lambda c: run_python(c, timeout=120), commands))
-    return {" ".join(c[:-1]): p for c, p in zip(commands, procs, strict=True)}
+def helps() -> dict[str, dict]:
+    """Each command's --help, run as `python -m MODULE --help` would run it (its __main__
+    block), all in one interpreter so torch is imported once (tests/helps.py)."""
+    proc = run_python(["-m", "tests.helps", *_commands()], timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-@pytest.mark.slow
 def test_every_help_exits_0_and_lists_its_settings(helps):
-    failed = {c: p.stderr.strip().splitlines()[-1:] for c, p in helps.items() if p.returncode}
+    failed = {c: r["err"] or r["code"] for c, r in helps.items() if r["code"] != 0}
     assert failed == {}
-    for command, proc in helps.items():
-        assert proc.stdout.startswith("usage:"), command
-        assert "--help" in proc.stdout and "options:" in proc.stdout, command
+    assert len(helps) == len(_commands())
+    for command, result in helps.items():
+        assert result["out"].startswith("usage:"), command
+        assert "--help" in result["out"] and "options:" in result["out"], command
 
 
-@pytest.mark.slow
 def test_step_help_shows_each_setting_with_its_range_and_default(helps):
     """A % in a help text (e.g. '21 %') reaches the reader as written."""
-    text = helps["-m components.split"].stdout
+    text = helps["components.split"]["out"]
     assert "--resampling" in text and "17 and 21 % on HPA" in text
     assert "--val-fraction" in text and "in (0, 1); default 0.15" in " ".join(text.split())
-    assert "--lr-max" in helps["pipeline.py local"].stdout
+    assert "--lr-max" in helps["pipeline.py:local"]["out"]
