@@ -11,8 +11,10 @@ STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
 DEMO_ROOT ?= runs/local
+# Every kustomization a user applies (make validate renders and checks each).
+K8S_OVERLAYS := base overlays/standalone
 
-.PHONY: help install test test-fast lint components docs validate demo thresholds compile bench images demo-docker e2e-docker clean
+.PHONY: help install test test-fast lint components docs validate demo thresholds compile bench images push demo-docker e2e-docker clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | \
@@ -45,10 +47,14 @@ docs: install ## write docs/parameters.md from the step configs
 validate: install ## render and check what runs outside Python: compose file, k8s manifests, pipeline YAML
 	docker-compose -f docker/compose.yaml --env-file docker/.env.example config -q
 	docker-compose -f docker/compose.yaml -f docker/e2e/compose.e2e.yaml --env-file docker/.env.example config -q
-	mkdir -p build && kubectl kustomize k8s/ > build/k8s.yaml
-	$(BIN)/kubernetes-validate --strict --quiet build/k8s.yaml
+	mkdir -p build
+	for overlay in $(K8S_OVERLAYS); do \
+		kubectl kustomize k8s/$$overlay > build/k8s-$$(basename $$overlay).yaml && \
+		$(BIN)/kubernetes-validate --strict --quiet build/k8s-$$(basename $$overlay).yaml && \
+		echo "k8s/$$overlay: $$(grep -c '^kind:' build/k8s-$$(basename $$overlay).yaml) objects valid" || exit 1; \
+	done
 	$(BIN)/python pipeline.py compile -o build/pipeline.yaml
-	@echo "compose file, $$(grep -c '^kind:' build/k8s.yaml) k8s objects and the pipeline YAML are valid"
+	@echo "compose files, every k8s overlay and the pipeline YAML are valid"
 
 demo: install ## the whole pipeline on synthetic HPA data through kfp.local, then a summary
 	$(BIN)/python pipeline.py local --root $(DEMO_ROOT)
@@ -63,8 +69,12 @@ compile: install ## write pipeline.yaml for a cluster (the paper's Table 1 sched
 bench: install ## every performance case against its yardstick, one table (about 3.5 min on 2 cores)
 	$(BIN)/python -m bench.speed.run --demo-root $(DEMO_ROOT) --json build/bench.json
 
-images: install ## build the cpu and gpu images from this tree (needs Docker; BASE_IMAGE=... picks the base)
+images: ## build the cpu and gpu images from this tree, tagged with the code version (needs Docker, not the venv)
 	bash docker/build.sh
+
+push: ## build and push both images: make push REGISTRY=registry.example.org/team (then compile|submit --image-registry)
+	@test -n "$(REGISTRY)" || { echo "make push needs REGISTRY=... (e.g. REGISTRY=ghcr.io/myorg)"; exit 2; }
+	REGISTRY=$(REGISTRY) PUSH=1 bash docker/build.sh
 
 demo-docker: images ## opt-in: make demo with each step in its container (kfp.local's DockerRunner)
 	$(BIN)/python pipeline.py local --runner docker --root $(DEMO_ROOT)-docker

@@ -18,6 +18,7 @@ import argparse
 import inspect
 import json
 import logging
+import os
 import re
 import sys
 import time
@@ -25,15 +26,18 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from components import cluster, component
+from components.remote import PIPELINE_NAME, Remote
+from components.remote import start as start_remote
 from protloc import __version__
 from protloc.cli import add_param
 from protloc.config import SplitConfig, TrainConfig
+from protloc.cpus import TASKS_ENV
 from protloc.errors import ConfigError, ProtlocError
 from protloc.folders import ERROR, PAGE, SUBMISSION
 from protloc.params import Param
+from protloc.redact import redact_url
 from protloc.report.summary import format_summary, run_summary, step_time
 from protloc.steps import (
-    DATA_FINGERPRINT,
     DATA_ROOT,
     STEPS,
     extra_sizes,
@@ -44,7 +48,6 @@ from protloc.train.schedule import Cycle, format_schedule, paper_schedule, parse
 from protloc.version import code_version
 
 ROOT = Path(__file__).resolve().parent
-PIPELINE_NAME = "protloc"
 DEMO_SCHEDULE = "96:16:5,128:16:2,160:16:1"
 # Ranks per train and infer task: fixed at compile time like the schedule (the pods' GPU
 # request), defined once in the train config.
@@ -95,6 +98,8 @@ def build_pipeline(
     placement: cluster.Placement | None = None,
     gpus: int = 1,
     folds: int = 1,
+    parallel: int = 0,
+    cache: bool = True,
 ):
     """The pipeline function for this schedule, with ``gpus`` ranks in each train and infer
     task and ``folds`` chains of cycles (1: the holdout; F: a ParallelFor over the folds, then
@@ -104,9 +109,11 @@ def build_pipeline(
     from kfp import dsl
     from kfp.dsl import Artifact, Dataset, Model
 
-    img = cluster.images()
+    img = cluster.images((placement or cluster.Placement()).image)
     version = code_version()
     ops = {n: component(n, img["gpu" if s.gpu else "cpu"]) for n, s in STEPS.items()}
+    # In the GPU image: the check that it runs this code happens before any GPU pod starts.
+    fingerprint_op = component("fingerprint", img["gpu"])
     params = pipeline_params()
     kinds = {"Artifact": Artifact, "Dataset": Dataset, "Model": Model}
     gather = "infer" if folds == 1 else "collect"
@@ -118,14 +125,23 @@ def build_pipeline(
 
     def place(task, name: str, display: str):
         step = STEPS[name]
-        cluster.place(task.set_display_name(display), step.gpu, placement, gpus, step.cpus)
+        cluster.place(task.set_display_name(display), step.gpu, placement, gpus, step.cpus, cache)
         return task
 
     def protloc(*args: Any) -> Outputs:
         v = dict(zip([p.name for p in params], args, strict=True))
+        fp = fingerprint_op(
+            data_root=v["data_root"],
+            external=v["external"],
+            pretrained=v["pretrained"],
+            code_version=version,
+        )
+        cluster.place_fingerprint(
+            fp.set_display_name("fingerprint: the data and the code"), placement
+        )
         common = {
             "data_root": v["data_root"],
-            "data_fingerprint": v["data_fingerprint"],
+            "data_fingerprint": fp.output,
             "code_version": version,
         }
         s = place(ops["split"](**common, **_settings("split", v), folds=folds), "split", "split")
@@ -171,7 +187,8 @@ def build_pipeline(
         if folds == 1:
             p = chain(-1, "")
         else:
-            with dsl.ParallelFor(items=list(range(folds))) as fold:
+            at_once = parallel or cluster.parallel_folds(gpus)
+            with dsl.ParallelFor(items=list(range(folds)), parallelism=at_once) as fold:
                 per_fold = chain(fold, ", one fold")
             p = ops["collect"](
                 split=s.outputs["out"],
@@ -206,30 +223,17 @@ def build_pipeline(
 
 
 def arguments(
-    values: dict[str, Any],
-    schedule: list[Cycle],
-    fingerprint: bool = False,
-    gpus: int = 1,
-    folds: int = 1,
+    values: dict[str, Any], schedule: list[Cycle], gpus: int = 1, folds: int = 1
 ) -> dict[str, Any]:
     """Every pipeline parameter's value (defaults filled in), checked by the steps' configs
-    before anything runs; a bad value is a ConfigError naming it. ``fingerprint``: take the
-    data root's fingerprint now (labels + image listing), for every data-reading task's cache
-    key."""
+    before anything runs; a bad value is a ConfigError naming it. The data fingerprint is not
+    one: the DAG's first task takes it where the data is read."""
     step_configs(
         values,
         [{**c.to_dict(), "cycle": i, "gpus": gpus} for i, c in enumerate(schedule)],
         folds,
     )
-    args = {p.name: values.get(p.name, p.default) for p in pipeline_params()}
-    if fingerprint:
-        from protloc.data.identity import DataListing, run_fingerprint
-
-        args[DATA_FINGERPRINT.name] = run_fingerprint(
-            DataListing(args["data_root"]), args["pretrained"], args["external"]
-        )
-        log.info("data root %s: fingerprint %s", args["data_root"], args[DATA_FINGERPRINT.name])
-    return args
+    return {p.name: values.get(p.name, p.default) for p in pipeline_params()}
 
 
 def compile_pipeline(
@@ -238,6 +242,8 @@ def compile_pipeline(
     placement: cluster.Placement | None = None,
     gpus: int = 1,
     folds: int = 1,
+    parallel: int = 0,
+    cache: bool = True,
 ) -> str:
     """Write the cluster pipeline's IR YAML (``placement``: default GPU settings if None;
     ``gpus`` per train and infer task; ``folds`` chains)."""
@@ -248,7 +254,7 @@ def compile_pipeline(
     except OSError as exc:
         raise ConfigError(f"-o {path}: cannot create its folder ({exc.strerror})") from None
     compiler.Compiler().compile(
-        build_pipeline(schedule, placement or cluster.Placement(), gpus, folds),
+        build_pipeline(schedule, placement or cluster.Placement(), gpus, folds, parallel, cache),
         package_path=path,
     )
     return path
@@ -264,13 +270,14 @@ def run_local(
     runner: str = "subprocess",
     gpus: int = 1,
     folds: int = 1,
+    parallel: int = 0,
 ) -> dict:
     """Run the whole DAG through kfp.local, cache on: each task a process in this environment
     (``subprocess``), or in the project's images (``docker``, what a cluster runs); returns the
     summary (also written to ``{root}/last_summary.json``)."""
     from kfp import local
 
-    args = arguments(values, schedule, fingerprint=True, gpus=gpus, folds=folds)
+    args = arguments(values, schedule, gpus=gpus, folds=folds)
     root_path = Path(root).resolve()
     try:
         root_path.mkdir(parents=True, exist_ok=True)
@@ -279,6 +286,9 @@ def run_local(
     except OSError as exc:
         raise ConfigError(f"--root {root}: cannot create it ({exc.strerror})") from None
     before = {p.name for p in root_path.iterdir()}
+    # The folds' tasks run at once on this machine: each sizes its threads to its share.
+    at_once = min(folds, parallel or cluster.parallel_folds(gpus)) if folds > 1 else 1
+    os.environ[TASKS_ENV] = str(at_once)
     if runner == "docker":
         from components.docker_runner import docker_runner
 
@@ -293,7 +303,7 @@ def run_local(
     )
     t0 = time.perf_counter()
     try:
-        task = build_pipeline(schedule, placement=None, gpus=gpus, folds=folds)(**args)
+        task = build_pipeline(schedule, None, gpus, folds, parallel)(**args)
     except RuntimeError as exc:  # kfp.local: "... Inner task failed: 'train-2'."
         new = [root_path / p for p in {p.name for p in root_path.iterdir()} - before]
         raise _step_failure(str(exc), new) from None
@@ -350,38 +360,29 @@ def _step_failure(message: str, new_runs: list[Path]) -> ProtlocError:
 def submit_run(
     schedule: list[Cycle],
     values: dict[str, Any],
-    host: str,
-    experiment: str,
+    remote: Remote,
     placement: cluster.Placement | None = None,
-    namespace: str = cluster.NAMESPACE,
-    service_account: str = cluster.SERVICE_ACCOUNT,
-    pipeline_root: str = "",
     gpus: int = 1,
     folds: int = 1,
+    parallel: int = 0,
 ) -> str:
-    """Compile and start a run on a KFP backend (same pipeline name, caching on), in
-    ``namespace``, as ``service_account``, with artifacts under ``pipeline_root`` (empty: the
-    cluster's default, the kfp-launcher ConfigMap of k8s/)."""
-    import kfp
+    """Compile the DAG and start a run of it on the KFP backend ``remote`` names (login,
+    upload, caching, run name: ``components.remote``); returns the run's id. Nothing of the
+    data is read here: the run's first task takes the data fingerprint in the cluster."""
+    import tempfile
 
-    args = arguments(values, schedule, fingerprint=True, gpus=gpus, folds=folds)
-    try:
-        client = kfp.Client(host=host, namespace=namespace)  # asks the API's healthz endpoint
-    except Exception as exc:  # urllib3/requests/kfp errors all mean: no KFP API there
-        raise ProtlocError(
-            f"--host {host}: cannot reach a KFP API ({type(exc).__name__})"
-        ) from None
-    run = client.create_run_from_pipeline_func(
-        build_pipeline(schedule, placement or cluster.Placement(), gpus, folds),
-        arguments=args,
-        experiment_name=experiment,
-        run_name=f"{PIPELINE_NAME}-{time.strftime('%Y%m%d-%H%M%S')}",
-        namespace=namespace,
-        pipeline_root=pipeline_root or None,
-        service_account=service_account or None,
-        enable_caching=True,
-    )
-    return run.run_id
+    args = arguments(values, schedule, gpus=gpus, folds=folds)
+    with tempfile.TemporaryDirectory(prefix="protloc-submit-") as tmp:
+        path = compile_pipeline(
+            schedule,
+            f"{tmp}/pipeline.yaml",
+            placement or cluster.Placement(),
+            gpus,
+            folds,
+            parallel,
+            cache=remote.cache,
+        )
+        return start_remote(remote, path, args)
 
 
 def ensure_demo_data(path: Path, size: int) -> str:
@@ -446,15 +447,42 @@ def parser() -> argparse.ArgumentParser:
     remote.add_argument(
         "--service-account",
         default=cluster.SERVICE_ACCOUNT,
-        help="Kubernetes service account of the run's pods (k8s/serviceaccount.yaml); "
+        help="Kubernetes service account of the run's pods (k8s/base/serviceaccount.yaml); "
         "empty: the namespace's default",
     )
     remote.add_argument(
         "--pipeline-root",
         default="",
-        help="where the run's artifacts go (e.g. s3://bucket/protloc); empty: the cluster's "
-        "default (k8s/kfp-launcher.yaml)",
+        help="where the run's artifacts go (e.g. s3://bucket/protloc); empty: the namespace's "
+        "default (its kfp-launcher ConfigMap)",
     )
+    login = remote.add_argument_group("login (multi-user Kubeflow; as kfp.Client takes it)")
+    login.add_argument(
+        "--existing-token", default="", metavar="TOKEN", help="a bearer token for the KFP API"
+    )
+    login.add_argument(
+        "--cookies",
+        default="",
+        metavar="COOKIES",
+        help="the cookies of a Kubeflow login (e.g. 'authservice_session=...')",
+    )
+    login.add_argument(
+        "--sa-token-path",
+        default=os.environ.get("KF_PIPELINES_SA_TOKEN_PATH", ""),
+        metavar="PATH",
+        help="a Kubernetes service account token file (in a pod: the projected token); "
+        "default $KF_PIPELINES_SA_TOKEN_PATH",
+    )
+    remote.add_argument(
+        "--upload",
+        action="store_true",
+        help="store the pipeline and a version named by the code version on the server "
+        "(reused when there) and run that version",
+    )
+    remote.add_argument(
+        "--no-cache", action="store_true", help="run every task, serving none from KFP's cache"
+    )
+    remote.add_argument("--run-name", default="", help="the run's name; default protloc-DATE-TIME")
     for q in (c, remote):
         d = cluster.Placement()
         q.add_argument(
@@ -481,13 +509,42 @@ def parser() -> argparse.ArgumentParser:
             metavar="NAME",
             help="Secret to pull the images with (a private registry); empty: none",
         )
+        q.add_argument(
+            "--image-registry",
+            default="",
+            metavar="REGISTRY",
+            help=f"registry the images were pushed to (`make push REGISTRY=...`); the image is "
+            f"REGISTRY/{cluster.IMAGE_NAME}:<code version>-cpu|gpu; default {cluster.REGISTRY}",
+        )
+        q.add_argument(
+            "--image",
+            default="",
+            metavar="REPOSITORY",
+            help="the images' whole repository (no tag: the tag is the code version), "
+            "instead of --image-registry",
+        )
+        q.add_argument(
+            "--scratch-storage-class",
+            default="",
+            metavar="CLASS",
+            help="storage class of a generic ephemeral volume for the GPU tasks' image cache "
+            f"({cluster.SCRATCH_GI} GiB reserved at scheduling); empty: a size-limited emptyDir",
+        )
     for q in (local, remote):
         for param in pipeline_params():
-            if param.name not in (DATA_ROOT.name, DATA_FINGERPRINT.name):  # given, computed
+            if param.name != DATA_ROOT.name:  # a flag of its own
                 add_param(q, param)
     for name, q in sub.choices.items():
         add_param(q, GPUS)
         add_param(q, FOLDS)
+        q.add_argument(
+            "--max-parallel-folds",
+            type=int,
+            default=0,
+            metavar="N",
+            help="fold chains that run at once (the ParallelFor's parallelism); default: what "
+            f"the GPU quota of k8s/base allows ({cluster.QUOTA_GPUS} GPUs / --gpus)",
+        )
         q.add_argument(
             "--schedule",
             default=None,
@@ -522,6 +579,12 @@ def main(argv: list[str] | None = None) -> int:
         TrainConfig(**schedule[0].to_dict(), gpus=gpus)  # refuses a bad --gpus, naming it
         folds = FOLDS.default if args.folds is None else args.folds
         SplitConfig(folds=folds)  # refuses a bad --folds, naming it
+        parallel = args.max_parallel_folds
+        if not 0 <= parallel <= FOLDS.spec.high:
+            raise ConfigError(
+                f"--max-parallel-folds must be in [1, {int(FOLDS.spec.high)}] (0: the default), "
+                f"got {parallel}"
+            )
         placement = None
         if args.command in ("compile", "submit"):
             placement = cluster.Placement.from_flags(
@@ -529,9 +592,12 @@ def main(argv: list[str] | None = None) -> int:
                 args.gpu_toleration,
                 args.gpu_resource,
                 args.image_pull_secret,
+                args.image_registry,
+                args.image,
+                args.scratch_storage_class,
             )
         if args.command == "compile":
-            path = compile_pipeline(schedule, args.output, placement, gpus, folds)
+            path = compile_pipeline(schedule, args.output, placement, gpus, folds, parallel)
             print(f"wrote {path} ({format_schedule(schedule)})")
         elif args.command == "local":
             # Every value is checked before the demo data is made or anything runs.
@@ -543,22 +609,34 @@ def main(argv: list[str] | None = None) -> int:
                 )
             else:
                 given["data_root"] = args.data_root
-            summary = run_local(schedule, given, args.root, args.runner, gpus, folds)
+            summary = run_local(schedule, given, args.root, args.runner, gpus, folds, parallel)
             print(format_summary(summary))
         else:
+            remote = Remote(
+                host=args.host,
+                experiment=args.experiment,
+                namespace=args.namespace,
+                service_account=args.service_account,
+                pipeline_root=args.pipeline_root,
+                existing_token=args.existing_token,
+                cookies=args.cookies,
+                sa_token_path=args.sa_token_path,
+                upload=args.upload,
+                cache=not args.no_cache,
+                run_name=args.run_name,
+            )
             run_id = submit_run(
                 schedule,
                 {**given, "data_root": args.data_root},
-                args.host,
-                args.experiment,
+                remote,
                 placement,
-                args.namespace,
-                args.service_account,
-                args.pipeline_root,
                 gpus,
                 folds,
+                parallel,
             )
-            print(f"started run {run_id} in experiment {args.experiment!r} on {args.host}")
+            print(
+                f"started run {run_id} in experiment {args.experiment!r} on {redact_url(args.host)}"
+            )
     except ProtlocError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

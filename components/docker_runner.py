@@ -16,6 +16,7 @@ from typing import Any
 
 from components import cluster
 from protloc import storage
+from protloc.cpus import TASKS_ENV
 from protloc.errors import ConfigError
 
 log = logging.getLogger("protloc.pipeline")
@@ -62,7 +63,7 @@ def docker_runner(root: Path, data_root: str) -> Any:
         "mounts": mounts,
         "user": f"{UID}:{UID}",
         "shm_size": "2g",  # data loader workers share batches through /dev/shm
-        "environment": {k: os.environ[k] for k in S3_ENV if k in os.environ},
+        "environment": {k: os.environ[k] for k in (*S3_ENV, TASKS_ENV) if k in os.environ},
     }
     if "nvidia" in info.get("Runtimes", {}):
         args["device_requests"] = [DeviceRequest(count=-1, capabilities=[["gpu"]])]

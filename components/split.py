@@ -43,7 +43,7 @@ def split(
 
     Args:
         data_root: data root: train.csv, sample_submission.csv, train/ and test/ images (local or s3://).
-        data_fingerprint: fingerprint of the data root's labels and image listing (and of the pretrained weights' bytes, after a +), taken by `pipeline.py local` and `submit` (empty: not checked); part of every data-reading task's cache key, so data or weights changed under the same URI are never served from cache; default ''.
+        data_fingerprint: fingerprint of the data root's labels and image listing (and of the external roots' and the pretrained weights' bytes), the output of the DAG's fingerprint task (empty: not checked); part of every data-reading task's cache key, so data or weights changed under the same URI are never served from cache; default ''.
         val_fraction: share of the labelled samples held out for validation; in (0, 1); default 0.15.
         seed: random seed of the split, sampling, augmentation and initialisation; in [0, 4294967295]; default 0.
         folds: 1: a stratified holdout of val_fraction (the paper); F >= 2: every labelled sample in one of F folds (iterstrat's MultilabelStratifiedKFold), one chain of cycles per fold, thresholds on the out-of-fold predictions; a compile-time setting (`pipeline.py compile --folds F`); in [1, 20]; default 1.

@@ -17,15 +17,14 @@ from typing import Any
 from protloc import storage
 from protloc.errors import ConfigError, ProtlocError
 from protloc.folders import ERROR
-from protloc.process import exit_on_sigterm, setup_logging
+from protloc.process import start
 from protloc.steps import STEPS, Step
 from protloc.version import code_version
 
 
 def run_task(step_name: str, args: dict[str, Any]) -> Any:
     """Run step ``step_name`` with a component's arguments ``args``."""
-    setup_logging()
-    exit_on_sigterm()
+    start()
     try:
         return _run(STEPS[step_name], args)
     except ProtlocError as exc:
@@ -35,13 +34,38 @@ def run_task(step_name: str, args: dict[str, Any]) -> Any:
         raise SystemExit(2) from None
 
 
-def _run(step: Step, args: dict[str, Any]) -> Any:
+def run_fingerprint(args: dict[str, Any]) -> str:
+    """The body of the ``fingerprint`` component: the code check, then the data fingerprint."""
+    from protloc.steps.data import fingerprint_step
+
+    start()
+    try:
+        _check_code("fingerprint", args["code_version"])
+        fingerprint = fingerprint_step(
+            data_root=args["data_root"], external=args["external"], pretrained=args["pretrained"]
+        )
+    except ProtlocError as exc:
+        logging.getLogger("protloc").error("error: %s", exc)
+        raise SystemExit(2) from None
+    logging.getLogger("protloc").info(
+        "data root %s: fingerprint %s", args["data_root"], fingerprint
+    )
+    return fingerprint
+
+
+def _check_code(step: str, compiled_for: str) -> None:
+    """This container must run the code the pipeline was compiled for."""
     here = code_version()
-    if args["code_version"] != here:
+    if compiled_for != here:
         raise ConfigError(
-            f"{step.name}: the pipeline was compiled for protloc {args['code_version']}, but this "
+            f"{step}: the pipeline was compiled for protloc {compiled_for}, but this "
             f"container runs {here}: rebuild and push the image, or recompile the pipeline"
         )
+
+
+def _run(step: Step, args: dict[str, Any]) -> Any:
+    here = code_version()
+    _check_code(step.name, args["code_version"])
     cfg = step.config.from_mapping({p.name: args[p.name] for p in step.config.params()})
     folders = _folders(step, args)
     if step.name == "train" and not cfg.work_root and storage.is_s3(args["out"].uri):
@@ -50,6 +74,7 @@ def _run(step: Step, args: dict[str, Any]) -> Any:
         task_folder = storage.parent(args["out"].uri)
         cfg = dataclasses.replace(cfg, work_root=storage.join(task_folder, "work"))
     result = step.run(cfg, **folders)
+    _remove_finished_work(step, args)
     for r in step.reports:  # the UI shows the artifact's own file: a copy of the step's
         storage.write_bytes(
             args[r.name].path, storage.read_bytes(storage.join(folders["out"], r.file))
@@ -57,6 +82,26 @@ def _run(step: Step, args: dict[str, Any]) -> Any:
     if step.scalars is not None:
         _metrics(step, args, step.scalars(result), here)
     return result
+
+
+# The input that proves a train task's output artifact complete: the next cycle's warm start, or
+# infer's last cycle (KFP uploads an output artifact after its task's function returns).
+_WORK_AFTER = {"train": "previous", "infer": "last_cycle"}
+
+
+def _remove_finished_work(step: Step, args: dict[str, Any]) -> None:
+    """Delete the per-epoch checkpoints a train task kept in ``work/`` beside its artifact
+    (where it resumes from after a retry) once a later task has read that artifact: it is
+    complete then, and the checkpoints would only cost storage. Explicit ``work_root``s are the
+    user's to keep."""
+    name = _WORK_AFTER.get(step.name)
+    previous = args.get(name) if name else None
+    if previous is None or args.get("work_root") or not storage.is_s3(previous.uri):
+        return
+    work = storage.join(storage.parent(previous.uri), "work")
+    removed = storage.delete_tree(work)
+    if removed:
+        logging.getLogger("protloc").info("removed %d checkpoint(s) of %s", removed, work)
 
 
 def _folders(step: Step, args: dict[str, Any]) -> dict[str, Any]:

@@ -65,7 +65,7 @@ def train(
         previous: the previous train step's output folder (warm start and snapshot chain); none for the first cycle
         store: the prepare step's output folder (the decoded samples); none: decode the images
         data_root: data root: train.csv, sample_submission.csv, train/ and test/ images (local or s3://).
-        data_fingerprint: fingerprint of the data root's labels and image listing (and of the pretrained weights' bytes, after a +), taken by `pipeline.py local` and `submit` (empty: not checked); part of every data-reading task's cache key, so data or weights changed under the same URI are never served from cache; default ''.
+        data_fingerprint: fingerprint of the data root's labels and image listing (and of the external roots' and the pretrained weights' bytes), the output of the DAG's fingerprint task (empty: not checked); part of every data-reading task's cache key, so data or weights changed under the same URI are never served from cache; default ''.
         size: image size in pixels of this cycle; in [75, 4096].
         batch_size: images per optimizer step and process (BatchNorm needs >= 2); in [2, 4096].
         epochs: epochs of this cycle (one cosine annealing); in [1, 10000].

@@ -127,9 +127,9 @@ def _call_rank(fn: Callable[..., Any], args: tuple) -> Any:
     exception is recorded for the agent (its type and message reach :func:`launch`)."""
     from torch.distributed.elastic.multiprocessing.errors import record
 
-    from protloc.process import setup_logging
+    from protloc.process import start
 
-    setup_logging()
+    start()  # the ranks of this node share its CPUs (LOCAL_WORLD_SIZE)
     result = record(fn)(*args)
     return result if int(os.environ.get("RANK", "0")) == 0 else None
 

@@ -51,10 +51,19 @@ def exit_on_sigterm() -> None:
     signal.signal(signal.SIGTERM, handler)
 
 
-def run(main: Callable[[Sequence[str] | None], object], argv: Sequence[str] | None = None) -> int:
-    """Run a command line's ``main``; a ProtlocError prints one line 'error: ...' and returns 2."""
+def start() -> None:
+    """What every protloc process does first: log lines, SIGTERM as an exit, and its thread
+    pools sized to the CPUs it may use (``protloc.cpus``)."""
+    from protloc.cpus import limit_threads
+
     setup_logging()
     exit_on_sigterm()
+    limit_threads()
+
+
+def run(main: Callable[[Sequence[str] | None], object], argv: Sequence[str] | None = None) -> int:
+    """Run a command line's ``main``; a ProtlocError prints one line 'error: ...' and returns 2."""
+    start()
     try:
         main(argv)
     except ProtlocError as exc:

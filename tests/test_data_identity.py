@@ -10,6 +10,7 @@ from PIL import Image
 
 from protloc.config import SplitConfig, TrainConfig
 from protloc.data.identity import DataListing
+from tests.conftest import one_line_error, run_python
 from tests.pod import Artifact
 
 
@@ -53,3 +54,24 @@ def test_pretrained_weights_are_part_of_the_fingerprint(data, tmp_path):
     assert exc.value.code == 2
     error = (tmp_path / "train" / "error.txt").read_text()
     assert f"the pretrained weights {weights} changed since the run was started" in error
+
+
+def test_the_fingerprint_task_refuses_a_data_root_it_cannot_use(tmp_path, data):
+    """The DAG's first task: a missing data root, labels or images stop the run there, in one
+    line; a whole data root gives the fingerprint every data-reading task is keyed by."""
+    from protloc.data.identity import DataListing, run_fingerprint
+    from protloc.errors import DataError
+    from protloc.steps.data import fingerprint_step
+
+    with pytest.raises(DataError, match=r"data root .*nope: no .*nope/train.csv \(the labels file\)"):
+        fingerprint_step(data_root=str(tmp_path / "nope"))
+    empty = tmp_path / "empty"
+    (empty / "train").mkdir(parents=True)
+    (empty / "train.csv").write_text("Id,Target\na,1\n")
+    with pytest.raises(DataError, match=r"no images in .*empty/train"):
+        fingerprint_step(data_root=str(empty))
+    assert fingerprint_step(data_root=str(data)) == run_fingerprint(DataListing(str(data)))
+    proc = run_python(["-m", "components.fingerprint", "--data-root", str(tmp_path / "nope")])
+    one_line_error(proc, "no ", "train.csv (the labels file)")
+    proc = run_python(["-m", "components.fingerprint", "--data-root", str(data)])
+    assert proc.returncode == 0 and proc.stdout.strip() == fingerprint_step(data_root=str(data))

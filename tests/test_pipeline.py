@@ -12,6 +12,7 @@ import yaml
 import pipeline
 from protloc.data.hpa import read_test_ids
 from protloc.train.schedule import Cycle, paper_schedule
+from protloc.version import code_version
 from tests.conftest import ROOT
 
 
@@ -27,7 +28,30 @@ def test_compiled_dag(compiled):
     spec, platform = compiled
     tasks = spec["root"]["dag"]["tasks"]
     trains = [f"train{'' if i == 0 else f'-{i + 1}'}" for i in range(7)]
-    assert set(tasks) == {"split", "prepare", *trains, "infer", "thresholds", "submit", "bundle"}
+    assert set(tasks) == {
+        "fingerprint", "split", "prepare", *trains, "infer", "thresholds", "submit", "bundle"
+    }  # fmt: skip
+    # The data fingerprint: the DAG's first task, never cached; every task reading the data
+    # root takes its output (part of their cache keys), whoever started the run.
+    assert not tasks["fingerprint"].get("cachingOptions", {}).get("enableCache")
+    assert "data_fingerprint" not in spec["root"]["inputDefinitions"]["parameters"]
+    for name in ("split", "prepare", *trains, "infer", "submit"):
+        fp = tasks[name]["inputs"]["parameters"]["data_fingerprint"]["taskOutputParameter"]
+        assert fp["producerTask"] == "fingerprint", name
+        assert tasks[name]["cachingOptions"]["enableCache"] is True, name
+    # Images bound to the code: the tag is the code version the tasks check; the check runs
+    # first in the GPU image, on a small CPU pod with no retry.
+    tag = code_version().replace("+", "-")
+    execs = spec["deploymentSpec"]["executors"]
+    assert execs["exec-fingerprint"]["container"]["image"] == f"ghcr.io/protloc/protloc:{tag}-gpu"
+    assert execs["exec-split"]["container"]["image"] == f"ghcr.io/protloc/protloc:{tag}-cpu"
+    assert "retryPolicy" not in tasks["fingerprint"]
+    assert execs["exec-fingerprint"]["container"]["resources"]["resourceMemoryLimit"] == "2G"
+    # Every task states a memory limit; a GPU task's requests equal its limits.
+    for name, e in execs.items():
+        res = e["container"]["resources"]
+        assert res["resourceMemoryLimit"] == res["resourceMemoryRequest"], name
+        assert res["resourceCpuLimit"] == res["resourceCpuRequest"], name
     # The last output: the model bundle, made from infer's snapshots and the thresholds.
     bundle = tasks["bundle"]["inputs"]["artifacts"]
     assert bundle["predictions"]["taskOutputArtifact"]["producerTask"] == "infer"
@@ -68,7 +92,8 @@ def test_compiled_dag(compiled):
         == "thresholds"
     )
     for name, task in tasks.items():
-        assert task["cachingOptions"]["enableCache"] is True, name
+        if name != "fingerprint":  # never cached: it tells whether the data changed
+            assert task["cachingOptions"]["enableCache"] is True, name
         assert task["taskInfo"]["name"], name
         assert task["inputs"]["parameters"]["code_version"]["runtimeValue"]["constant"].startswith(
             "0.1.0+"
@@ -80,7 +105,8 @@ def test_compiled_dag(compiled):
             "container"
         ]
         gpu = name.startswith(("train", "infer"))
-        assert container["image"].endswith(f":0.1.0-{'gpu' if gpu else 'cpu'}"), name
+        image = "gpu" if gpu or name == "fingerprint" else "cpu"  # the check runs in the GPU image
+        assert container["image"].endswith(f":{code_version().replace('+', '-')}-{image}"), name
         assert ("accelerator" in container.get("resources", {})) == gpu, name
         if gpu:
             assert container["resources"]["accelerator"]["resourceType"] == "nvidia.com/gpu"
@@ -336,21 +362,28 @@ def test_cli_and_kfp_local_write_the_same_files(local_runs, tiny_data, tmp_path)
 def test_submit_passes_namespace_account_root_and_placement_to_kfp(
     tiny_data, tmp_path, monkeypatch
 ):
-    """No cluster runs here: kfp.Client is replaced by a stand-in that records what submit
-    hands it (constructor and create_run_from_pipeline_func) and compiles the pipeline it gets."""
+    """kfp.Client replaced by a stand-in that records what submit hands it (constructor,
+    experiment, run) and keeps the YAML it is given; the HTTP itself is test_submit.py's."""
     import kfp
-    from kfp import compiler
 
-    seen: dict = {}
+    seen: dict = {"runs": []}
 
     class RecordingClient:
         def __init__(self, host=None, namespace="kubeflow", **kwargs):
-            seen["client"] = {"host": host, "namespace": namespace}
+            seen["client"] = {"host": host, "namespace": namespace, **kwargs}
+            self._healthz_api = self
 
-        def create_run_from_pipeline_func(self, pipeline_func, arguments, **kwargs):
-            path = tmp_path / "submitted.yaml"
-            compiler.Compiler().compile(pipeline_func, package_path=str(path))
-            seen["run"] = {**kwargs, "arguments": arguments, "yaml": path.read_text()}
+        def healthz_service_get_healthz(self, _preload_content=True):
+            return type("Raw", (), {"data": b'{"tag_name": "2.17.0"}'})()
+
+        def create_experiment(self, name, namespace=None):
+            seen["experiment"] = (name, namespace)
+            return type("Experiment", (), {"experiment_id": "exp-1"})()
+
+        def run_pipeline(self, **kwargs):
+            seen["runs"].append(
+                {**kwargs, "yaml": Path(kwargs["pipeline_package_path"]).read_text()}
+            )
             return type("Run", (), {"run_id": "run-123"})()
 
     monkeypatch.setattr(kfp, "Client", RecordingClient)
@@ -358,7 +391,7 @@ def test_submit_passes_namespace_account_root_and_placement_to_kfp(
         [
             "submit",
             "--host", "https://kfp.example.org",
-            "--data-root", str(tiny_data),
+            "--data-root", "s3://a-bucket-this-machine-cannot-read/hpa",
             "--experiment", "hpa",
             "--namespace", "team-a",
             "--service-account", "protloc-runner",
@@ -366,19 +399,27 @@ def test_submit_passes_namespace_account_root_and_placement_to_kfp(
             "--gpu-node-selector", "cloud.google.com/gke-accelerator=nvidia-h100-80gb",
             "--gpu-toleration", "",
             "--image-pull-secret", "regcred",
+            "--image-registry", "registry.example.org/team",
             "--schedule", "96:8:1",
             "--alpha", "0.3",
+            "--existing-token", "a-token",
         ]
     )  # fmt: skip
-    assert rc == 0
-    assert seen["client"] == {"host": "https://kfp.example.org", "namespace": "team-a"}
-    run = seen["run"]
-    assert run["namespace"] == "team-a" and run["experiment_name"] == "hpa"
-    assert run["service_account"] == "protloc-runner"
-    assert run["pipeline_root"] == "s3://bucket/protloc" and run["enable_caching"] is True
-    assert run["arguments"]["alpha"] == 0.3 and len(run["arguments"]["data_fingerprint"]) == 16
-    platform = list(yaml.safe_load_all(run["yaml"]))[1]["platforms"]["kubernetes"]
-    train = next(v for k, v in platform["deploymentSpec"]["executors"].items() if "train" in k)
+    assert rc == 0  # the data root is never read from here: the run's first task reads it
+    assert seen["client"]["host"] == "https://kfp.example.org"
+    assert seen["client"]["namespace"] == "team-a" and seen["client"]["existing_token"] == "a-token"
+    assert seen["experiment"] == ("hpa", "team-a")
+    (run,) = seen["runs"]
+    assert run["experiment_id"] == "exp-1" and run["service_account"] == "protloc-runner"
+    # Caching as compiled (every task but the fingerprint): a run-level setting would cache it
+    assert run["pipeline_root"] == "s3://bucket/protloc" and run["enable_caching"] is None
+    assert run["params"]["alpha"] == 0.3 and "data_fingerprint" not in run["params"]
+    spec, platform = list(yaml.safe_load_all(run["yaml"]))[:2]
+    images = {e["container"]["image"] for e in spec["deploymentSpec"]["executors"].values()}
+    tag = code_version().replace("+", "-")
+    assert images == {f"registry.example.org/team/protloc:{tag}-{t}" for t in ("cpu", "gpu")}
+    k8s = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    train = next(v for k, v in k8s.items() if "train" in k)
     assert train["nodeSelector"]["labels"] == {
         "cloud.google.com/gke-accelerator": "nvidia-h100-80gb"
     }

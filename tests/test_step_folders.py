@@ -15,12 +15,14 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+from protloc import storage
 from protloc.config import ThresholdsConfig, TrainConfig
 from protloc.errors import ArtifactError
 from protloc.evaluate import predictions
 from protloc.steps import STEPS, submit_step, thresholds_step, train_step
 from protloc.synthetic.predictions import structured_predictions
 from tests.conftest import TINY_CYCLE, mark_complete, one_line_error, run_python, train_cmd
+from tests.pod import Artifact
 
 
 def test_finished_cycle_with_other_inputs_is_refused_not_reused(
@@ -165,3 +167,22 @@ def test_unusable_output_or_cache_folder_fails_before_the_work(
     if os.geteuid() != 0:  # root writes anywhere; the file case above is what CI can check
         proc = run_python([*train_cmd(tiny_data, tiny_split, read_only / "out")[1:]])
         one_line_error(proc, "permission denied")
+
+
+def test_a_later_task_removes_the_finished_cycles_work_checkpoints(bucket):
+    """On a cluster a train task keeps its per-epoch checkpoints in work/ beside its output
+    artifact (a retried pod resumes there); once the next cycle (or infer) has read that
+    artifact, it is complete and the checkpoints go."""
+    from components.task import _remove_finished_work
+    from protloc.steps import STEPS
+
+    task = f"{bucket}/pipeline-root/run-1/train"
+    for name in ("cycle0-96px-abc/checkpoint.pt", "cycle0-96px-abc/metrics.json"):
+        storage.write_bytes(f"{task}/work/{name}", b"x")
+    storage.write_bytes(f"{task}/out/checkpoint.pt", b"the artifact")
+    previous = Artifact(path="/tmp/unused", uri=f"{task}/out")
+    _remove_finished_work(STEPS["train"], {"previous": previous, "work_root": "s3://mine/work"})
+    assert len(storage.list_files(f"{task}/work")) == 2  # an explicit work root is the user's
+    _remove_finished_work(STEPS["infer"], {"last_cycle": previous})
+    assert storage.list_files(f"{task}/work") == []
+    assert storage.exists(f"{task}/out/checkpoint.pt")

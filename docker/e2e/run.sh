@@ -6,7 +6,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 BASE_IMAGE=${BASE_IMAGE:-python:3.11-slim-bookworm}
-VERSION=$(.venv/bin/python -c "import protloc; print(protloc.__version__)")
+# The images' tag: the code version (docker/build.sh), computed with the system Python.
+VERSION=$(python3 -c "import sys; sys.path.insert(0, '.'); from components.cluster import code_tag; print(code_tag())")
 IMAGE=${PROTLOC_IMAGE:-ghcr.io/protloc/protloc}
 mkdir -p build
 ENV_FILE=build/e2e.env

@@ -28,6 +28,7 @@ from PIL import Image, UnidentifiedImageError
 
 from protloc import storage
 from protloc.classes import CHANNELS, NUM_CLASSES
+from protloc.cpus import compute_threads
 from protloc.errors import DataError, StorageError
 
 log = logging.getLogger(__name__)
@@ -369,7 +370,7 @@ def decode_samples(
                 raise
             return exc
 
-    with ThreadPoolExecutor(max(1, workers)) as pool:
+    with ThreadPoolExecutor(compute_threads(workers)) as pool:
         for sample_id, result in zip(ids, pool.map(load, ids), strict=True):
             if isinstance(result, DataError):
                 log.warning("skipping bad sample: %s", result)

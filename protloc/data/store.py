@@ -36,6 +36,7 @@ from PIL import Image
 
 from protloc import storage
 from protloc.config import PrepareConfig
+from protloc.cpus import compute_threads
 from protloc.data.hpa import decode_samples, resize_channel
 from protloc.data.identity import DataListing
 from protloc.errors import ArtifactError, ConfigError, DataError
@@ -160,10 +161,10 @@ class _ShardWriter:
     def __init__(self, out: str, cfg: PrepareConfig) -> None:
         self.out, self.extra_sizes = out, cfg.sizes()
         self.uploader = ThreadPoolExecutor(1)
-        self.resizer = ThreadPoolExecutor(max(1, cfg.workers))
+        self.resizer = ThreadPoolExecutor(compute_threads(cfg.workers))
         # The checksum (xxHash64) makes a damaged shard an error, not wrong pixels.
         self.compressor = zstandard.ZstdCompressor(
-            level=LEVEL, threads=max(1, cfg.workers), write_checksum=True
+            level=LEVEL, threads=compute_threads(cfg.workers), write_checksum=True
         )
         self.upload: Future | None = None
         self.index: list[tuple[str, str, int, int]] = []
@@ -372,7 +373,8 @@ def fill_from_store(
         write(position[sample_id], resize(shard[row], size))
 
     shards = iter(sorted(set(rows["shard"])))
-    with ThreadPoolExecutor(FETCHES) as fetcher, ThreadPoolExecutor(max(1, workers)) as resizer:
+    threads = compute_threads(workers)
+    with ThreadPoolExecutor(FETCHES) as fetcher, ThreadPoolExecutor(threads) as resizer:
         # At most FETCHES shards in flight: a test set at 512 px is ~12 GB.
         pending = deque((k, fetcher.submit(fetch, k)) for k in islice(shards, FETCHES))
         while pending:

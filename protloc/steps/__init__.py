@@ -88,9 +88,9 @@ DATA_FINGERPRINT = Param(
     str,
     "",
     Spec(
-        "fingerprint of the data root's labels and image listing (and of the pretrained "
-        "weights' bytes, after a +), taken by `pipeline.py local` and `submit` (empty: not "
-        "checked); part of every data-reading task's cache key, so data or weights changed "
+        "fingerprint of the data root's labels and image listing (and of the external roots' "
+        "and the pretrained weights' bytes), the output of the DAG's fingerprint task (empty: "
+        "not checked); part of every data-reading task's cache key, so data or weights changed "
         "under the same URI are never served from cache"
     ),
 )
@@ -284,7 +284,7 @@ def pipeline_params() -> list[Param]:
 
     A name that two steps share must mean the same thing (type, default, help, range).
     """
-    out: dict[str, Param] = {DATA_ROOT.name: DATA_ROOT, DATA_FINGERPRINT.name: DATA_FINGERPRINT}
+    out: dict[str, Param] = {DATA_ROOT.name: DATA_ROOT}
     for step in STEPS.values():
         for p in step.config.params() if step.in_dag else []:
             if p.spec.scope != "pipeline":

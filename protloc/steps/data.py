@@ -7,10 +7,28 @@ from typing import Any
 from protloc import storage
 from protloc.config import PrepareConfig, SplitConfig
 from protloc.data.hpa import labels_uri, read_test_ids, sample_submission_uri
-from protloc.data.identity import DataListing, require_unchanged
+from protloc.data.identity import DataListing, require_unchanged, run_fingerprint
 from protloc.data.manifest import COMPETITION, read_manifest
 from protloc.data.store import Store, build_store, open_store, require_same_data
+from protloc.errors import DataError
 from protloc.folders import MANIFEST, step_frame
+
+
+def fingerprint_step(*, data_root: str, external: str = "", pretrained: str = "") -> str:
+    """The run's data fingerprint: the data root's labels, test ids and image listings, the
+    external roots' and the pretrained weights' bytes (``protloc.data.identity``). The DAG's
+    first task, never served from a cache: every data-reading task takes it as an argument, so
+    KFP's cache misses whenever the data changed. A data root without its labels or its
+    ``train/`` images is refused here, in one line, before anything else starts."""
+    data = DataListing(data_root)
+    if not storage.exists(labels_uri(data_root)):
+        raise DataError(f"data root {data_root}: no {labels_uri(data_root)} (the labels file)")
+    if not data.files("train"):
+        raise DataError(
+            f"data root {data_root}: no images in {storage.join(data_root, 'train')} "
+            "(expected train/{Id}_{red,green,blue,yellow}.png)"
+        )
+    return run_fingerprint(data, pretrained, external)
 
 
 def split_step(

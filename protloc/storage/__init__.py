@@ -189,6 +189,16 @@ def delete(uri: str) -> None:
     with_retries(uri, "delete", lambda: client().delete_object(Bucket=bucket, Key=key))
 
 
+def delete_tree(uri: str) -> int:
+    """Remove every file or object under the folder or prefix ``uri``; returns how many."""
+    files = list_files(uri)
+    for f in files:
+        delete(f)
+    if not is_s3(uri):
+        shutil.rmtree(_local(uri), ignore_errors=True)
+    return len(files)
+
+
 def check_writable_folder(uri: str, what: str = "output folder") -> bool:
     """Fail now, naming ``uri``, if a local folder cannot be created or written (a file in the
     way, no permission); on S3 the bucket must exist. Run before long work starts. Returns
