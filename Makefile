@@ -28,7 +28,7 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/python -m pip install --quiet -e '.[torch,dev]'
 	touch $(STAMP)
 
-test: install ## run the whole test suite (about 8-10 minutes on 2 cores)
+test: install ## run the whole test suite (about 17 minutes on the 2-vCPU development VM)
 	$(BIN)/python -m pytest -q
 
 test-fast: install ## the inner loop: every module, the slow tests left out (about 3 minutes)
@@ -59,7 +59,7 @@ validate: install ## render and check what runs outside Python: compose file, k8
 demo: install ## the whole pipeline on synthetic HPA data through kfp.local, then a summary
 	$(BIN)/python pipeline.py local --root $(DEMO_ROOT)
 
-thresholds: install ## rerun the demo with ALPHA=A: only thresholds and submit execute
+thresholds: install ## rerun the demo with ALPHA=A: only fingerprint, thresholds, submit and bundle execute
 	@test -n "$(ALPHA)" || { echo "make thresholds needs ALPHA=A (e.g. ALPHA=0.3)"; exit 2; }
 	$(BIN)/python pipeline.py local --root $(DEMO_ROOT) --alpha $(ALPHA)
 

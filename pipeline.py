@@ -156,13 +156,13 @@ def build_pipeline(
         )
         place(store, "prepare", "prepare: decode every sample once (stored at every size)")
 
-        def chain(fold: Any, where: str):
+        def chain(fold: Any, where: str, inside: dict[str, Any]):
             """One chain of cycles and its infer task (of one fold, or of the holdout)."""
             previous = None
             for i, c in enumerate(schedule):
                 t = ops["train"](
                     split=s.outputs["out"],
-                    **common,
+                    **inside,
                     **_settings("train", v),
                     cycle=i,
                     fold=fold,
@@ -177,7 +177,7 @@ def build_pipeline(
                 split=s.outputs["out"],
                 last_cycle=previous.outputs["out"],
                 store=store.outputs["out"],
-                **common,
+                **inside,
                 **_settings("infer", v),
                 fold=fold,
                 gpus=gpus,
@@ -185,11 +185,16 @@ def build_pipeline(
             return place(p, "infer", f"infer: ensemble of {len(schedule)} snapshots{where}")
 
         if folds == 1:
-            p = chain(-1, "")
+            p = chain(-1, "", common)
         else:
+            # kfp.local (2.17) hands a ParallelFor's tasks the loop item in place of an outer
+            # task's output parameter: there the chains get no fingerprint to check (their
+            # inputs, split's and prepare's artifacts, still change with the data, so the
+            # cache is keyed right); a cluster's backend passes it.
+            inside = common if placement is not None else {**common, "data_fingerprint": ""}
             at_once = parallel or cluster.parallel_folds(gpus)
             with dsl.ParallelFor(items=list(range(folds)), parallelism=at_once) as fold:
-                per_fold = chain(fold, ", one fold")
+                per_fold = chain(fold, ", one fold", inside)
             p = ops["collect"](
                 split=s.outputs["out"],
                 predictions=dsl.Collected(per_fold.outputs["out"]),
@@ -288,6 +293,7 @@ def run_local(
     before = {p.name for p in root_path.iterdir()}
     # The folds' tasks run at once on this machine: each sizes its threads to its share.
     at_once = min(folds, parallel or cluster.parallel_folds(gpus)) if folds > 1 else 1
+    before_env = os.environ.get(TASKS_ENV)
     os.environ[TASKS_ENV] = str(at_once)
     if runner == "docker":
         from components.docker_runner import docker_runner
@@ -307,6 +313,11 @@ def run_local(
     except RuntimeError as exc:  # kfp.local: "... Inner task failed: 'train-2'."
         new = [root_path / p for p in {p.name for p in root_path.iterdir()} - before]
         raise _step_failure(str(exc), new) from None
+    finally:  # the caller's environment as it was
+        if before_env is None:
+            os.environ.pop(TASKS_ENV, None)
+        else:
+            os.environ[TASKS_ENV] = before_env
     wall = time.perf_counter() - t0
     new_runs = [root_path / p for p in {p.name for p in root_path.iterdir()} - before]
     outputs = {name: Path(task.outputs[name].path) for name in Outputs._fields}

@@ -71,15 +71,15 @@ def client(remote: Remote) -> Any:
         ) from None
 
 
-def backend_version(kfp_client: Any) -> str:
+def backend_version(kfp_client: Any, host: str) -> str:
     """The backend's release (``tag_name`` of its healthz answer; '' when it does not say).
     The generated client's model keeps only two of the answer's fields, so the body is read."""
     try:
         raw = kfp_client._healthz_api.healthz_service_get_healthz(_preload_content=False)
         return str(json.loads(raw.data).get("tag_name", "") or "")
-    except Exception as exc:
+    except Exception as exc:  # urllib3/kfp errors all mean: no KFP API there
         raise ProtlocError(
-            f"the KFP API did not answer its healthz ({type(exc).__name__})"
+            f"--host {redact_url(host)}: cannot reach a KFP API ({type(exc).__name__})"
         ) from None
 
 
@@ -131,7 +131,7 @@ def upload(kfp_client: Any, yaml_path: str, namespace: str) -> tuple[str, str]:
 def start(remote: Remote, yaml_path: str, arguments: dict[str, Any]) -> str:
     """Start a run of the compiled ``yaml_path`` with ``arguments``; returns its id."""
     kfp_client = client(remote)
-    check_backend(backend_version(kfp_client))
+    check_backend(backend_version(kfp_client, remote.host))
     run_name = remote.run_name or f"{PIPELINE_NAME}-{time.strftime('%Y%m%d-%H%M%S')}"
     # Caching as compiled into the YAML (``remote.cache``): every task but the fingerprint,
     # or none; a run-level setting would turn the fingerprint's cache on too.

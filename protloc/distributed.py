@@ -127,11 +127,11 @@ def _call_rank(fn: Callable[..., Any], args: tuple) -> Any:
     exception is recorded for the agent (its type and message reach :func:`launch`)."""
     from torch.distributed.elastic.multiprocessing.errors import record
 
-    from protloc.process import start
+    from protloc.process import is_main, start
 
     start()  # the ranks of this node share its CPUs (LOCAL_WORLD_SIZE)
     result = record(fn)(*args)
-    return result if int(os.environ.get("RANK", "0")) == 0 else None
+    return result if is_main() else None
 
 
 def launches(gpus: int) -> bool:

@@ -157,16 +157,14 @@ def test_limit_threads_sizes_torch_openmp_and_blas():
 
 
 def test_decode_threads_follow_the_share(monkeypatch):
-    monkeypatch.setenv(cpus.TASKS_ENV, "1000")
-    assert cpus.compute_threads(8) == 1
-    monkeypatch.delenv(cpus.TASKS_ENV)
-    assert cpus.compute_threads(1) == 1
+    monkeypatch.setattr(cpus, "cpu_share", lambda: 3)
+    assert [cpus.compute_threads(w) for w in (0, 1, 2, 8)] == [1, 1, 2, 3]
 
 
 def test_local_tells_its_tasks_how_many_run_at_once(tmp_path, monkeypatch):
     """pipeline.py local sets PROTLOC_TASKS_PER_MACHINE for the task processes: the folds it
     runs at once (1 without folds)."""
-    monkeypatch.delenv(cpus.TASKS_ENV, raising=False)
+    monkeypatch.setenv(cpus.TASKS_ENV, "1")  # recorded, so restored after the test
     seen = {}
 
     def fake_build(schedule, placement, gpus, folds, parallel, cache=True):
@@ -179,3 +177,14 @@ def test_local_tells_its_tasks_how_many_run_at_once(tmp_path, monkeypatch):
             [Cycle(96, 8, 1)], {"data_root": str(tmp_path)}, str(tmp_path / "r"), folds=2
         )
     assert seen["env"] == "2"
+
+
+def test_urls_are_printed_without_user_or_query():
+    from protloc.redact import redact_url
+
+    assert (
+        redact_url("http://admin:pw@kfp.example.org:8080/p?token=x")
+        == "http://kfp.example.org:8080/p"
+    )
+    assert redact_url("https://kfp.example.org") == "https://kfp.example.org"
+    assert redact_url("not a url") == "not a url"

@@ -15,7 +15,8 @@ from tests.pod import Artifact
 
 
 def test_a_task_refuses_data_changed_after_the_run_started(data, tmp_path):
-    """The fingerprint taken at submit/local time is checked again where the task runs."""
+    """The fingerprint the run started with (its fingerprint task's) is checked again where each
+    task runs."""
     from components.task import run_task
     from protloc.data.identity import data_fingerprint
     from protloc.version import code_version
@@ -42,7 +43,7 @@ def test_pretrained_weights_are_part_of_the_fingerprint(data, tmp_path):
     weights = tmp_path / "inception_v3.pth"
     weights.write_bytes(b"first weights")
     then = run_fingerprint(DataListing(str(data)), str(weights))
-    assert then.startswith(data_fingerprint(str(data)) + "+") and len(then) == 33
+    assert then.startswith("fp-" + data_fingerprint(str(data)) + "+") and len(then) == 36
     weights.write_bytes(b"other weights")
     assert run_fingerprint(DataListing(str(data)), str(weights)) != then
     out = Artifact(str(tmp_path / "train"), str(tmp_path / "train"))

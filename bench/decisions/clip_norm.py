@@ -79,7 +79,7 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING)
     with tempfile.TemporaryDirectory() as tmp:
         generate(SyntheticSpec(300, 0, args.size, seed=0, temper=0.7), f"{tmp}/data")
-        run_split(f"{tmp}/data/train.csv", f"{tmp}/split", SplitConfig(rare_below=10))
+        run_split(SplitConfig(rare_below=10), f"{tmp}/data/train.csv", out=f"{tmp}/split")
         m = read_manifest(f"{tmp}/split/manifest.parquet").fold("train")
         cache = build_cache(DataListing(f"{tmp}/data"), "train", list(m["id"]), args.size, f"{tmp}/cache")
         y = labels_to_matrix(m["labels"]).astype(np.float32)

@@ -27,6 +27,7 @@ import numpy as np
 
 from protloc.config import SplitConfig, TrainConfig
 from protloc.data.hpa import labels_to_matrix
+from protloc.data.identity import DataListing
 from protloc.data.manifest import read_manifest
 from protloc.data.split import run_split
 from protloc.metrics import macro_f1
@@ -61,7 +62,7 @@ def main() -> None:
             f"{tmp}/data",
             workers=2,
         )
-        run_split(f"{tmp}/data/train.csv", f"{tmp}/split", SplitConfig(rare_below=10))
+        run_split(SplitConfig(rare_below=10), f"{tmp}/data/train.csv", out=f"{tmp}/split")
         m = read_manifest(f"{tmp}/split/manifest.parquet")
         y_tr, y_va = (
             labels_to_matrix(m.fold("train")["labels"]),
@@ -81,7 +82,11 @@ def main() -> None:
                 cache_dir=f"{tmp}/cache",
             )
             metrics = train_cycle(
-                f"{tmp}/split/manifest.parquet", f"{tmp}/data", f"{tmp}/c{i}", cfg, init=init
+                cfg,
+                f"{tmp}/split/manifest.parquet",
+                DataListing(f"{tmp}/data"),
+                init=init,
+                out=f"{tmp}/c{i}",
             )
             init = f"{tmp}/c{i}/checkpoint.pt"
             rows.append(

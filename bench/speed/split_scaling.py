@@ -54,7 +54,7 @@ def measure(rows: int, real: bytes, tmp: str) -> SplitFigures:
     next(splitter.split(np.zeros(len(y)), y))
     bare = time.perf_counter() - t0
     t0 = time.perf_counter()
-    run_split(str(path), f"{tmp}/out-{rows}", SplitConfig())
+    run_split(SplitConfig(), str(path), out=f"{tmp}/out-{rows}")
     return SplitFigures(rows, bare, time.perf_counter() - t0)
 
 

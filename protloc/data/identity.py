@@ -25,6 +25,10 @@ from protloc.data.hpa import EXTENSIONS, labels_uri, sample_submission_uri
 from protloc.errors import ConfigError
 
 SPLITS = ("train", "test")
+# A run's fingerprint starts with it, so no runner reads it as a number: kfp.local hands a task
+# output that looks like one (16 hex digits can be all digits, or 1e5...) to a ParallelFor's
+# tasks as a float.
+PREFIX = "fp-"
 
 
 class DataListing:
@@ -33,6 +37,7 @@ class DataListing:
     def __init__(self, root: str) -> None:
         self.root = str(root)
         self._files: dict[str, dict[str, str]] = {}
+        self._fingerprint = ""
 
     def __repr__(self) -> str:
         return f"DataListing({self.root!r})"
@@ -60,7 +65,10 @@ class DataListing:
         return h.hexdigest()[:24]
 
     def fingerprint(self) -> str:
-        """A hash of the labels, the test id list and the listing of ``train/`` and ``test/``."""
+        """A hash of the labels, the test id list and the listing of ``train/`` and ``test/``
+        (taken once: a task checks it and keys its store by it)."""
+        if self._fingerprint:
+            return self._fingerprint
         h = hashlib.sha256()
         for uri in (labels_uri(self.root), sample_submission_uri(self.root)):
             h.update(storage.read_bytes(uri) if storage.exists(uri) else b"(none)")
@@ -68,7 +76,8 @@ class DataListing:
         for split in SPLITS:
             for name, ident in sorted(self.files(split).items()):
                 h.update(f"{split}/{name}={ident}\0".encode())
-        return h.hexdigest()[:16]
+        self._fingerprint = h.hexdigest()[:16]
+        return self._fingerprint
 
 
 def _by_id(files: dict[str, str]) -> dict[str, list[tuple[str, str]]]:
@@ -110,7 +119,7 @@ def run_fingerprint(data: DataListing, pretrained: str = "", external: str = "")
     ``/`` and :func:`external_fingerprint` when the run has external data, then ``+`` and
     :func:`file_digest` of the pretrained weights when a run starts from them (their URI alone
     would let weights replaced under the same name be served from cache)."""
-    fingerprint = data.fingerprint()
+    fingerprint = PREFIX + data.fingerprint()
     if external.strip():
         fingerprint += "/" + external_fingerprint(external)
     return f"{fingerprint}+{file_digest(pretrained)}" if pretrained else fingerprint
@@ -124,7 +133,7 @@ def require_unchanged(
     when the run was started ('' expected: nothing to check)."""
     if not expected:
         return
-    data_part, _, weights_part = expected.partition("+")
+    data_part, _, weights_part = expected.removeprefix(PREFIX).partition("+")
     data_part, _, external_part = data_part.partition("/")
     now = external_fingerprint(external) if external is not None else external_part
     if now != external_part:

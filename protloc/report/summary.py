@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from protloc import storage
-from protloc.folders import METRICS, SNAPSHOTS, THRESHOLDS, TIMING
+from protloc.folders import METRICS, SNAPSHOTS, THRESHOLDS, TIMING, cycle_folder
 
 
 def _json(folder: str, name: str) -> dict[str, Any]:
@@ -37,7 +37,7 @@ def run_summary(predictions: str, thresholds: str) -> dict[str, Any]:
     snapshots = doc["snapshots"]
     cycles, steps = [], []
     for uri in snapshots:
-        folder = storage.parent(uri)
+        folder = cycle_folder(uri)
         metrics = _json(folder, METRICS)
         fold = metrics.get("fold", -1)
         cycles.append(

@@ -71,6 +71,7 @@ def train_step(
     require_finished({"split": split, "previous": previous, "store": store})
     opened = open_checked_store(store, data)
     _check_chain(previous, cfg)
+    chain = read_snapshot_list(previous) if previous else []  # refused now, not after training
     init = storage.join(previous, CHECKPOINT) if previous else ""
     manifest = storage.join(split, MANIFEST)
     inputs = cycle_inputs(manifest, data, init, cfg)
@@ -81,7 +82,7 @@ def train_step(
         storage.check_writable_folder(cfg.cache_dir or str(default_cache_dir()), "cache folder")
         metrics = train_cycle(cfg, manifest, data, init=init, inputs=inputs, store=opened, out=work)
         if is_main():
-            _publish(work, out, out_uri or out, previous, metrics, figures)
+            _publish(work, out, out_uri or out, chain, metrics, figures)
         return metrics
 
 
@@ -107,7 +108,7 @@ def _publish(
     work: str,
     out: str,
     out_uri: str,
-    previous: str | None,
+    chain: list[str],
     metrics: dict[str, Any],
     figures: Any,
 ) -> None:
@@ -120,15 +121,15 @@ def _publish(
             storage.write_bytes(
                 storage.join(out, name), storage.read_bytes(storage.join(work, name))
             )
-    chain: list[str] = read_snapshot_list(previous) if previous else []
     # The page shows the chain so far: the curves of every earlier cycle, then this one's.
     chain_metrics = [storage.read_json(storage.join(cycle_folder(uri), METRICS)) for uri in chain]
     chain_metrics.append(metrics)
     figures.render("training_curves", storage.join(out, CURVES), chain_metrics)
     figures.close()
     training_page(chain_metrics, storage.read_bytes(storage.join(out, CURVES)), out)
-    chain.append(storage.join(out_uri, CHECKPOINT))
-    storage.write_json(storage.join(out, SNAPSHOTS), {"snapshots": chain})
+    storage.write_json(
+        storage.join(out, SNAPSHOTS), {"snapshots": [*chain, storage.join(out_uri, CHECKPOINT)]}
+    )
 
 
 def cycle_inputs(
