@@ -28,7 +28,7 @@ from protloc.version import code_version
 
 REGISTRY = "ghcr.io/protloc"
 IMAGE_NAME = "protloc"
-TARGETS = ("cpu", "gpu")  # docker/Dockerfile's targets
+TARGETS = ("cpu", "gpu")  # containers/Dockerfile's targets
 S3_SECRET = "protloc-s3"  # k8s/base/s3-secret.example.yaml
 S3_SECRET_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL")
 GPU_NODE_SELECTOR = ("nvidia.com/gpu.present", "true")
@@ -170,7 +170,7 @@ def with_s3_secret(task, placement: Placement) -> None:
     kubernetes.use_secret_as_env(
         task, secret_name=S3_SECRET, secret_key_to_env={k: k for k in S3_SECRET_KEYS}
     )
-    # The images run as the unprivileged user 1000 (docker/Dockerfile); enforce it in the pod too.
+    # The images run as the unprivileged user 1000 (containers/Dockerfile); enforce it in the pod too.
     kubernetes.set_security_context(task, run_as_user=1000, run_as_group=1000, run_as_non_root=True)
     if placement.image_pull_secret:
         kubernetes.set_image_pull_secrets(task, [placement.image_pull_secret])

@@ -21,7 +21,7 @@ from protloc.errors import ConfigError
 
 log = logging.getLogger("protloc.pipeline")
 
-UID = 1000  # the images' user (docker/Dockerfile) and the pods' runAsUser
+UID = 1000  # the images' user (containers/Dockerfile) and the pods' runAsUser
 CACHE_IN_IMAGE = "/scratch/image-cache"
 # S3 settings a task needs when the data root is on S3 (as docker compose passes them).
 S3_ENV = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL", "AWS_DEFAULT_REGION")
@@ -30,10 +30,14 @@ S3_ENV = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL", "AWS
 def docker_runner(root: Path, data_root: str) -> Any:
     """A ``kfp.local.DockerRunner`` for a run under ``root`` reading ``data_root``; refuses at
     once (one line) when no engine answers or an image is missing."""
-    from docker.types import DeviceRequest, Mount
+    try:
+        import docker
+        from docker.types import DeviceRequest, Mount
+    except ImportError:
+        raise ConfigError(
+            "--runner docker needs the Docker SDK: pip install 'protloc[docker]'"
+        ) from None
     from kfp import local
-
-    import docker
 
     try:
         client = docker.from_env()
@@ -56,7 +60,7 @@ def docker_runner(root: Path, data_root: str) -> Any:
     for folder in (root, cache):
         _writable_by_image_user(folder)
     mounts = [Mount(target=CACHE_IN_IMAGE, source=str(cache), type="bind")]
-    if not storage.is_s3(data_root):
+    if not storage.is_remote(data_root):
         data = str(Path(data_root).resolve())
         mounts.append(Mount(target=data, source=data, type="bind", read_only=True))
     args: dict[str, Any] = {

@@ -125,3 +125,12 @@ class FakeKfp:
                 return data
 
         return Handler
+
+
+if __name__ == "__main__":  # python -m tests.fake_kfp: serve until killed, the URL on stdout
+    import time
+
+    fake = FakeKfp()
+    print(fake.url, flush=True)
+    while True:
+        time.sleep(3600)

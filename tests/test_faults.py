@@ -49,8 +49,8 @@ def _env(endpoint: str, cache_dir: Path, **extra: str) -> dict[str, str]:
         "AWS_ACCESS_KEY_ID": TEST_KEY_ID,
         "AWS_SECRET_ACCESS_KEY": TEST_SECRET,
         "AWS_DEFAULT_REGION": "us-east-1",
-        "PROTLOC_S3_ATTEMPTS": "3",
-        "PROTLOC_S3_BACKOFF_S": "0.1",
+        "PROTLOC_STORAGE_ATTEMPTS": "3",
+        "PROTLOC_STORAGE_BACKOFF_S": "0.1",
         "PROTLOC_CACHE_DIR": str(cache_dir),
         **extra,
     }
@@ -99,7 +99,7 @@ def test_endpoint_dying_mid_put_never_exposes_a_partial_object(bucket, proxy, mo
     uri = f"{bucket}/run/infer/predictions.parquet"
     first, second = os.urandom(4 * MB), os.urandom(4 * MB)
     monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.url)
-    monkeypatch.setenv("PROTLOC_S3_BACKOFF_S", "0.3")
+    monkeypatch.setenv("PROTLOC_STORAGE_BACKOFF_S", "0.3")
 
     def restore_soon() -> None:
         if proxy.killed.wait(10):
@@ -111,7 +111,7 @@ def test_endpoint_dying_mid_put_never_exposes_a_partial_object(bucket, proxy, mo
     storage.write_bytes(uri, first)  # dies after 1 MB, is back 0.2 s later: retried
     assert proxy.killed.is_set()
 
-    monkeypatch.setenv("PROTLOC_S3_ATTEMPTS", "3")
+    monkeypatch.setenv("PROTLOC_STORAGE_ATTEMPTS", "3")
     proxy.kill_on(b"PUT /", after=1 * MB)
     with pytest.raises(StorageError) as err:
         storage.write_bytes(uri, second)
@@ -347,12 +347,12 @@ def test_images_hold_no_credential_and_run_as_non_root():
         "!protloc/",
         "!components/",
     ]
-    dockerfile = (ROOT / "docker" / "Dockerfile").read_text()
+    dockerfile = (ROOT / "containers" / "Dockerfile").read_text()
     assert "AWS_" not in dockerfile and "SECRET" not in dockerfile.upper()
     stages = dockerfile.split("\nFROM ")[1:]
     finals = [s for s in stages if s.split()[2] in ("cpu", "gpu")]
     assert len(finals) == 2 and all("\nUSER 1000:1000" in s for s in finals)
-    compose = yaml.safe_load((ROOT / "docker" / "compose.yaml").read_text())
+    compose = yaml.safe_load((ROOT / "containers" / "compose.yaml").read_text())
     for service in compose["services"].values():
         env = service.get("environment") or {}
         for key, value in env.items():
@@ -362,8 +362,8 @@ def test_images_hold_no_credential_and_run_as_non_root():
             assert service["user"] == "1000:1000"
     example = dict(
         line.split("=", 1)
-        for line in (ROOT / "docker" / ".env.example").read_text().splitlines()
+        for line in (ROOT / "containers" / ".env.example").read_text().splitlines()
         if "=" in line and not line.startswith("#")
     )
-    assert example["MINIO_ROOT_PASSWORD"] == "change-me-please"  # a placeholder, not a secret
-    assert "docker/.env" in (ROOT / ".gitignore").read_text().split()
+    assert example["S3_SECRET_KEY"] == "change-me-please"  # a placeholder, not a secret
+    assert "containers/.env" in (ROOT / ".gitignore").read_text().split()

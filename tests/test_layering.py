@@ -144,3 +144,24 @@ def test_no_file_or_function_outgrows_a_reader():
                     long_functions.append(f"{where}:{node.lineno} {node.name}: {lines} lines")
     assert long_files == []
     assert long_functions == []
+
+
+# Modules a dependency imports only when they are installed: kfp.local imports the Docker SDK
+# when it can, so a `docker/` folder here once stood in for it and broke `pipeline.py local`.
+OPTIONAL_IMPORTS = {"docker"}
+
+
+def test_no_folder_of_the_repository_shadows_a_module():
+    """`python pipeline.py` puts the repository root first on sys.path, where a folder without
+    an __init__.py is a namespace package that any `import <folder>` finds: no such folder may
+    be named like a standard, installed or optional module."""
+    from importlib.metadata import packages_distributions
+
+    taken = set(sys.stdlib_module_names) | set(packages_distributions()) | OPTIONAL_IMPORTS
+    folders = [
+        p.name
+        for p in ROOT.iterdir()
+        if p.is_dir() and p.name.isidentifier() and not (p / "__init__.py").exists()
+    ]
+    assert "containers" in folders  # the images and compose files: the folder is looked at
+    assert not set(folders) & taken, set(folders) & taken

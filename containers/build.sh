@@ -14,7 +14,7 @@ export DOCKER_BUILDKIT=0
 for target in cpu gpu; do
     tag=$("$PYTHON" -c "import sys; sys.path.insert(0, '.'); from components.cluster import images; print(images(sys.argv[1])[sys.argv[2]])" "$repository" "$target")
     echo "== building $tag on $BASE_IMAGE"
-    docker build -q -f docker/Dockerfile --target "$target" --build-arg BASE_IMAGE="$BASE_IMAGE" -t "$tag" .
+    docker build -q -f containers/Dockerfile --target "$target" --build-arg BASE_IMAGE="$BASE_IMAGE" -t "$tag" .
     if [ "${PUSH:-0}" = 1 ]; then
         echo "== pushing $tag"
         docker push "$tag"
