@@ -44,11 +44,10 @@ from protloc.steps import (
     pipeline_params,
     step_configs,
 )
-from protloc.train.schedule import Cycle, format_schedule, paper_schedule, parse_schedule
+from protloc.train.schedule import SCHEDULES, Cycle, format_schedule, schedule_from
 from protloc.version import code_version
 
 ROOT = Path(__file__).resolve().parent
-DEMO_SCHEDULE = "96:16:5,128:16:2,160:16:1"
 # Ranks per train and infer task: fixed at compile time like the schedule (the pods' GPU
 # request), defined once in the train config.
 GPUS = next(p for p in TrainConfig.params() if p.name == "gpus")
@@ -422,6 +421,42 @@ def demo_values(given: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def check_data(root: str, schedule: list[Cycle], folds: int, sample: int, node_gpus: int) -> int:
+    """``check-data``: the data root's report, then the plan of a run on it; exit 2 when a file
+    is missing or does not decode."""
+    from protloc.data.check import check_data_root, format_report
+    from protloc.data.hpa import labels_uri, read_labels
+    from protloc.plan import format_plan, plan_run
+
+    for name, value in (("--sample", sample), ("--node-gpus", node_gpus)):
+        if value < 1:
+            raise ConfigError(f"{name} must be at least 1, got {value}")
+    report = check_data_root(root, sample=sample)
+    print(format_report(report))
+    plan = plan_run(schedule, read_labels(labels_uri(root)), report.test, folds)
+    print(format_plan(plan, node_gpus))
+    if not report.ok:
+        missing = sum(len(s.missing) for s in report.splits)
+        raise ConfigError(
+            f"data root {root} is not ready: {missing} samples lack channel files, "
+            f"{len(report.bad)} sampled files do not decode"
+        )
+    return 0
+
+
+def schedule_help(default: str) -> str:
+    named = "; ".join(f"{k}: {v}" for k, v in SCHEDULES.items())
+    return f"the SGDR cycles, by name ({named}) or as size:batch:epochs,...; default: {default}"
+
+
+def default_schedule(args: argparse.Namespace) -> str:
+    """``paper``, except for ``local`` on the demo data (``demo``); said in the log."""
+    name = "demo" if args.command == "local" and args.data_root is None else "paper"
+    if args.schedule is None and args.command != "check-data":
+        log.info("schedule %s (%s); --schedule changes it", name, SCHEDULES[name])
+    return name
+
+
 def parser() -> argparse.ArgumentParser:
     """``compile``, ``local`` and ``submit``; every pipeline parameter is a flag of the last two."""
     p = argparse.ArgumentParser(
@@ -447,6 +482,18 @@ def parser() -> argparse.ArgumentParser:
         help="subprocess: each task a process in this environment; docker: each task in the "
         "project's images (`make images`), as uid 1000, GPUs where the engine has the NVIDIA "
         "runtime",
+    )
+    check = sub.add_parser(
+        "check-data",
+        help="check a data root before a run (layout, labels, every image present, a sample "
+        "decoded) and print the plan of a run: tasks, disk, projected time",
+    )
+    check.add_argument("root", metavar="ROOT", help="the data root (local folder or URI)")
+    check.add_argument(
+        "--sample", type=int, default=8, metavar="N", help="samples of each split to decode"
+    )
+    check.add_argument(
+        "--node-gpus", type=int, default=8, metavar="N", help="GPUs of the node to project for"
     )
     remote = sub.add_parser("submit", help="start a run on a KFP cluster")
     remote.add_argument("--data-root", required=True, metavar="URI", help=DATA_ROOT.spec.help)
@@ -546,8 +593,11 @@ def parser() -> argparse.ArgumentParser:
             if param.name != DATA_ROOT.name:  # a flag of its own
                 add_param(q, param)
     for name, q in sub.choices.items():
-        add_param(q, GPUS)
         add_param(q, FOLDS)
+        if name == "check-data":
+            q.add_argument("--schedule", default=None, help=schedule_help("paper"))
+            continue
+        add_param(q, GPUS)
         q.add_argument(
             "--max-parallel-folds",
             type=int,
@@ -559,8 +609,9 @@ def parser() -> argparse.ArgumentParser:
         q.add_argument(
             "--schedule",
             default=None,
-            help="size:batch:epochs,... per cycle; default: "
-            + (DEMO_SCHEDULE if name == "local" else "the paper's Table 1, 6 epochs each"),
+            help=schedule_help(
+                "demo on the demo data, paper with --data-root" if name == "local" else "paper"
+            ),
         )
     return p
 
@@ -582,14 +633,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     given = _given(args)
     try:
-        if args.command == "local":
-            schedule = parse_schedule(DEMO_SCHEDULE if args.schedule is None else args.schedule)
-        else:
-            schedule = paper_schedule() if args.schedule is None else parse_schedule(args.schedule)
-        gpus = GPUS.default if args.gpus is None else args.gpus
-        TrainConfig(**schedule[0].to_dict(), gpus=gpus)  # refuses a bad --gpus, naming it
+        schedule = schedule_from(args.schedule or default_schedule(args))
         folds = FOLDS.default if args.folds is None else args.folds
         SplitConfig(folds=folds)  # refuses a bad --folds, naming it
+        if args.command == "check-data":
+            return check_data(args.root, schedule, folds, args.sample, args.node_gpus)
+        gpus = GPUS.default if args.gpus is None else args.gpus
+        TrainConfig(**schedule[0].to_dict(), gpus=gpus)  # refuses a bad --gpus, naming it
         parallel = args.max_parallel_folds
         if not 0 <= parallel <= FOLDS.spec.high:
             raise ConfigError(

@@ -24,6 +24,7 @@ from protloc.config import SplitConfig
 from protloc.data.hpa import read_labels
 from protloc.data.split import make_manifest
 from protloc.model.network import create_model
+from protloc.plan import RESIZE_PER_CORE
 from protloc.train.schedule import PAPER_TABLE_1
 
 REAL = ROOT / "tests" / "data" / "hpa" / "train.csv"
@@ -89,8 +90,6 @@ def project(
     )
 
 
-# Pillow's resize from 512 px with reducing_gap, samples/s per core (measured: docs/benchmarks.md).
-RESIZE_PER_CORE = 260.0
 
 
 @dataclass

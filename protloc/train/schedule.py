@@ -42,13 +42,29 @@ def paper_schedule(epochs: int = DEFAULT_EPOCHS_PER_CYCLE) -> list[Cycle]:
     return [Cycle(size, batch, epochs) for size, batch in PAPER_TABLE_1]
 
 
+# Schedules by name (``--schedule NAME``): the paper's Table 1, and the demo's short one that
+# trains the synthetic demo data in minutes on a laptop's CPU.
+SCHEDULES: dict[str, str] = {
+    "paper": ",".join(f"{s}:{b}:{DEFAULT_EPOCHS_PER_CYCLE}" for s, b in PAPER_TABLE_1),
+    "demo": "96:16:5,128:16:2,160:16:1",
+}
+
+
+def schedule_from(text: str) -> list[Cycle]:
+    """A schedule by name (:data:`SCHEDULES`) or written out as size:batch:epochs,..."""
+    return parse_schedule(SCHEDULES.get(text.strip(), text))
+
+
 def parse_schedule(text: str) -> list[Cycle]:
     """'96:16:2,128:16:1' (size:batch:epochs, comma-separated) -> validated cycles."""
     cycles = []
     for i, part in enumerate(p for p in text.replace(" ", "").split(",") if p):
         fields = part.split(":")
         if len(fields) != 3 or not all(f.lstrip("-").isdigit() for f in fields):
-            raise ConfigError(f"schedule entry {i + 1} {part!r} is not size:batch:epochs")
+            raise ConfigError(
+                f"schedule entry {i + 1} {part!r} is not size:batch:epochs (or give a "
+                f"schedule's name: {', '.join(SCHEDULES)})"
+            )
         cycles.append(Cycle(*map(int, fields)))
     validate_schedule(cycles)
     return cycles
