@@ -633,7 +633,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     given = _given(args)
     try:
-        schedule = schedule_from(args.schedule or default_schedule(args))
+        # '' is refused by the parser, not replaced by the default
+        schedule = schedule_from(default_schedule(args) if args.schedule is None else args.schedule)
         folds = FOLDS.default if args.folds is None else args.folds
         SplitConfig(folds=folds)  # refuses a bad --folds, naming it
         if args.command == "check-data":

@@ -44,7 +44,7 @@ def infer(
         split: the split step's output folder (manifest.parquet)
         last_cycle: the last train step's output folder (snapshots.json)
         store: the prepare step's output folder (the decoded samples); none: decode the images
-        data_root: data root: train.csv, sample_submission.csv, train/ and test/ images (local or s3://).
+        data_root: data root: train.csv, sample_submission.csv, train/ and test/ images (a local folder, s3://, gs:// or az://).
         data_fingerprint: fingerprint of the data root's labels and image listing (and of the external roots' and the pretrained weights' bytes), the output of the DAG's fingerprint task (empty: not checked); part of every data-reading task's cache key, so data or weights changed under the same URI are never served from cache; default ''.
         tta: D4 transforms averaged per image; in [1, 8]; default 8.
         fold: the fold this chain of cycles holds out and predicts (K-fold runs: 0..F-1, set by the DAG); -1: the split's holdout; in [-1, 19]; default -1.

@@ -36,7 +36,7 @@ def predict(
 
     Args:
         model: a model bundle (the bundle step's output folder)
-        images: folder of RGBY images to predict, {Id}_{red,green,blue,yellow}.{png,jpg,tif} (local or s3://), any size.
+        images: folder of RGBY images to predict, {Id}_{red,green,blue,yellow}.{png,jpg,tif} (local or a bucket URI), any size.
         ids: CSV with an Id column: the samples to predict, in that order; empty: every sample in the images folder; default ''.
         infer_batch_size: images per forward pass; in [1, 4096]; default 64.
         workers: data loader and image-decoding processes (0: decode in the main process); in [0, 256]; default 8.

@@ -38,7 +38,7 @@ def prepare(
 
     Args:
         split: the split step's output folder (manifest.parquet)
-        data_root: data root: train.csv, sample_submission.csv, train/ and test/ images (local or s3://).
+        data_root: data root: train.csv, sample_submission.csv, train/ and test/ images (a local folder, s3://, gs:// or az://).
         data_fingerprint: fingerprint of the data root's labels and image listing (and of the external roots' and the pretrained weights' bytes), the output of the DAG's fingerprint task (empty: not checked); part of every data-reading task's cache key, so data or weights changed under the same URI are never served from cache; default ''.
         store_size: pixels of the stored samples: the schedule's largest size (cycles resize from it); in [75, 4096].
         extra_sizes: smaller sizes also stored, comma-separated (the DAG passes the schedule's other sizes), so a cycle fetches its own size's bytes instead of resizing the largest; default ''.

@@ -42,12 +42,12 @@ def split(
     """Stratified split and resampling weights: manifest.parquet, stats.json, plots.
 
     Args:
-        data_root: data root: train.csv, sample_submission.csv, train/ and test/ images (local or s3://).
+        data_root: data root: train.csv, sample_submission.csv, train/ and test/ images (a local folder, s3://, gs:// or az://).
         data_fingerprint: fingerprint of the data root's labels and image listing (and of the external roots' and the pretrained weights' bytes), the output of the DAG's fingerprint task (empty: not checked); part of every data-reading task's cache key, so data or weights changed under the same URI are never served from cache; default ''.
         val_fraction: share of the labelled samples held out for validation; in (0, 1); default 0.15.
         seed: random seed of the split, sampling, augmentation and initialisation; in [0, 4294967295]; default 0.
         folds: 1: a stratified holdout of val_fraction (the paper); F >= 2: every labelled sample in one of F folds (iterstrat's MultilabelStratifiedKFold), one chain of cycles per fold, thresholds on the out-of-fold predictions; a compile-time setting (`pipeline.py compile --folds F`); in [1, 20]; default 1.
-        external: external labelled data roots, comma-separated (local or s3://), each a train.csv (Id,Target) and train/{Id}_{colour}.{png,jpg,tif} images, e.g. HPAv18 fetched by `python -m protloc.data.hpav18`; they train with the data root's samples; default ''.
+        external: external labelled data roots, comma-separated (local or a bucket URI), each a train.csv (Id,Target) and train/{Id}_{colour}.{png,jpg,tif} images, e.g. HPAv18 fetched by `python -m protloc.data.hpav18`; they train with the data root's samples; default ''.
         val_on_competition: hold out (for validation, or out-of-fold scoring with K folds) only the data root's samples, so F1 stays comparable with the paper; external samples always train; default True.
         rare_below: a class with fewer training samples is rare (0: none is); in [0, 1000000000]; default 100.
         rare_factor: draws per epoch of a training sample that has a rare class; in (0, 100]; default 5.0.

@@ -36,7 +36,7 @@ def submit(
     Args:
         predictions: the infer step's output folder (predictions.parquet)
         thresholds: the thresholds step's output folder (thresholds.json)
-        data_root: data root: train.csv, sample_submission.csv, train/ and test/ images (local or s3://).
+        data_root: data root: train.csv, sample_submission.csv, train/ and test/ images (a local folder, s3://, gs:// or az://).
         data_fingerprint: fingerprint of the data root's labels and image listing (and of the external roots' and the pretrained weights' bytes), the output of the DAG's fingerprint task (empty: not checked); part of every data-reading task's cache key, so data or weights changed under the same URI are never served from cache; default ''.
         code_version: protloc code version the pipeline was compiled for (package version + source hash); part of every cache key, and the task refuses to run other code
 

@@ -68,7 +68,7 @@ def _run(step: Step, args: dict[str, Any]) -> Any:
     _check_code(step.name, args["code_version"])
     cfg = step.config.from_mapping({p.name: args[p.name] for p in step.config.params()})
     folders = _folders(step, args)
-    if step.name == "train" and not cfg.work_root and storage.is_s3(args["out"].uri):
+    if step.name == "train" and not cfg.work_root and storage.is_remote(args["out"].uri):
         # On a cluster the output artifact lives under the pipeline root on S3; its task's
         # folder is the same for every retry of the task, so a retried pod resumes there.
         task_folder = storage.parent(args["out"].uri)
@@ -96,7 +96,7 @@ def _remove_finished_work(step: Step, args: dict[str, Any]) -> None:
     user's to keep."""
     name = _WORK_AFTER.get(step.name)
     previous = args.get(name) if name else None
-    if previous is None or args.get("work_root") or not storage.is_s3(previous.uri):
+    if previous is None or args.get("work_root") or not storage.is_remote(previous.uri):
         return
     work = storage.join(storage.parent(previous.uri), "work")
     removed = storage.delete_tree(work)

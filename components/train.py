@@ -64,7 +64,7 @@ def train(
         split: the split step's output folder (manifest.parquet)
         previous: the previous train step's output folder (warm start and snapshot chain); none for the first cycle
         store: the prepare step's output folder (the decoded samples); none: decode the images
-        data_root: data root: train.csv, sample_submission.csv, train/ and test/ images (local or s3://).
+        data_root: data root: train.csv, sample_submission.csv, train/ and test/ images (a local folder, s3://, gs:// or az://).
         data_fingerprint: fingerprint of the data root's labels and image listing (and of the external roots' and the pretrained weights' bytes), the output of the DAG's fingerprint task (empty: not checked); part of every data-reading task's cache key, so data or weights changed under the same URI are never served from cache; default ''.
         size: image size in pixels of this cycle; in [75, 4096].
         batch_size: images per optimizer step and process (BatchNorm needs >= 2); in [2, 4096].
@@ -81,7 +81,7 @@ def train(
         seed: random seed of the split, sampling, augmentation and initialisation; in [0, 4294967295]; default 0.
         dropout: dropout before the classifier; in [0, 1); default 0.5.
         jitter: intensity jitter per channel (+- share); in [0, 1); default 0.1.
-        pretrained: torchvision inception_v3 ImageNet state dict (local or s3://) for the first cycle; empty: from scratch; default ''.
+        pretrained: torchvision inception_v3 ImageNet state dict (local or a bucket URI) for the first cycle; empty: from scratch; default ''.
         workers: data loader and image-decoding processes (0: decode in the main process); in [0, 256]; default 8.
         cache_dir: image cache folder; empty: $PROTLOC_CACHE_DIR, else a temporary folder; default ''.
         gpus: processes this task runs, one per GPU of its node (on a machine without GPUs: gloo ranks on the CPU); a compile-time setting (`pipeline.py compile --gpus N`); in [1, 16]; default 1.
@@ -90,7 +90,7 @@ def train(
         log_every: log every N optimizer steps; in [1, 1000000]; default 20.
         val_every: validate after every N epochs (0: only after the last; the last always is); in [0, 10000]; default 1.
         skip_bad: leave unreadable samples out (listed in the step's output) instead of stopping; default False.
-        work_root: durable folder (e.g. s3://) for per-epoch checkpoints so a retried pod resumes; empty: the output folder, or on a cluster a work/ folder beside the task's output artifact under the pipeline root; default ''.
+        work_root: durable folder (s3://, gs://, az://) for per-epoch checkpoints so a retried pod resumes; empty: the output folder, or on a cluster a work/ folder beside the task's output artifact under the pipeline root; default ''.
         code_version: protloc code version the pipeline was compiled for (package version + source hash); part of every cache key, and the task refuses to run other code
 
     Returns:

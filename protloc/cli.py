@@ -55,7 +55,7 @@ def step_parser(step: Step) -> argparse.ArgumentParser:
         prog=f"python -m components.{step.name}",
         description=f"{step.summary} Same function and arguments as the KFP component.",
     )
-    io = p.add_argument_group("folders (local paths or s3:// URIs)")
+    io = p.add_argument_group("folders (local paths or s3://, gs://, az:// URIs)")
     if step.reads_data_root:
         io.add_argument("--data-root", required=True, metavar="URI", help=DATA_ROOT.spec.help)
     for i in step.inputs:

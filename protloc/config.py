@@ -113,7 +113,7 @@ class SplitConfig(StepConfig):
     )
     external: str = param(
         "",
-        "external labelled data roots, comma-separated (local or s3://), each a train.csv "
+        "external labelled data roots, comma-separated (local or a bucket URI), each a train.csv "
         "(Id,Target) and train/{Id}_{colour}.{png,jpg,tif} images, e.g. HPAv18 fetched by "
         "`python -m protloc.data.hpav18`; they train with the data root's samples",
     )
@@ -260,7 +260,7 @@ class TrainConfig(StepConfig):
     )
     pretrained: str = param(
         "",
-        "torchvision inception_v3 ImageNet state dict (local or s3://) for the first cycle; "
+        "torchvision inception_v3 ImageNet state dict (local or a bucket URI) for the first cycle; "
         "empty: from scratch",
     )
     workers: int = _workers()
@@ -290,7 +290,7 @@ class TrainConfig(StepConfig):
     skip_bad: bool = _skip_bad()
     work_root: str = param(
         "",
-        "durable folder (e.g. s3://) for per-epoch checkpoints so a retried pod resumes; "
+        "durable folder (s3://, gs://, az://) for per-epoch checkpoints so a retried pod resumes; "
         "empty: the output folder, or on a cluster a work/ folder beside the task's output "
         "artifact under the pipeline root",
         result=False,
@@ -331,7 +331,7 @@ class PredictConfig(StepConfig):
 
     images: str = param(
         help="folder of RGBY images to predict, {Id}_{red,green,blue,yellow}.{png,jpg,tif} "
-        "(local or s3://), any size",
+        "(local or a bucket URI), any size",
         scope="task",
     )
     ids: str = param(

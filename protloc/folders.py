@@ -106,7 +106,7 @@ def step_frame(step: str, out: str, reads: dict[str, str | None] | None = None) 
 def locked(out: str) -> Iterator[None]:
     """A lock file in a local ``out`` (O_EXCL): a second run into it fails at once, naming the
     first; a lock left by a killed process is taken over. S3 folders are not locked."""
-    if storage.is_s3(out):
+    if storage.is_remote(out):
         yield
         return
     path = storage.join(out, LOCK)

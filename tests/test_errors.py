@@ -76,7 +76,7 @@ def test_invalid_values_are_refused_not_replaced(tmp_path):
     proc = run_python(
         ["-m", "components.split", "--data-root", str(tmp_path), "--out", "s3:/bucket/x"]
     )
-    one_line_error(proc, "s3:/bucket/x: not a local path and not an s3://bucket/key URI")
+    one_line_error(proc, "s3:/bucket/x: not a local path and not a supported URI (s3://bucket/key")
     assert not (ROOT / "s3:").exists()
 
 

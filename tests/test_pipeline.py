@@ -604,3 +604,33 @@ def test_a_bundle_this_protloc_cannot_apply_is_refused_naming_what_differs(local
     Path(snap.uri).write_bytes(bytes(data))
     with pytest.raises(ArtifactError, match="not the file the bundle recorded"):
         snapshot_bytes(bundle, snap)
+
+
+@pytest.mark.slow
+def test_kfp_local_run_with_its_data_and_checkpoints_on_gcs(tiny_data, gs_bucket, tmp_path):
+    """The data root and the per-epoch checkpoints (work_root) on the GCS emulator: every task
+    reads the data through gcsfs, the train task keeps its checkpoints there, the submission
+    is whole."""
+    from protloc import storage
+
+    data, work = f"{gs_bucket}/hpa", f"{gs_bucket}/work"
+    assert storage.upload_dir(tiny_data, data) == sum(p.is_file() for p in tiny_data.rglob("*"))
+    base = {"data_root": data, "work_root": work, "rare_below": 0, "workers": 0, "tta": 1}
+    summary = pipeline.run_local([Cycle(80, 8, 1)], base, str(tmp_path / "root"))
+    assert all(s["ran"] for s in summary["steps"])
+    sub = pd.read_csv(summary["submission"], dtype=str)
+    assert list(sub["Id"]) == read_test_ids(str(tiny_data / "sample_submission.csv"))
+    checkpoints = [u for u in storage.list_files(work) if u.endswith(".pt")]
+    assert checkpoints and all(u.startswith(f"{work}/cycle0-80px-") for u in checkpoints)
+    # kfp.local keeps its artifacts in a local pipeline root; a step's command line writes its
+    # folder on GCS as on a cluster with a gs:// pipeline root
+    run = Path(summary["submission"]).parents[2]
+    out = f"{gs_bucket}/runs/thresholds"
+    proc = subprocess.run(
+        [sys.executable, "-m", "components.thresholds", "--predictions", str(run / "infer" / "out"),
+         "--split", str(run / "split" / "out"), "--out", out, "--alpha", "0.2"],
+        cwd=ROOT, capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert {u.rsplit("/", 1)[1] for u in storage.list_files(out)} >= {"thresholds.json", "timing.json"}
+    assert storage.read_json(f"{out}/thresholds.json")["alpha"] == 0.2

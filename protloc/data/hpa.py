@@ -209,7 +209,7 @@ def channel_uri(root: str, split: str, sample_id: str, channel: str, ext: str = 
 def _no_red_channel(root: str, split: str, sample_id: str) -> DataError:
     for ext in EXTENSIONS:
         uri = channel_uri(root, split, sample_id, "red", ext)
-        if not storage.is_s3(uri) and Path(uri).is_dir():
+        if not storage.is_remote(uri) and Path(uri).is_dir():
             return DataError(f"sample {sample_id!r}: {uri} is a folder, not an image file")
     return DataError(
         f"sample {sample_id!r}: no red channel file under {storage.join(root, split)} "

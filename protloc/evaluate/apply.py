@@ -53,7 +53,7 @@ def run_predict(cfg: PredictConfig, model: str, *, out: str) -> pd.DataFrame:
     contract) and ``{out}/labels.csv`` (Id, Predicted class indices, Labels by name); returns
     the labels frame."""
     bundle = read_bundle(model)
-    images = cfg.images if storage.is_s3(cfg.images) else str(Path(cfg.images).resolve())
+    images = cfg.images if storage.is_remote(cfg.images) else str(Path(cfg.images).resolve())
     # The cache and the decoder read {root}/{folder}/{Id}_{channel}.{ext}.
     data = DataListing(storage.parent(images))
     folder = images.rstrip("/").rsplit("/", 1)[-1]

@@ -23,7 +23,7 @@ REQUIRED = ("arch", "num_classes", "model", "size", "config", "norm", "epochs_do
 
 def save_checkpoint(state: dict[str, Any], uri: str) -> None:
     """Write atomically (local rename, or one completed S3 upload)."""
-    if storage.is_s3(uri):
+    if storage.is_remote(uri):
         fd, tmp = tempfile.mkstemp(suffix=".pt")
         os.close(fd)
         try:

@@ -79,7 +79,9 @@ DATA_ROOT = Param(
     "data_root",
     str,
     MISSING,
-    Spec("data root: train.csv, sample_submission.csv, train/ and test/ images (local or s3://)"),
+    Spec(
+        "data root: train.csv, sample_submission.csv, train/ and test/ images (a local folder, s3://, gs:// or az://)"
+    ),
 )
 
 
@@ -312,7 +314,9 @@ def step_configs(
     if unknown:
         raise ConfigError(f"unknown pipeline parameter(s): {', '.join(unknown)}")
     if not values.get(DATA_ROOT.name):
-        raise ConfigError("data_root is empty: give the data root (local folder or s3://)")
+        raise ConfigError(
+            "data_root is empty: give the data root (a local folder, s3://, gs:// or az://)"
+        )
 
     def pick(cls: type[StepConfig]) -> dict[str, Any]:
         return {p.name: values[p.name] for p in cls.params() if p.name in values}

@@ -1,13 +1,13 @@
-"""One API over local paths and ``s3://bucket/key`` URIs.
+"""One API over local paths and object stores: ``s3://bucket/key`` (boto3), ``gs://bucket/key``
+(gcsfs) and ``az://container/key`` or ``abfs://container/key`` (adlfs).
 
-Local writes are atomic (temporary file in the target folder, then ``os.replace``). S3 writes are
-atomic by S3's own semantics: a single PUT, or a multipart upload that only becomes visible when it
-is completed (s3transfer aborts it on failure). Transient S3 errors are retried with exponential
-backoff; a missing object or bucket, missing credentials or an unreachable endpoint end in one
-:class:`StorageError` that names the URI (and the endpoint), never a credential.
-
-The endpoint comes from ``AWS_ENDPOINT_URL`` (MinIO, moto) or boto3's defaults. Retries are set by
-``PROTLOC_S3_ATTEMPTS`` (default 5) and ``PROTLOC_S3_BACKOFF_S`` (first delay, default 0.5 s).
+Local writes are atomic (temporary file in the target folder, then ``os.replace``). Object writes
+are atomic by the stores' own semantics: a single upload, or an S3 multipart upload that only
+becomes visible when it is completed (s3transfer aborts it on failure). Transient errors are
+retried with exponential backoff (``protloc.storage.retry``); a missing object or bucket, missing
+credentials or an unreachable endpoint end in one :class:`StorageError` that names the URI (and
+the endpoint), never a credential. ``storage.s3`` and ``storage.fs`` say where each store's
+endpoint and credentials come from.
 """
 
 from __future__ import annotations
@@ -15,17 +15,21 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 import shutil
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from protloc.errors import ArtifactError, StorageError
+from protloc.storage import fs
+from protloc.storage.local import atomic_local_path as _atomic_local_path
+from protloc.storage.local import local_error as _local_error
+from protloc.storage.local import local_path as _local
+from protloc.storage.local import pid_alive as pid_alive
 from protloc.storage.s3 import MISSING_CODES, MULTIPART_THRESHOLD, client, with_retries
+from protloc.storage.s3 import endpoint as s3_endpoint
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +41,15 @@ def is_s3(uri: str) -> bool:
     return str(uri).startswith("s3://")
 
 
+def _is_fs(uri: str) -> bool:
+    return fs.scheme(uri) in fs.SCHEMES and "://" in str(uri)
+
+
+def is_remote(uri: str) -> bool:
+    """True for a URI of an object store (``s3://``, ``gs://``, ``az://``, ``abfs://``)."""
+    return is_s3(uri) or _is_fs(uri)
+
+
 def split_s3(uri: str) -> tuple[str, str]:
     """``s3://bucket/a/b`` -> ``("bucket", "a/b")``."""
     rest = str(uri)[len("s3://") :]
@@ -46,28 +59,10 @@ def split_s3(uri: str) -> tuple[str, str]:
     return bucket, key
 
 
-_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")
-
-
-def _local(uri: str) -> Path:
-    """A local path; a URI of another or a malformed scheme (``s3:/b/k``, ``gs://``) is refused
-    here, so it never becomes a local folder named ``s3:``."""
-    uri = str(uri)
-    if uri.startswith("file://"):
-        return Path(uri[len("file://") :])
-    if not uri.strip():
-        raise StorageError("empty path: give a local path or an s3://bucket/key URI")
-    if _SCHEME.match(uri):
-        raise StorageError(
-            f"{uri}: not a local path and not an s3://bucket/key URI (only s3:// is supported)"
-        )
-    return Path(uri)
-
-
 def join(base: str, *parts: str) -> str:
     """Join URI parts with '/', for S3 and local paths alike."""
     base = str(base)
-    if not is_s3(base):
+    if not is_remote(base):
         return str(_local(base).joinpath(*parts))
     out = base.rstrip("/")
     for part in parts:
@@ -75,45 +70,13 @@ def join(base: str, *parts: str) -> str:
     return out
 
 
-# ----------------------------------------------------------------------------- local helpers
-
-# mkstemp creates files 0600; finished files get the mode a plain open() would give them.
-_UMASK = os.umask(0)
-os.umask(_UMASK)
-_FILE_MODE = 0o666 & ~_UMASK
-
-
-@contextmanager
-def _atomic_local_path(path: Path) -> Iterator[Path]:
-    """Yield a temporary path next to ``path``; on success rename it into place, else remove it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
-    try:
-        yield tmp_path
-        os.chmod(tmp_path, _FILE_MODE)
-        os.replace(tmp_path, path)
-    except BaseException:
-        tmp_path.unlink(missing_ok=True)
-        raise
-
-
-def _local_error(uri: str, exc: OSError) -> StorageError:
-    if isinstance(exc, FileNotFoundError):
-        return StorageError(f"{uri}: no such file")
-    if isinstance(exc, IsADirectoryError):
-        return StorageError(f"{uri}: is a folder, expected a file")
-    if isinstance(exc, PermissionError):
-        return StorageError(f"{uri}: permission denied")
-    return StorageError(f"{uri}: {exc.strerror or exc}")
-
-
 # ----------------------------------------------------------------------------- public API
 
 
 def read_bytes(uri: str) -> bytes:
     """The whole content of a file or object."""
+    if _is_fs(uri):
+        return fs.call(uri, "read", lambda f, p: f.cat_file(p))
     if not is_s3(uri):
         try:
             return _local(uri).read_bytes()
@@ -138,6 +101,9 @@ def read_text(uri: str, encoding: str = "utf-8") -> str:
 
 def write_bytes(uri: str, data: bytes) -> None:
     """Write atomically: readers see the old content or the whole new one, never a part."""
+    if _is_fs(uri):
+        fs.call(uri, "write", lambda f, p: f.pipe_file(p, data))
+        return
     if not is_s3(uri):
         path = _local(uri)
         try:
@@ -179,6 +145,9 @@ def write_json(uri: str, obj: object) -> None:
 
 def delete(uri: str) -> None:
     """Remove a file or object if it exists."""
+    if _is_fs(uri):
+        fs.call(uri, "delete", lambda f, p: f.rm_file(p) if f.isfile(p) else None)
+        return
     if not is_s3(uri):
         try:
             _local(uri).unlink(missing_ok=True)
@@ -194,7 +163,7 @@ def delete_tree(uri: str) -> int:
     files = list_files(uri)
     for f in files:
         delete(f)
-    if not is_s3(uri):
+    if not is_remote(uri):
         shutil.rmtree(_local(uri), ignore_errors=True)
     return len(files)
 
@@ -203,9 +172,29 @@ def check_writable_folder(uri: str, what: str = "output folder") -> bool:
     """Fail now, naming ``uri``, if a local folder cannot be created or written (a file in the
     way, no permission); on S3 the bucket must exist. Run before long work starts. Returns
     whether it created the folder."""
+    if _is_fs(uri):
+        bucket = fs.path(uri).split("/", 1)[0]
+        if not fs.call(uri, "check", lambda f, _: f.exists(bucket)):
+            raise StorageError(
+                f"{what} {uri}: bucket {bucket} does not exist at {fs.endpoint(uri)}"
+            )
+        return False
     if is_s3(uri):
         bucket, _ = split_s3(uri)
-        with_retries(uri, "check", lambda: client().head_bucket(Bucket=bucket))
+
+        def head() -> None:
+            from botocore.exceptions import ClientError
+
+            try:
+                client().head_bucket(Bucket=bucket)
+            except ClientError as exc:
+                if str(exc.response.get("Error", {}).get("Code")) in MISSING_CODES:
+                    raise StorageError(
+                        f"{what} {uri}: bucket {bucket} does not exist at {s3_endpoint()}"
+                    ) from None
+                raise
+
+        with_retries(uri, "check", head)
         return False
     path = _local(uri)
     created = not path.exists()
@@ -225,20 +214,9 @@ def check_writable_folder(uri: str, what: str = "output folder") -> bool:
     return created
 
 
-def pid_alive(pid: int) -> bool:
-    """Whether process ``pid`` runs on this machine (the owner of a lock or temporary file)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # it runs, as another user
-        return True
-    return True
-
-
 def remove_empty_folder(uri: str) -> None:
-    """Remove a local folder if it holds no file (no-op on S3, where folders do not exist)."""
-    if is_s3(uri):
+    """Remove a local folder if it holds no file (no-op in object stores: no folders there)."""
+    if is_remote(uri):
         return
     path = _local(uri)
     if path.is_dir() and not any(p.is_file() for p in path.rglob("*")):
@@ -247,7 +225,10 @@ def remove_empty_folder(uri: str) -> None:
 
 def listing(uri: str) -> dict[str, str]:
     """The files directly in the folder or prefix ``uri``: name -> identity, ``size:mtime_ns``
-    locally, ``size:ETag`` on S3 (one LIST call per 1,000 objects, no object is read)."""
+    locally, ``size:ETag`` on S3, ``size:generation`` on GCS, ``size:ETag`` on Azure (one listing
+    call per page of objects, no object is read)."""
+    if _is_fs(uri):
+        return fs.call(uri, "list", fs.files_in)
     if not is_s3(uri):
         root = _local(uri)
         if not root.is_dir():
@@ -275,6 +256,8 @@ def listing(uri: str) -> dict[str, str]:
 
 def exists(uri: str) -> bool:
     """True if a file or object exists at ``uri``."""
+    if _is_fs(uri):
+        return fs.call(uri, "check", lambda f, p: f.isfile(p))
     if not is_s3(uri):
         return _local(uri).is_file()
     bucket, key = split_s3(uri)
@@ -298,6 +281,9 @@ def upload_file(local_path: str | os.PathLike, uri: str) -> None:
     src = Path(local_path)
     if not src.is_file():
         raise StorageError(f"{src}: no such file to upload to {uri}")
+    if _is_fs(uri):
+        fs.call(uri, "upload", lambda f, p: f.put_file(str(src), p))
+        return
     if not is_s3(uri):
         dst = _local(uri)
         if dst.resolve() == src.resolve():
@@ -318,6 +304,14 @@ def upload_file(local_path: str | os.PathLike, uri: str) -> None:
 def download_file(uri: str, local_path: str | os.PathLike) -> Path:
     """Copy ``uri`` to a local file atomically; returns the local path."""
     dst = Path(local_path)
+    if _is_fs(uri):
+
+        def get(f: Any, p: str) -> None:
+            with _atomic_local_path(dst) as tmp:
+                f.get_file(p, str(tmp))
+
+        fs.call(uri, "download", get)
+        return dst
     if not is_s3(uri):
         src = _local(uri)
         if not src.is_file():
@@ -342,6 +336,9 @@ def download_file(uri: str, local_path: str | os.PathLike) -> Path:
 
 def list_files(uri: str) -> list[str]:
     """Every file or object under the folder or prefix ``uri`` (recursive), as full URIs, sorted."""
+    if _is_fs(uri):
+        prefix = f"{fs.scheme(uri)}://"
+        return fs.call(uri, "list", lambda f, p: sorted(prefix + k for k in f.find(p)))
     if not is_s3(uri):
         root = _local(uri)
         if not root.is_dir():

@@ -2,21 +2,20 @@
 call retried on transient errors with exponential backoff and jitter; any other failure is one
 :class:`StorageError` naming the URI and the endpoint, never a credential.
 
-The endpoint comes from ``AWS_ENDPOINT_URL`` (MinIO, moto) or boto3's defaults. Retries are set by
-``PROTLOC_S3_ATTEMPTS`` (default 5) and ``PROTLOC_S3_BACKOFF_S`` (first delay, default 0.5 s).
+The endpoint comes from ``AWS_ENDPOINT_URL`` (SeaweedFS, MinIO, moto) or boto3's defaults;
+retries as every store's (``protloc.storage.retry``).
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import random
 import threading
-import time
 from collections.abc import Callable
 from typing import TypeVar
 
 from protloc.errors import StorageError
+from protloc.storage.retry import retrying
 
 log = logging.getLogger("protloc.storage")
 
@@ -139,29 +138,5 @@ def _classify(exc: BaseException, uri: str) -> tuple[bool, StorageError]:
 
 
 def with_retries(uri: str, what: str, fn: Callable[[], T]) -> T:
-    """Run one S3 operation, retrying transient failures with exponential backoff and jitter."""
-    attempts = max(1, int(os.environ.get("PROTLOC_S3_ATTEMPTS", "5")))
-    delay = float(os.environ.get("PROTLOC_S3_BACKOFF_S", "0.5"))
-    for attempt in range(1, attempts + 1):
-        try:
-            return fn()
-        except StorageError:
-            raise
-        except Exception as exc:
-            transient, error = _classify(exc, uri)
-            if not transient:
-                raise error from None
-            if attempt == attempts:
-                raise StorageError(f"{error} after {attempts} attempts to {what}") from None
-            log.warning(
-                "%s %s failed (%s), attempt %d/%d; retrying in %.1f s",
-                what,
-                uri,
-                type(exc).__name__,
-                attempt,
-                attempts,
-                delay,
-            )
-            time.sleep(delay * (1 + 0.25 * random.random()))
-            delay *= 2
-    raise AssertionError("unreachable")
+    """Run one S3 operation, retrying transient failures (protloc.storage.retry)."""
+    return retrying(uri, what, fn, lambda exc: _classify(exc, uri))

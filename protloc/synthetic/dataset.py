@@ -100,7 +100,7 @@ def generate(
     spec.validate()
     staging = None
     local_root = out
-    if storage.is_s3(out):
+    if storage.is_remote(out):
         staging = tempfile.TemporaryDirectory(prefix="protloc-synthetic-")
         local_root = staging.name
     try:

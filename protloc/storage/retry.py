@@ -1,0 +1,72 @@
+"""Retries of object-store calls with exponential backoff and jitter, for every store.
+
+``PROTLOC_STORAGE_ATTEMPTS`` (default 5) attempts, the first delay ``PROTLOC_STORAGE_BACKOFF_S``
+(default 0.5 s), doubled after each failure; a value that is not a positive number is refused
+naming the variable.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import random
+import time
+from collections.abc import Callable
+from typing import TypeVar
+
+from protloc.errors import ConfigError, StorageError
+
+log = logging.getLogger("protloc.storage")
+
+T = TypeVar("T")
+ATTEMPTS_ENV = "PROTLOC_STORAGE_ATTEMPTS"
+BACKOFF_ENV = "PROTLOC_STORAGE_BACKOFF_S"
+
+
+def _setting(name: str, default: str, kind: type) -> float:
+    text = os.environ.get(name, default).strip() or default
+    try:
+        value = kind(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise ConfigError(f"{name} must be a positive {kind.__name__}, got {text!r}")
+    return value
+
+
+def retrying(
+    uri: str,
+    what: str,
+    fn: Callable[[], T],
+    classify: Callable[[BaseException], tuple[bool, StorageError]],
+    attempts: int | None = None,
+) -> T:
+    """Run one store operation; ``classify`` maps an exception to (transient, the error to
+    raise). Transient failures are retried (``attempts`` times, default the setting), anything
+    else raised at once."""
+    attempts = attempts or int(_setting(ATTEMPTS_ENV, "5", int))
+    delay = _setting(BACKOFF_ENV, "0.5", float)
+    for attempt in range(1, attempts + 1):
+        try:
+            return fn()
+        except StorageError:
+            raise
+        except Exception as exc:
+            transient, error = classify(exc)
+            if not transient:
+                raise error from None
+            if attempt == attempts:
+                raise StorageError(f"{error} after {attempts} attempts to {what}") from None
+            log.warning(
+                "%s %s failed (%s), attempt %d/%d; retrying in %.1f s",
+                what,
+                uri,
+                type(exc).__name__,
+                attempt,
+                attempts,
+                delay,
+            )
+            time.sleep(delay * (1 + 0.25 * random.random()))
+            delay *= 2
+    raise AssertionError("unreachable")
