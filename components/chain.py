@@ -6,8 +6,9 @@
 store at every size of the schedule), then for each fold every train cycle warm-started from the
 last and its infer task, then collect when F >= 2. The final predictions land in
 ``PREFIX/predictions`` (what thresholds, submit and bundle read), each step's folder beside it
-(``PREFIX/prepare``, ``PREFIX/fold0/train-1``, ...). Flags after ``--`` go to every train and
-infer task that takes them (e.g. ``-- --workers 2 --tta 4``). A step whose folder is complete is
+(``PREFIX/prepare``, ``PREFIX/fold0/train-1``, ...). Flags after ``--`` go to the prepare,
+train and infer tasks that take them (e.g. ``-- --workers 2 --tta 4``); one none takes is
+refused. A step whose folder is complete is
 run again: its result is the same for the same inputs.
 """
 
@@ -28,9 +29,24 @@ from protloc.train.schedule import SCHEDULES, format_schedule, schedule_from
 log = logging.getLogger("protloc.chain")
 
 
+def _flags(step: str) -> set[str]:
+    """The setting flags of ``step``'s command line (a boolean's ``--no-`` form too)."""
+    params = STEPS[step].config.params()
+    return {p.flag for p in params} | {"--no-" + p.flag[2:] for p in params if p.type is bool}
+
+
+def check_extra(extra: list[str]) -> None:
+    """Refuse a flag after ``--`` that neither prepare, train nor infer takes (a typo would
+    otherwise reach no step)."""
+    known = _flags("prepare") | _flags("train") | _flags("infer")
+    unknown = [f for f in extra if f.startswith("--") and f.split("=", 1)[0] not in known]
+    if unknown:
+        raise ConfigError(f"no prepare, train or infer setting is called {', '.join(unknown)}")
+
+
 def _accepts(step: str, extra: list[str]) -> list[str]:
     """The ``--flag value`` pairs of ``extra`` that ``step``'s command line takes."""
-    names = {p.flag for p in STEPS[step].config.params()}
+    names = _flags(step)
     out, i = [], 0
     while i < len(extra):
         flag = extra[i]
@@ -93,6 +109,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("extra", nargs="*", help="-- then flags for the train and infer tasks")
     args = p.parse_args(argv)
     SplitConfig(folds=args.folds)  # refuses a bad --folds, naming it
+    check_extra(args.extra)
     final = chain(args.data_root, args.split, args.run, args.schedule, args.folds, args.extra)
     sys.stdout.write(final + "\n")  # the predictions folder, for a script to read
 

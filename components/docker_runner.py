@@ -30,6 +30,11 @@ S3_ENV = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL", "AWS
 def docker_runner(root: Path, data_root: str) -> Any:
     """A ``kfp.local.DockerRunner`` for a run under ``root`` reading ``data_root``; refuses at
     once (one line) when no engine answers or an image is missing."""
+    if storage.is_remote(data_root) and not storage.is_s3(data_root):
+        raise ConfigError(
+            f"--runner docker passes only S3 credentials (AWS_*) into the containers: "
+            f"{data_root} needs the subprocess runner or docker compose"
+        )
     try:
         import docker
         from docker.types import DeviceRequest, Mount

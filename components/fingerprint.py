@@ -21,7 +21,7 @@ def fingerprint(data_root: str, external: str, pretrained: str, code_version: st
     """The data fingerprint of the data root, the external roots and the pretrained weights.
 
     Args:
-        data_root: data root: train.csv, sample_submission.csv, train/ and test/ images (local or s3://).
+        data_root: data root: train.csv, sample_submission.csv, train/ and test/ images (a local folder, s3://, gs:// or az://).
         external: the split's external data roots, comma-separated (empty: none).
         pretrained: the train step's pretrained weights (empty: none).
         code_version: protloc code version the pipeline was compiled for (package version + source hash); the task refuses to run other code

@@ -228,14 +228,14 @@ def gs_bucket(gcs_server, monkeypatch) -> str:
 
 @pytest.fixture(scope="session")
 def azurite_server(tmp_path_factory):
-    """Azurite's Blob service on 127.0.0.1 (`make install` puts it in .venv/azurite); yields
+    """Azurite's Blob service on 127.0.0.1 (`make test` puts it in .venv/azurite); yields
     its connection string."""
     import subprocess
     import time
     import urllib.request
 
     if not AZURITE.exists():
-        pytest.fail(f"Azurite not found at {AZURITE}: run `make install` (it needs npm)")
+        pytest.fail(f"Azurite not found at {AZURITE}: `make test` installs it (with npm)")
     port = free_port()
     folder = tmp_path_factory.mktemp("azurite")
     proc = subprocess.Popen(

@@ -52,6 +52,14 @@ def test_a_holdout_chain_writes_whole_predictions(tiny_data, tiny_split, tmp_pat
     assert sorted(select(rows, "val")["id"]) == sorted(held_out)
 
 
+def test_a_flag_no_step_takes_is_refused(tmp_path):
+    proc = run_python(["-m", "components.chain", "--data-root", str(tmp_path), "--split", "S",
+                       "--run", str(tmp_path / "run"), "--schedule", "demo", "--",
+                       "--wokers", "2", "--no-skip-bad"])  # fmt: skip
+    one_line_error(proc, "no prepare, train or infer setting is called --wokers")
+    assert not (tmp_path / "run").exists()
+
+
 def test_a_failing_step_stops_the_chain_in_one_line(tiny_data, tmp_path):
     proc = run_python(["-m", "components.chain", "--data-root", str(tiny_data),
                        "--split", str(tmp_path / "no-split"), "--run", str(tmp_path / "run"),

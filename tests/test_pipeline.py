@@ -207,6 +207,14 @@ def test_local_pipeline_with_two_ranks_per_task(tiny_data, tmp_path, capfd):
     ]  # fmt: skip
 
 
+def test_docker_runner_refuses_a_data_root_it_cannot_pass_credentials_for(tmp_path):
+    from components.docker_runner import docker_runner
+    from protloc.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"passes only S3 credentials .*gs://b/hpa"):
+        docker_runner(tmp_path, "gs://b/hpa")
+
+
 def test_docker_runner_without_an_engine_is_one_line(tiny_data, tmp_path):
     """`--runner docker` where no Docker engine answers: one line naming the runner, exit 2,
     before any task starts (`make demo-docker` runs it for real where an engine is)."""

@@ -75,6 +75,7 @@ def main(argv: list[str] | None = None) -> int:
         assert "started run" in out.stdout, out.stdout
     finally:
         fake.kill()
+        fake.wait()
     run([py, "pipeline.py", "local", "--help"])
     run([py, "-m", "pip", "install", "--quiet", *args.torch.split()])
     data = work / "data"

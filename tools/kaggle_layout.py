@@ -24,8 +24,11 @@ CHANNELS = ("red", "green", "blue", "yellow")
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m tools.kaggle_layout", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        prog="python -m tools.kaggle_layout",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     ap.add_argument("out", type=Path, help="folder to create (replaced)")
     out = ap.parse_args(argv).out
     shutil.rmtree(out, ignore_errors=True)

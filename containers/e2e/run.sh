@@ -18,7 +18,7 @@ ENV_FILE=build/e2e.env
     printf 'PROTLOC_VERSION=%s\nPROTLOC_IMAGE=%s\nBASE_IMAGE=%s\n' "$VERSION" "$IMAGE" "$BASE_IMAGE"
     printf 'PROTLOC_BUCKET=protloc\nPROTLOC_DATA_ROOT=s3://protloc/data\nPROTLOC_RUN=s3://protloc/runs/e2e\n'
     printf 'PROTLOC_SYNTHETIC=160:24:128\nPROTLOC_SCHEDULE=96:16:1,112:16:1,128:16:1\nPROTLOC_FOLDS=1\n'
-    printf 'PROTLOC_ALPHA=0.1\nPROTLOC_RARE_BELOW=10\nPROTLOC_TTA=2\nPROTLOC_WORKERS=0\n'
+    printf 'PROTLOC_ALPHA=0.1\nPROTLOC_RARE_BELOW=10\nPROTLOC_TTA=2\nPROTLOC_WORKERS=0\nPROTLOC_GPUS=1\n'
     printf 'PROTLOC_PREDICT_IMAGES=s3://protloc/data/test\n'
 } > "$ENV_FILE"
 PROTLOC_IMAGE="$IMAGE" BASE_IMAGE="$BASE_IMAGE" bash containers/build.sh
@@ -41,7 +41,7 @@ if docker info 2>/dev/null | grep -q nvidia; then
 else
     echo "== no NVIDIA runtime in this engine: train and predict run on the CPU"
 fi
-docker-compose "${files[@]}" --env-file "$ENV_FILE" config > build/compose.run.yaml
+docker-compose "${files[@]}" --env-file "$ENV_FILE" --profile predict config > build/compose.run.yaml
 compose=(docker-compose -p protloc-e2e -f build/compose.run.yaml --env-file "$ENV_FILE")
 "${compose[@]}" down -v --remove-orphans >/dev/null 2>&1 || true
 start=$(date +%s)

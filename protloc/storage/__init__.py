@@ -146,7 +146,7 @@ def write_json(uri: str, obj: object) -> None:
 def delete(uri: str) -> None:
     """Remove a file or object if it exists."""
     if _is_fs(uri):
-        fs.call(uri, "delete", lambda f, p: f.rm_file(p) if f.isfile(p) else None)
+        fs.call(uri, "delete", fs.remove)
         return
     if not is_s3(uri):
         try:
@@ -257,7 +257,7 @@ def listing(uri: str) -> dict[str, str]:
 def exists(uri: str) -> bool:
     """True if a file or object exists at ``uri``."""
     if _is_fs(uri):
-        return fs.call(uri, "check", lambda f, p: f.isfile(p))
+        return fs.call(uri, "check", fs.is_file)
     if not is_s3(uri):
         return _local(uri).is_file()
     bucket, key = split_s3(uri)

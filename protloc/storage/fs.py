@@ -13,6 +13,7 @@ commit are atomic).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
@@ -93,7 +94,13 @@ def _classify(exc: BaseException, uri: str) -> tuple[bool, StorageError]:
     name = type(exc).__name__
     if isinstance(exc, FileNotFoundError) or status == 404 or name == "ResourceNotFoundError":
         return False, StorageError(f"{uri}: no such object or bucket at {where}")
-    if isinstance(exc, PermissionError) or status in (401, 403) or "Authentication" in name:
+    denied = isinstance(exc, OSError) and str(exc).startswith(("Forbidden", "Unauthorized"))
+    if (
+        isinstance(exc, PermissionError)
+        or status in (401, 403)
+        or "Authentication" in name
+        or denied
+    ):
         return False, StorageError(f"{uri}: access denied by {where}; check the credentials")
     if isinstance(status, int) and (status >= 500 or status == 429):
         return True, StorageError(f"{uri}: {where} kept failing (HTTP {status})")
@@ -117,6 +124,21 @@ def identity(info: dict[str, Any]) -> str:
     ETag (either changes whenever the object is written)."""
     version = info.get("generation") or info.get("etag") or info.get("md5Hash") or ""
     return f"{info.get('size', 0)}:{str(version).strip(chr(34))}"
+
+
+def is_file(fs: Any, p: str) -> bool:
+    """Whether an object is at ``p``; any other failure is raised (fsspec's ``isfile`` would
+    answer False for a denied request or an endpoint that is down)."""
+    try:
+        return fs.info(p).get("type") == "file"
+    except FileNotFoundError:
+        return False
+
+
+def remove(fs: Any, p: str) -> None:
+    """Delete the object at ``p`` if there is one."""
+    with contextlib.suppress(FileNotFoundError):
+        fs.rm_file(p)
 
 
 def files_in(fs: Any, folder: str) -> dict[str, str]:

@@ -1,4 +1,5 @@
-"""Retries of object-store calls with exponential backoff and jitter, for every store.
+"""Retries of object-store calls with exponential backoff and jitter (S3 and Azure; gcsfs
+retries GCS calls itself).
 
 ``PROTLOC_STORAGE_ATTEMPTS`` (default 5) attempts, the first delay ``PROTLOC_STORAGE_BACKOFF_S``
 (default 0.5 s), doubled after each failure; a value that is not a positive number is refused
