@@ -24,7 +24,14 @@ from protloc.config import SplitConfig
 from protloc.data.hpa import read_labels
 from protloc.data.split import make_manifest
 from protloc.model.network import create_model
-from protloc.plan import RESIZE_PER_CORE
+from protloc.plan import (
+    COMPRESS_GB_S,
+    CORES_PER_GPU,
+    DECOMPRESS_GB_S,
+    FETCH_GB_S,
+    RESIZE_PER_CORE,
+    STORE_CODEC_RATIO,
+)
 from protloc.train.schedule import PAPER_TABLE_1
 
 REAL = ROOT / "tests" / "data" / "hpa" / "train.csv"
@@ -90,8 +97,6 @@ def project(
     )
 
 
-
-
 @dataclass
 class StoreProjection:
     """The same schedule with the prepare step's store, on ``gpus`` GPUs of one node."""
@@ -112,13 +117,13 @@ def project_with_store(
     gpus: int = 1,
     prepare_cpus: int = 16,
     decode_per_core: float = 70.0,
-    read_gb_s: float = 1.0,
+    read_gb_s: float = FETCH_GB_S,
     resize_per_core: float = RESIZE_PER_CORE,
-    cpus_per_gpu: int = 8,
+    cpus_per_gpu: int = CORES_PER_GPU,
     per_size: bool = True,
     codec_ratio: float = 1.0,
-    compress_gb_s: float = 0.40,
-    decompress_gb_s: float = 0.78,
+    compress_gb_s: float = COMPRESS_GB_S,
+    decompress_gb_s: float = DECOMPRESS_GB_S,
 ) -> StoreProjection:
     """Decoding once (prepare, ``prepare_cpus``), then each of the 8 tasks fetching its
     samples' uint8 arrays at ``read_gb_s``; GPU work divided by ``gpus`` (ideal data
@@ -176,11 +181,13 @@ def main() -> None:
     p.add_argument("--cpus", type=int, default=8, help="CPU cores of a train pod")
     p.add_argument("--decode-per-core", type=float, default=70.0)
     p.add_argument("--tta", type=int, default=8)
-    p.add_argument("--read-gb-s", type=float, default=1.0, help="store fetch rate per pod, GB/s")
+    p.add_argument("--read-gb-s", type=float, default=FETCH_GB_S, help="store fetch rate per pod, GB/s")
     p.add_argument(
         "--resize-per-core", type=float, default=RESIZE_PER_CORE, help="512 -> S px, samples/s"
     )
-    p.add_argument("--codec-ratio", type=float, default=2.08, help="raw bytes per shard byte")
+    p.add_argument(
+        "--codec-ratio", type=float, default=STORE_CODEC_RATIO, help="raw bytes per shard byte"
+    )
     a = p.parse_args()
     r = project(a.epochs, a.peak_tflops, a.mfu, a.cpus, a.decode_per_core, a.tta)
     print(f"draws per epoch {r.draws_per_epoch}, validation {r.val}, test {TEST_IDS}")
