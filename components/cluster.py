@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from components import k8s_names
 from protloc.errors import ConfigError
 from protloc.version import code_version
 
@@ -66,12 +67,21 @@ class Placement:
         image: str = "",
         scratch_storage_class: str = "",
     ) -> Placement:
-        """From ``KEY=VALUE`` and names, refusing malformed values with the flag's name."""
-        key, sep, value = node_selector.partition("=")
-        if not (sep and key.strip() and value.strip()):
+        """From ``KEY=VALUE`` and names, refusing what Kubernetes would refuse, by flag."""
+        key, sep, value = (part.strip() for part in node_selector.partition("="))
+        if not (sep and key and value):
             raise ConfigError(f"--gpu-node-selector must be KEY=VALUE, got {node_selector!r}")
+        k8s_names.qualified_name("--gpu-node-selector key", key)
+        k8s_names.label_value("--gpu-node-selector", value)
         if not resource.strip():
             raise ConfigError("--gpu-resource is empty (e.g. nvidia.com/gpu)")
+        k8s_names.qualified_name("--gpu-resource", resource.strip(), need_prefix=True)
+        if toleration.strip():
+            k8s_names.qualified_name("--gpu-toleration", toleration.strip())
+        if pull_secret.strip():
+            k8s_names.dns_subdomain("--image-pull-secret", pull_secret.strip())
+        if scratch_storage_class.strip():
+            k8s_names.dns_subdomain("--scratch-storage-class", scratch_storage_class.strip())
         if registry and image:
             raise ConfigError("give --image-registry or --image, not both")
         if ":" in image.rsplit("/", 1)[-1] or "@" in image:
@@ -81,7 +91,7 @@ class Placement:
             )
         repository = image or f"{(registry or REGISTRY).rstrip('/')}/{IMAGE_NAME}"
         return cls(
-            (key.strip(), value.strip()),
+            (key, value),
             toleration.strip(),
             resource.strip(),
             pull_secret.strip(),

@@ -18,6 +18,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from protloc.errors import ConfigError, ProtlocError
 from protloc.redact import redact_url
@@ -44,6 +45,14 @@ class Remote:
     upload: bool = False
     cache: bool = True
     run_name: str = ""
+
+    def __post_init__(self) -> None:
+        parts = urlsplit(self.host)
+        if parts.query or parts.fragment:  # the client appends its API paths after the host
+            raise ConfigError(
+                f"--host {redact_url(self.host)}: a query string or fragment is not part of a "
+                "KFP address; pass a token with --existing-token or --sa-token-path"
+            )
 
 
 def client(remote: Remote) -> Any:

@@ -1,12 +1,18 @@
 """Errors protloc raises for bad input, bad configuration or an unreachable store.
 
 Each one carries a message that names the culprit (file, id, column, parameter or URI); CLIs
-print the message without a traceback and exit with status 2.
+print the message without a traceback and exit with status 2. A message never shows a URL's
+user info or query string (``protloc.redact``), however it was built.
 """
+
+from protloc.redact import redact_text
 
 
 class ProtlocError(Exception):
     """Base class: a problem the user can fix, reported without a traceback."""
+
+    def __str__(self) -> str:
+        return redact_text(super().__str__())
 
 
 class ConfigError(ProtlocError, ValueError):

@@ -5,14 +5,13 @@ types the literal. A folder is whole or marked incomplete: ``timing.json`` (step
 version) is written last and is the completion marker. :func:`step_frame` deletes it before the
 step writes anything and writes it after, and every step checks it on the folders it reads
 (:func:`require_finished`), so a killed or half-overwritten folder is refused, never mixed into
-a result. A lock file refuses a second run into the same local folder while one runs.
+a result. A lock (``flock``) refuses a second run into the same local folder while one runs.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -20,6 +19,7 @@ from contextlib import contextmanager
 from protloc import storage
 from protloc.errors import ArtifactError, StorageError
 from protloc.process import is_main
+from protloc.storage import lock
 from protloc.version import code_version
 
 log = logging.getLogger(__name__)
@@ -104,41 +104,20 @@ def step_frame(step: str, out: str, reads: dict[str, str | None] | None = None) 
 
 @contextmanager
 def locked(out: str) -> Iterator[None]:
-    """A lock file in a local ``out`` (O_EXCL): a second run into it fails at once, naming the
-    first; a lock left by a killed process is taken over. S3 folders are not locked."""
+    """Hold ``out``'s lock (local folders): a second run into it fails at once, naming the
+    first. The kernel drops the lock when its holder dies, so a killed run's folder is free
+    again and a live one is never taken over. Bucket folders are not locked."""
     if storage.is_remote(out):
         yield
         return
-    path = storage.join(out, LOCK)
-    for _ in range(2):
-        try:
-            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        except FileExistsError:
-            holder = _lock_holder(path)
-            if holder is not None:
-                raise StorageError(
-                    f"{out} is being written by another protloc run (pid {holder}); "
-                    f"wait for it, or use another --out"
-                ) from None
-            log.warning("%s: taking over the lock of a process that no longer runs", out)
-            os.unlink(path)
-            continue
-        with os.fdopen(fd, "w") as f:
-            f.write(str(os.getpid()))
-        break
     try:
-        yield
-    finally:
-        os.unlink(path)
-
-
-def _lock_holder(path: str) -> int | None:
-    """The pid holding the lock file, or None if that process is gone."""
-    try:
-        pid = int(open(path).read().strip() or "0")  # noqa: SIM115
-    except (ValueError, FileNotFoundError):
-        return None
-    return pid if pid > 0 and storage.pid_alive(pid) else None
+        with lock.hold(storage.local_path(storage.join(out, LOCK))):
+            yield
+    except lock.LockHeldError as exc:
+        raise StorageError(
+            f"{out} is being written by another protloc run ({exc.holder or 'starting'}); "
+            f"wait for it, or use another --out"
+        ) from None
 
 
 def read_snapshot_list(train_dir: str) -> list[str]:

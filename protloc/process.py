@@ -1,6 +1,6 @@
 """What every protloc process does the same way: log lines, SIGTERM, its rank, its exit.
 
-The base of the house: no protloc module below it but ``errors``. Command lines (the step CLIs,
+The base of the house: no protloc module below it but ``errors`` and ``redact``. Command lines (the step CLIs,
 ``protloc.synthetic``, ``protloc.data.hpav18``), KFP task bodies and the ranks a front door
 launches all start through here.
 """
@@ -14,6 +14,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from protloc.errors import ProtlocError
+from protloc.redact import redact_text
 
 log = logging.getLogger("protloc")
 
@@ -39,6 +40,20 @@ def setup_logging(level: int = logging.INFO) -> None:
         datefmt="%H:%M:%S",
         stream=sys.stderr,
     )
+    for handler in logging.getLogger().handlers:
+        if not any(isinstance(f, _Redact) for f in handler.filters):
+            handler.addFilter(_Redact())
+
+
+class _Redact(logging.Filter):
+    """Log lines (protloc's and its libraries') without a URL's user info or query string."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        clean = redact_text(message)
+        if clean != message:
+            record.msg, record.args = clean, None
+        return True
 
 
 def exit_on_sigterm() -> None:

@@ -1,9 +1,19 @@
 """URLs as they may be printed: without user info (``user:password@``) or a query string
-(``?token=...``), in error lines, logs and ``error.txt``."""
+(``?token=...``), in error lines, logs and ``error.txt``.
+
+Every :class:`protloc.errors.ProtlocError` message and every log line of a protloc process
+passes through :func:`redact_text`, so a secret in an endpoint (``AWS_ENDPOINT_URL``, ``--host``,
+an Azure connection string's ``BlobEndpoint``) is never printed, wherever the message was built.
+Only web URLs (``http``, ``https``) are rewritten: in ``abfs://container@account...`` the part
+before ``@`` names a container, not a user.
+"""
 
 from __future__ import annotations
 
+import re
 from urllib.parse import urlsplit, urlunsplit
+
+_WEB_URL = re.compile(r"\bhttps?://[^\s'\"<>,;]+", re.IGNORECASE)
 
 
 def redact_url(url: str) -> str:
@@ -19,3 +29,10 @@ def redact_url(url: str) -> str:
     if parts.port is not None:
         host = f"{host}:{parts.port}"
     return urlunsplit((parts.scheme, host, parts.path, "", ""))
+
+
+def redact_text(text: str) -> str:
+    """``text`` with every web URL in it redacted (:func:`redact_url`)."""
+    if "://" not in text:
+        return text
+    return _WEB_URL.sub(lambda m: redact_url(m.group(0)), text)

@@ -24,7 +24,9 @@ def build_cache_once_per_node(data_root: str, ids: list[str], cache_dir: str) ->
     logger = logging.getLogger("protloc.data.cache")
     logger.addHandler(Count())
     logger.setLevel(logging.INFO)
-    node_first(d, lambda: build_cache(DataListing(data_root), "train", ids, 80, cache_dir, workers=1))
+    node_first(
+        d, lambda: build_cache(DataListing(data_root), "train", ids, 80, cache_dir, workers=1)
+    )
     counts: list = [None] * d.world
     dist.all_gather_object(counts, len(built))
     teardown(d)

@@ -16,6 +16,7 @@ from protloc.data.cache import build_cache, wait_until_durable
 from protloc.data.hpa import load_sample, read_labels
 from protloc.data.identity import DataListing
 from protloc.errors import DataError, StorageError
+from protloc.storage import lock
 from tests.conftest import ROOT, train_cmd
 
 
@@ -140,15 +141,14 @@ def test_image_cache_notices_changed_images_and_skip_bad(data, tmp_path):
 def test_orphaned_cache_files_are_removed_and_sigterm_cleans_up(data, tiny_split, tmp_path):
     cache = tmp_path / "cache"
     cache.mkdir()
-    dead = subprocess.Popen([sys.executable, "-c", "pass"])
-    dead.wait()
-    orphan = cache / f"abc.u8.tmp.{dead.pid}"
+    orphan = cache / f"{lock.TEMP_PREFIX}12345.1.abc.u8"  # a killed build's: nobody locks it
     orphan.write_bytes(b"\0" * 1_000_000)
-    mine = cache / f"def.u8.tmp.{os.getpid()}"  # a build still running: left alone
-    mine.write_bytes(b"\0")
+    old = time.time() - 2 * lock.ORPHAN_MIN_AGE_S
+    os.utime(orphan, (old, old))
     ids = sorted(p.name.rsplit("_", 1)[0] for p in (data / "train").glob("*_red.png"))[:3]
     build_cache(DataListing(str(data)), "train", ids, 64, cache, workers=1)
-    assert not orphan.exists() and mine.exists()
+    assert not orphan.exists()
+    assert not list(cache.glob(f"{lock.TEMP_PREFIX}*"))  # the build's own were renamed
 
     # SIGTERM (what Kubernetes and Docker send) mid-training: a clean exit, the lock released.
     out = tmp_path / "out"
@@ -167,7 +167,7 @@ def test_orphaned_cache_files_are_removed_and_sigterm_cleans_up(data, tiny_split
     assert proc.returncode == 128 + signal.SIGTERM, "".join(lines) + rest
     assert "Traceback" not in rest
     assert not (out / ".protloc.lock").exists()
-    assert not list(cache.glob(f"*.tmp.{proc.pid}"))
+    assert not list(cache.glob(f"{lock.TEMP_PREFIX}*"))
 
 
 _FULL_DISK = """

@@ -64,7 +64,9 @@ def test_the_fingerprint_task_refuses_a_data_root_it_cannot_use(tmp_path, data):
     from protloc.errors import DataError
     from protloc.steps.data import fingerprint_step
 
-    with pytest.raises(DataError, match=r"data root .*nope: no .*nope/train.csv \(the labels file\)"):
+    with pytest.raises(
+        DataError, match=r"data root .*nope: no .*nope/train.csv \(the labels file\)"
+    ):
         fingerprint_step(data_root=str(tmp_path / "nope"))
     empty = tmp_path / "empty"
     (empty / "train").mkdir(parents=True)

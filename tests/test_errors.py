@@ -316,3 +316,29 @@ def test_pipeline_parameters_refuse_what_the_steps_refuse():
                 assert np.isfinite(value)
     with pytest.raises(ConfigError, match="seed must be int, got True"):
         SplitConfig(seed=True)  # type: ignore[arg-type]
+
+
+def test_a_secret_in_an_endpoint_or_host_is_never_printed(tmp_path):
+    """Item: ``AWS_ENDPOINT_URL=http://user:PASSWORD@...`` and ``submit --host
+    http://admin:PASSWORD@...?token=...`` printed the password in error lines and logs."""
+    port = free_port()  # nothing listens: every command fails reaching it
+    secret_url = f"http://user:PASSWORD@127.0.0.1:{port}/?token=TOKEN"
+    env = {**os.environ, "AWS_ENDPOINT_URL": secret_url, "PROTLOC_STORAGE_ATTEMPTS": "1"}
+    env.update(AWS_ACCESS_KEY_ID="k", AWS_SECRET_ACCESS_KEY="s")
+    split = run_python(
+        ["-m", "components.split", "--data-root", "s3://b/d", "--out", str(tmp_path / "o")],
+        env=env,
+    )
+    one_line_error(split, f"127.0.0.1:{port}")
+    submit_cmd = ["pipeline.py", "submit", "--pipeline-root", "s3://b/r", "--data-root", "s3://b/d"]
+    submit = run_python([*submit_cmd, "--host", secret_url], env=env)
+    one_line_error(submit, f"127.0.0.1:{port}", "a query string or fragment is not part of")
+    no_query = run_python([*submit_cmd, "--host", secret_url.partition("?")[0]], env=env)
+    one_line_error(no_query, f"--host http://127.0.0.1:{port}/: cannot reach a KFP API")
+    for proc in (split, submit, no_query):
+        assert "PASSWORD" not in proc.stderr + proc.stdout and "TOKEN" not in proc.stderr
+    # However a message is built, and in a log line of any library:
+    assert "PASSWORD" not in str(StorageError(f"cannot reach {secret_url}: refused"))
+    assert str(StorageError("abfs://container@account.dfs.core.windows.net/x")).startswith(
+        "abfs://container@"  # a container, not a user: kept
+    )

@@ -261,7 +261,10 @@ def test_manifest_from_another_labels_file_is_refused(tiny_data, tiny_split, cyc
     expected = rf"made from another labels file than {other}/train.csv: id '{victim}' has labels"
     with pytest.raises(ArtifactError, match=expected):
         train_cycle(
-            TrainConfig(**TINY_CYCLE), manifest_uri, DataListing(str(other)), out=str(tmp_path / "t")
+            TrainConfig(**TINY_CYCLE),
+            manifest_uri,
+            DataListing(str(other)),
+            out=str(tmp_path / "t"),
         )
     assert not (tmp_path / "t").exists()
     out, _, _ = cycle0

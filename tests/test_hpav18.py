@@ -163,7 +163,9 @@ def test_external_data_trains_but_is_never_held_out(tiny_data, server, tmp_path)
     first = pd.read_csv(tiny_data / "train.csv")["Id"].iloc[0]
     (ext / "train.csv").write_text(f"Id,Target\n{first},1\n")
     with pytest.raises(DataError, match=rf"Id '{first}' is also in .*train.csv"):
-        run_split(SplitConfig(external=str(ext)), str(tiny_data / "train.csv"), out=str(tmp_path / "x"))
+        run_split(
+            SplitConfig(external=str(ext)), str(tiny_data / "train.csv"), out=str(tmp_path / "x")
+        )
     with pytest.raises(ConfigError, match="external has an empty entry"):
         SplitConfig(external=f"{ext},,")
 

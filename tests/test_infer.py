@@ -102,7 +102,9 @@ def test_two_ranks_predict_what_one_does(
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        one = _infer(tiny_split, tiny_data, two_snapshots, tmp_path / "one", tta=2, infer_batch_size=1)
+        one = _infer(
+            tiny_split, tiny_data, two_snapshots, tmp_path / "one", tta=2, infer_batch_size=1
+        )
     finally:
         torch.set_num_threads(threads)
     monkeypatch.setenv("OMP_NUM_THREADS", "1")  # what the ranks' torch sizes its pool by

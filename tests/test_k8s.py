@@ -78,7 +78,9 @@ def _grants(role: dict, group: str, resource: str, verb: str) -> bool:
 
 
 def test_the_runner_may_do_what_kfp_and_argo_need_and_nothing_cluster_wide(rendered):
-    needed = yaml.safe_load((ROOT / "tests" / "data" / "kfp" / "pipeline-runner-rules.yaml").read_text())
+    needed = yaml.safe_load(
+        (ROOT / "tests" / "data" / "kfp" / "pipeline-runner-rules.yaml").read_text()
+    )
     for name, docs in rendered.items():
         kinds = _kinds(docs)
         assert "ClusterRole" not in kinds and "ClusterRoleBinding" not in kinds, name

@@ -440,6 +440,14 @@ def test_submit_passes_namespace_account_root_and_placement_to_kfp(
     [
         (["--gpu-node-selector", "nokey"], "--gpu-node-selector must be KEY=VALUE"),
         (["--gpu-resource", " "], "--gpu-resource is empty"),
+        # Kubernetes' own rules, at compile time (the API server would refuse them at run time)
+        (["--gpu-node-selector", "my key=v"], "--gpu-node-selector key 'my key'"),
+        (["--gpu-node-selector", "a=b,c=d"], "--gpu-node-selector value 'b,c=d'"),
+        (["--gpu-toleration", "bad key!"], "--gpu-toleration 'bad key!'"),
+        (["--gpu-resource", "nvidia.com/gpu x"], "--gpu-resource 'nvidia.com/gpu x'"),
+        (["--gpu-resource", "gpu"], "DOMAIN/NAME"),
+        (["--image-pull-secret", "Bad_Secret!"], "--image-pull-secret 'Bad_Secret!'"),
+        (["--scratch-storage-class", "Fast SSD"], "--scratch-storage-class 'Fast SSD'"),
     ],
 )
 def test_bad_placement_flags_are_refused(flags, message, tmp_path):
@@ -640,5 +648,8 @@ def test_kfp_local_run_with_its_data_and_checkpoints_on_gcs(tiny_data, gs_bucket
         cwd=ROOT, capture_output=True, text=True, check=False,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert {u.rsplit("/", 1)[1] for u in storage.list_files(out)} >= {"thresholds.json", "timing.json"}
+    assert {u.rsplit("/", 1)[1] for u in storage.list_files(out)} >= {
+        "thresholds.json",
+        "timing.json",
+    }
     assert storage.read_json(f"{out}/thresholds.json")["alpha"] == 0.2

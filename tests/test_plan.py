@@ -60,7 +60,9 @@ def test_the_plan_is_the_layouts_arithmetic(tiny_data):
     assert folds.val == 32
     # GPU work grows with the epochs: one more epoch of the first cycle, more train hours
     longer = plan_run(parse_schedule("96:8:3,128:8:1"), labels, test=12, tta=2)
-    assert longer.gpu_hours()[0] > plan.gpu_hours()[0] and longer.gpu_hours()[1] == plan.gpu_hours()[1]
+    assert (
+        longer.gpu_hours()[0] > plan.gpu_hours()[0] and longer.gpu_hours()[1] == plan.gpu_hours()[1]
+    )
     assert plan.wall_hours(8) < plan.wall_hours(1)
 
 

@@ -132,17 +132,20 @@ def test_killed_step_leaves_its_folder_unmarked_and_readers_refuse_it(
 def test_two_runs_into_one_out_cannot_interleave(scored, tmp_path):
     out = tmp_path / "thr"
     out.mkdir()
-    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    hold = "import sys, time; from protloc.folders import locked\n"
+    hold += "with locked(sys.argv[1]):\n    print('held', flush=True); time.sleep(60)"
+    holder = subprocess.Popen([sys.executable, "-c", hold, str(out)], stdout=subprocess.PIPE)
     try:
-        (out / ".protloc.lock").write_text(str(holder.pid))
+        assert holder.stdout.readline().strip() == b"held"
         cmd = ["-m", "components.thresholds", "--split", str(scored["split"])]
         cmd += ["--predictions", str(scored["infer"]), "--out", str(out)]
-        one_line_error(run_python(cmd), f"being written by another protloc run (pid {holder.pid})")
+        one_line_error(run_python(cmd), f"being written by another protloc run (pid {holder.pid} ")
         assert not (out / "thresholds.json").exists()
     finally:
-        holder.kill()
+        holder.kill()  # SIGKILL: the kernel drops its lock, the file stays
         holder.wait()
-    ok = run_python(cmd)  # the holder is gone: its lock is taken over
+    assert (out / ".protloc.lock").is_file()
+    ok = run_python(cmd)
     assert ok.returncode == 0, ok.stderr[-2000:]
     assert (out / "timing.json").is_file() and not (out / ".protloc.lock").exists()
 

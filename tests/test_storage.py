@@ -173,7 +173,9 @@ def test_a_store_that_does_not_answer_is_retried_then_named(scheme, monkeypatch,
     assert f"{scheme}://b/data/train.csv" in msg and f"127.0.0.1:{port}" in msg
     assert "PASSWORD" not in msg + caplog.text
     if scheme == "az":  # an unanswered check is an error, never "no such object" (gs: as slow)
-        with pytest.raises(StorageError, match=rf"az://b/run/split/timing.json: .*127.0.0.1:{port}"):
+        with pytest.raises(
+            StorageError, match=rf"az://b/run/split/timing.json: .*127.0.0.1:{port}"
+        ):
             storage.exists("az://b/run/split/timing.json")
 
 

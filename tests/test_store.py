@@ -30,8 +30,12 @@ def test_cache_from_the_store_is_the_cache_from_the_pngs(tiny_data, tiny_split, 
     assert len(doc["splits"]["train"]["shards"]) == -(-len(_ids(tiny_split)) // 7)
     ids = _ids(tiny_split)[::-1]  # any order
     for size in (96, 80):
-        decoded = build_cache(DataListing(str(tiny_data)), "train", ids, size, tmp_path / "a", workers=2)
-        stored = build_cache(DataListing(str(tiny_data)), "train", ids, size, tmp_path / "b", store=store)
+        decoded = build_cache(
+            DataListing(str(tiny_data)), "train", ids, size, tmp_path / "a", workers=2
+        )
+        stored = build_cache(
+            DataListing(str(tiny_data)), "train", ids, size, tmp_path / "b", store=store
+        )
         assert stored.ids == decoded.ids and np.array_equal(stored.array, decoded.array), size
     test_ids = sorted(p.name.split("_")[0] for p in (tiny_data / "test").glob("*_red.png"))
     a = build_cache(DataListing(str(tiny_data)), "test", test_ids, 80, tmp_path / "a", workers=2)
@@ -40,7 +44,9 @@ def test_cache_from_the_store_is_the_cache_from_the_pngs(tiny_data, tiny_split, 
     with pytest.raises(ConfigError, match="holds 96-px samples: it cannot serve 112 px"):
         build_cache(DataListing(str(tiny_data)), "train", ids, 112, tmp_path / "b", store=store)
     with pytest.raises(ArtifactError, match="has no train sample 'not-an-id'"):
-        build_cache(DataListing(str(tiny_data)), "train", ["not-an-id"], 80, tmp_path / "b", store=store)
+        build_cache(
+            DataListing(str(tiny_data)), "train", ["not-an-id"], 80, tmp_path / "b", store=store
+        )
 
 
 def test_a_cycle_fetches_its_own_sizes_shards(tiny_data, tiny_split, tmp_path):
@@ -59,8 +65,12 @@ def test_a_cycle_fetches_its_own_sizes_shards(tiny_data, tiny_split, tmp_path):
         big.unlink()
     ids = _ids(tiny_split)
     for size in (80, 88):
-        decoded = build_cache(DataListing(str(tiny_data)), "train", ids, size, tmp_path / "a", workers=2)
-        stored = build_cache(DataListing(str(tiny_data)), "train", ids, size, tmp_path / "b", store=store)
+        decoded = build_cache(
+            DataListing(str(tiny_data)), "train", ids, size, tmp_path / "a", workers=2
+        )
+        stored = build_cache(
+            DataListing(str(tiny_data)), "train", ids, size, tmp_path / "b", store=store
+        )
         assert np.array_equal(stored.array, decoded.array), size
     with pytest.raises(ConfigError, match="extra_sizes must be distinct sizes in"):
         PrepareConfig(store_size=96, extra_sizes="80,96")
@@ -77,7 +87,9 @@ def test_a_damaged_shard_is_refused_naming_it(tiny_data, tiny_split, tmp_path):
     data[len(data) // 2] ^= 0x01  # one bit flipped (the frame's checksum finds it)
     shard.write_bytes(bytes(data))
     with pytest.raises(ArtifactError, match=r"train-00001\.u8\.zst: not a Zstandard frame"):
-        build_cache(DataListing(str(tiny_data)), "train", _ids(tiny_split), 80, tmp_path / "c", store=store)
+        build_cache(
+            DataListing(str(tiny_data)), "train", _ids(tiny_split), 80, tmp_path / "c", store=store
+        )
     assert not list((tmp_path / "c").glob("*.u8"))  # no cache under its final name
 
 
@@ -89,7 +101,9 @@ def test_store_on_s3(tiny_data, tiny_split, tmp_path, bucket):
     assert storage.exists(f"{uri}/store.json") and storage.exists(f"{uri}/timing.json")
     ids = _ids(tiny_split)
     decoded = build_cache(DataListing(str(tiny_data)), "train", ids, 80, tmp_path / "a", workers=2)
-    stored = build_cache(DataListing(str(tiny_data)), "train", ids, 80, tmp_path / "b", store=open_store(uri))
+    stored = build_cache(
+        DataListing(str(tiny_data)), "train", ids, 80, tmp_path / "b", store=open_store(uri)
+    )
     assert np.array_equal(stored.array, decoded.array)
 
 
@@ -113,9 +127,13 @@ def test_bad_image_is_found_and_named_by_prepare(tiny_data, tiny_split, tmp_path
     ids = _ids(tiny_split)
     with pytest.raises(DataError, match=rf"sample '{bad}': unreadable, left out of the store"):
         build_cache(DataListing(str(data)), "train", ids, 80, tmp_path / "c", store=store)
-    cache = build_cache(DataListing(str(data)), "train", ids, 80, tmp_path / "c", skip_bad=True, store=store)
+    cache = build_cache(
+        DataListing(str(data)), "train", ids, 80, tmp_path / "c", skip_bad=True, store=store
+    )
     assert cache.skipped == [bad] and len(cache) == len(ids) - 1
-    decoded = build_cache(DataListing(str(data)), "train", ids, 80, tmp_path / "d", workers=2, skip_bad=True)
+    decoded = build_cache(
+        DataListing(str(data)), "train", ids, 80, tmp_path / "d", workers=2, skip_bad=True
+    )
     assert np.array_equal(cache.array, decoded.array)
 
 

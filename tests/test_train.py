@@ -58,7 +58,10 @@ def test_rerun_with_another_config_is_refused(cycle0, tiny_data, weighted_split)
         ArtifactError, match=r"holds a cycle with lr_max=0.2, this run asks lr_max=0.1"
     ):
         train_cycle(
-            _cfg(lr_max=0.1), str(weighted_split / "manifest.parquet"), _data(tiny_data), out=str(out)
+            _cfg(lr_max=0.1),
+            str(weighted_split / "manifest.parquet"),
+            _data(tiny_data),
+            out=str(out),
         )
 
 
@@ -76,9 +79,7 @@ def test_warm_start_at_another_size_keeps_the_weights(cycle0, tiny_data, tiny_sp
         weight_decay=0.0,
     )
     manifest = str(tiny_split / "manifest.parquet")
-    train_cycle(
-        cfg, manifest, _data(tiny_data), init=str(out / "checkpoint.pt"), out=str(tmp_path)
-    )
+    train_cycle(cfg, manifest, _data(tiny_data), init=str(out / "checkpoint.pt"), out=str(tmp_path))
     state = load_checkpoint(str(tmp_path / "checkpoint.pt"))
     assert state["size"] == 112 and state["cycle"] == 1 and state["norm"] == init["norm"]
     for key, value in init["model"].items():

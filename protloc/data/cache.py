@@ -21,7 +21,8 @@ the boot id is unknown (not Linux) the build flushes before it returns, as befor
 The key covers everything that changes the cache's bytes: data root, split, ids, size,
 ``skip_bad`` and the identity of every image file (``protloc.data.identity``), so images fixed
 or regenerated in place are decoded again. A build killed outright (SIGKILL) leaves its
-temporary file; the next build in the folder removes those of processes that no longer run.
+temporary file; the next build in the folder removes it (``protloc.storage.lock``: only files
+with protloc's prefix whose writer no longer holds their lock).
 """
 
 from __future__ import annotations
@@ -38,11 +39,11 @@ from pathlib import Path
 
 import numpy as np
 
-from protloc import storage
 from protloc.data.fill import fill
 from protloc.data.identity import DataListing
 from protloc.data.store import Store
 from protloc.errors import DataError, StorageError
+from protloc.storage import lock
 
 log = logging.getLogger(__name__)
 
@@ -69,20 +70,11 @@ def cache_key(
 
 
 def remove_orphans(cache_dir: Path) -> int:
-    """Delete temporary files of builds whose process no longer runs; returns how many."""
-    removed = 0
-    for tmp in cache_dir.glob("*.tmp.*"):
-        pid = tmp.name.rsplit(".", 1)[-1]
-        if not pid.isdigit() or storage.pid_alive(int(pid)):
-            continue
-        try:
-            size = tmp.stat().st_size
-            tmp.unlink()
-        except FileNotFoundError:
-            continue
-        removed += 1
-        log.info("removed %s (%s) left by a killed build", tmp.name, _size(size))
-    return removed
+    """Delete the temporary files of builds that no longer run; returns how many."""
+    removed = lock.remove_orphans(cache_dir)
+    for name, size in removed:
+        log.info("removed %s (%s) left by a killed build", name, _size(size))
+    return len(removed)
 
 
 @dataclass
@@ -145,13 +137,8 @@ def boot_id() -> str:
 
 
 def _write_meta(path: Path, meta: dict) -> None:
-    tmp = path.with_name(f"{path.name}.tmp.{os.getpid()}")
-    try:
+    with lock.temporary(path) as tmp:
         tmp.write_text(json.dumps(meta))
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def _fsync(path: Path) -> None:
@@ -210,31 +197,26 @@ def _build(
 ) -> dict:
     """Fill ``{base}.u8`` under a temporary name, publish it and its ``.json``; returns the
     metadata written (its ids, the skipped ids and, until it is durable, the boot id)."""
-    tmp = base.with_name(f"{base.name}.u8.tmp.{os.getpid()}")
     try:
-        _reserve(tmp, len(ids) * 4 * size * size, cache_dir)
-        kept, skipped = fill(tmp, data, split, ids, size, workers, skip_bad, store)
-        machine = boot_id()
-        if not machine:
-            _fsync(tmp)  # no way to tell a restart: pay for the disk now
-        meta = {
-            "root": data.root,
-            "split": split,
-            "size": size,
-            "ids": kept,
-            "skipped": skipped,
-            "durable": not machine,
-            "boot_id": machine,
-        }
-        os.replace(tmp, base.with_suffix(".u8"))
+        with lock.temporary(base.with_suffix(".u8")) as tmp:
+            _reserve(tmp, len(ids) * 4 * size * size, cache_dir)
+            kept, skipped = fill(tmp, data, split, ids, size, workers, skip_bad, store)
+            machine = boot_id()
+            if not machine:
+                _fsync(tmp)  # no way to tell a restart: pay for the disk now
+            meta = {
+                "root": data.root,
+                "split": split,
+                "size": size,
+                "ids": kept,
+                "skipped": skipped,
+                "durable": not machine,
+                "boot_id": machine,
+            }
         _write_meta(base.with_suffix(".json"), meta)
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
         if exc.errno in (errno.ENOSPC, errno.EDQUOT):
             raise StorageError(f"disk full while writing the image cache in {cache_dir}") from None
-        raise
-    except BaseException:
-        tmp.unlink(missing_ok=True)
         raise
     return meta
 

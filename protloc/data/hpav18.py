@@ -146,7 +146,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     """The command line; a failure is a DataError (``protloc.process.run`` prints it, exit 2)."""
     p = argparse.ArgumentParser(prog="python -m protloc.data.hpav18", description=__doc__)
     p.add_argument("--labels", required=True, help="Id,Target CSV of the HPAv18 samples")
-    p.add_argument("--out", required=True, help="data root to write (a local folder, s3://, gs:// or az://)")
+    p.add_argument(
+        "--out", required=True, help="data root to write (a local folder, s3://, gs:// or az://)"
+    )
     p.add_argument("--base-url", default=BASE_URL, help=f"image server (default {BASE_URL})")
     p.add_argument("--workers", type=int, default=16, help="downloads at once (default 16)")
     p.add_argument("--retries", type=int, default=5, help="retries per file (default 5)")

@@ -27,7 +27,7 @@ from protloc.storage import fs
 from protloc.storage.local import atomic_local_path as _atomic_local_path
 from protloc.storage.local import local_error as _local_error
 from protloc.storage.local import local_path as _local
-from protloc.storage.local import pid_alive as pid_alive
+from protloc.storage.local import local_path as local_path
 from protloc.storage.s3 import MISSING_CODES, MULTIPART_THRESHOLD, client, with_retries
 from protloc.storage.s3 import endpoint as s3_endpoint
 

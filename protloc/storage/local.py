@@ -60,14 +60,3 @@ def local_error(uri: str, exc: OSError) -> StorageError:
     if isinstance(exc, PermissionError):
         return StorageError(f"{uri}: permission denied")
     return StorageError(f"{uri}: {exc.strerror or exc}")
-
-
-def pid_alive(pid: int) -> bool:
-    """Whether process ``pid`` runs on this machine (the owner of a lock or temporary file)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # it runs, as another user
-        return True
-    return True

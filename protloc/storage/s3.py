@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import TypeVar
 
 from protloc.errors import StorageError
+from protloc.redact import redact_url
 from protloc.storage.retry import retrying
 
 log = logging.getLogger("protloc.storage")
@@ -48,7 +49,8 @@ _DENIED_CODES = {
 
 def endpoint() -> str:
     """The S3 endpoint in use, for messages (never includes credentials)."""
-    return os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or "AWS S3"
+    url = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+    return redact_url(url) if url else "AWS S3"
 
 
 # ----------------------------------------------------------------------------- the S3 client

@@ -13,7 +13,9 @@ from protloc.synthetic.dataset import SyntheticSpec, generate
 
 def main(argv: Sequence[str] | None = None) -> dict:
     p = argparse.ArgumentParser(prog="python -m protloc.synthetic", description=__doc__)
-    p.add_argument("--out", required=True, help="a local folder or a bucket URI (s3://, gs://, az://)")
+    p.add_argument(
+        "--out", required=True, help="a local folder or a bucket URI (s3://, gs://, az://)"
+    )
     p.add_argument("--n-train", type=int, required=True)
     p.add_argument("--n-test", type=int, default=0)
     p.add_argument("--size", type=int, default=512, help="image side in px (Kaggle: 512)")
