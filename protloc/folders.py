@@ -10,7 +10,6 @@ a result. A lock (``flock``) refuses a second run into the same local folder whi
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Iterator
@@ -122,17 +121,9 @@ def locked(out: str) -> Iterator[None]:
 
 def read_snapshot_list(train_dir: str) -> list[str]:
     """The snapshot URIs a train step's output folder lists (its chain so far, its own last)."""
-    uri = storage.join(train_dir, SNAPSHOTS)
-    try:
-        doc = json.loads(storage.read_text(uri))
-        snapshots = doc["snapshots"]
-    except (ValueError, KeyError, TypeError):
-        raise ArtifactError(f"{uri}: not a snapshot list") from None
-    if not isinstance(snapshots, list) or not all(isinstance(s, str) and s for s in snapshots):
-        raise ArtifactError(f"{uri}: 'snapshots' must be a list of checkpoint URIs")
-    if not snapshots:
-        raise ArtifactError(f"{uri}: lists no snapshot")
-    return snapshots
+    from protloc.schemas import CycleSnapshots, read
+
+    return list(read(CycleSnapshots, storage.join(train_dir, SNAPSHOTS)).snapshots)
 
 
 def cycle_folder(snapshot: str) -> str:

@@ -278,3 +278,44 @@ def any_bucket(request) -> str:
     return request.getfixturevalue(
         {"s3": "bucket", "gs": "gs_bucket", "az": "az_container"}[request.param]
     )
+
+
+def thresholds_doc(values: list) -> dict:
+    """A whole thresholds.json (what the thresholds step writes) holding ``values``."""
+    return {
+        "thresholds": values,
+        "alpha": 0.1,
+        "macro_f1": 0.5,
+        "macro_f1_at_0.5": 0.4,
+        "comparison": {},
+    }
+
+
+@pytest.fixture(scope="session")
+def evaluated_run(cycle0, tiny_data, weighted_split, tmp_path_factory):
+    """infer -> thresholds -> submit -> bundle on cycle0's snapshot; the folders by name."""
+    out, _, _ = cycle0
+    root = tmp_path_factory.mktemp("bundle-run")
+    folders = {k: str(root / k) for k in ("infer", "thresholds", "submit", "bundle")}
+    data = {"data_root": str(tiny_data)}
+    # one image per batch, as predict below: the same float32 sums, equal probabilities
+    from protloc.config import (
+        BundleConfig,
+        InferConfig,
+        SubmitConfig,
+        ThresholdsConfig,
+    )
+    from protloc.steps import bundle_step, infer_step, submit_step, thresholds_step
+
+    infer = InferConfig(workers=0, tta=2, infer_batch_size=1)
+    infer_step(infer, **data, split=str(weighted_split), last_cycle=str(out), out=folders["infer"])
+    thresholds_step(
+        ThresholdsConfig(),
+        split=str(weighted_split),
+        predictions=folders["infer"],
+        out=folders["thresholds"],
+    )
+    reads = {"predictions": folders["infer"], "thresholds": folders["thresholds"]}
+    submit_step(SubmitConfig(), **data, **reads, out=folders["submit"])
+    bundle_step(BundleConfig(), **reads, out=folders["bundle"])
+    return folders

@@ -12,68 +12,42 @@ import pandas as pd
 import pytest
 
 from protloc.config import (
-    BundleConfig,
-    InferConfig,
     PredictConfig,
-    SubmitConfig,
-    ThresholdsConfig,
 )
 from protloc.errors import ArtifactError
 from protloc.evaluate.bundle import read_bundle
 from protloc.evaluate.predictions import probabilities, read_predictions, select
-from protloc.steps import bundle_step, infer_step, predict_step, submit_step, thresholds_step
+from protloc.steps import predict_step
 
 
-@pytest.fixture(scope="module")
-def run(cycle0, tiny_data, weighted_split, tmp_path_factory):
-    """infer -> thresholds -> submit -> bundle on cycle0's snapshot; the folders by name."""
-    out, _, _ = cycle0
-    root = tmp_path_factory.mktemp("bundle-run")
-    folders = {k: str(root / k) for k in ("infer", "thresholds", "submit", "bundle")}
-    data = {"data_root": str(tiny_data)}
-    # one image per batch, as predict below: the same float32 sums, equal probabilities
-    infer = InferConfig(workers=0, tta=2, infer_batch_size=1)
-    infer_step(infer, **data, split=str(weighted_split), last_cycle=str(out), out=folders["infer"])
-    thresholds_step(
-        ThresholdsConfig(),
-        split=str(weighted_split),
-        predictions=folders["infer"],
-        out=folders["thresholds"],
-    )
-    reads = {"predictions": folders["infer"], "thresholds": folders["thresholds"]}
-    submit_step(SubmitConfig(), **data, **reads, out=folders["submit"])
-    bundle_step(BundleConfig(), **reads, out=folders["bundle"])
-    return folders
-
-
-def test_predict_with_the_bundle_gives_the_submissions_labels(run, tiny_data, tmp_path):
+def test_predict_with_the_bundle_gives_the_submissions_labels(evaluated_run, tiny_data, tmp_path):
     cfg = PredictConfig(images=str(tiny_data / "test"), workers=0, infer_batch_size=1)
-    predict_step(cfg, model=run["bundle"], out=str(tmp_path))
+    predict_step(cfg, model=evaluated_run["bundle"], out=str(tmp_path))
     labels = pd.read_csv(tmp_path / "labels.csv", dtype=str)
-    sub = pd.read_csv(f"{run['submit']}/submission.csv", dtype=str)
+    sub = pd.read_csv(f"{evaluated_run['submit']}/submission.csv", dtype=str)
     assert dict(zip(labels["Id"], labels["Predicted"], strict=True)) == dict(
         zip(sub["Id"], sub["Predicted"], strict=True)
     )
     mine = select(read_predictions(str(tmp_path / "predictions.parquet")), "test").set_index("id")
-    infer = select(read_predictions(f"{run['infer']}/predictions.parquet"), "test")
+    infer = select(read_predictions(f"{evaluated_run['infer']}/predictions.parquet"), "test")
     assert np.array_equal(probabilities(mine.loc[infer["id"]].reset_index()), probabilities(infer))
-    summary = Path(run["submit"], "summary.md").read_text()
+    summary = Path(evaluated_run["submit"], "summary.md").read_text()
     assert "Ensemble of 1 snapshots" in summary
 
 
-def test_the_bundle_records_what_predict_needs(run):
-    bundle = read_bundle(run["bundle"])
+def test_the_bundle_records_what_predict_needs(evaluated_run):
+    bundle = read_bundle(evaluated_run["bundle"])
     doc = bundle.doc
     assert doc["format"] == 1 and doc["tta"] == 2 and len(doc["thresholds"]) == 28
     assert [s["size"] for s in doc["snapshots"]] == [96] and len(bundle.snapshots) == 1
-    thresholds = json.loads(Path(run["thresholds"], "thresholds.json").read_text())
+    thresholds = json.loads(Path(evaluated_run["thresholds"], "thresholds.json").read_text())
     assert doc["thresholds"] == thresholds["thresholds"]
 
 
-def test_a_bundle_of_another_class_list_is_refused(run, tmp_path):
+def test_a_bundle_of_another_class_list_is_refused(evaluated_run, tmp_path):
     import shutil
 
-    copy = shutil.copytree(run["bundle"], tmp_path / "b")
+    copy = shutil.copytree(evaluated_run["bundle"], tmp_path / "b")
     doc = json.loads((copy / "bundle.json").read_text())
     doc["class_names"][1] = "Mitochondria"
     (copy / "bundle.json").write_text(json.dumps(doc))

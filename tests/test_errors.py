@@ -20,7 +20,14 @@ from protloc.errors import ArtifactError, ConfigError, DataError, ProtlocError, 
 from protloc.evaluate.thresholds import read_thresholds
 from protloc.folders import read_snapshot_list
 from protloc.steps import STEPS
-from tests.conftest import ROOT, free_port, one_line_error, run_python, train_cmd
+from tests.conftest import (
+    ROOT,
+    free_port,
+    one_line_error,
+    run_python,
+    thresholds_doc,
+    train_cmd,
+)
 
 
 def test_nan_and_absurd_values_are_refused_and_json_is_strict(tmp_path, cycle0):
@@ -47,8 +54,9 @@ def test_nan_and_absurd_values_are_refused_and_json_is_strict(tmp_path, cycle0):
             )
     for bad in ('"0.5"', "true", "NaN"):
         path = tmp_path / f"t{len(bad)}.json"
-        path.write_text('{"thresholds": [' + ", ".join([bad] + ["0.5"] * 27) + "]}")
-        with pytest.raises(ArtifactError, match=r"class 0|not valid JSON"):
+        rest = json.dumps(thresholds_doc([0.5] * 27))
+        path.write_text(rest.replace('"thresholds": [', f'"thresholds": [{bad}, '))
+        with pytest.raises(ArtifactError, match=r"thresholds\[0\]: Input should be|not valid JSON"):
             read_thresholds(str(path))
     with pytest.raises(StorageError, match="non-standard JSON"):
         storage.write_json(str(tmp_path / "x.json"), {"alpha": float("nan")})
@@ -213,7 +221,9 @@ def test_messages_name_the_real_problem(data, tmp_path):
     train_dir = tmp_path / "t"
     train_dir.mkdir()
     (train_dir / "snapshots.json").write_text('{"snapshots": "/:"}')
-    with pytest.raises(ArtifactError, match="'snapshots' must be a list of checkpoint URIs"):
+    with pytest.raises(
+        ArtifactError, match=r"snapshots.json: snapshots: Input should be a valid list"
+    ):
         read_snapshot_list(str(train_dir))
     bad = tmp_path / "train.csv"
     bad.write_text('Id,Target\na,1\nb,2\n"c,3\nd,4\n')

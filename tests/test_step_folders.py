@@ -71,10 +71,17 @@ def scored(tmp_path) -> dict[str, Path]:
     write_manifest(frame.reset_index(drop=True), {}, str(split / "manifest.parquet"))
     infer = tmp_path / "infer"
     infer.mkdir()
+    from protloc.evaluate.ensemble import snapshot_name
+
+    one = snapshot_name(0, 96, -1)  # one snapshot: its rows and the ensemble's are the same
     rows = pd.concat(
         [
-            predictions.frame(ids[:200], "val", "ensemble", probs[:200]),
-            predictions.frame(ids[200:], "test", "ensemble", probs[200:]),
+            predictions.frame(part, split_name, name, p)
+            for name in (one, "ensemble")
+            for part, split_name, p in (
+                (ids[:200], "val", probs[:200]),
+                (ids[200:], "test", probs[200:]),
+            )
         ]
     )
     predictions.write_predictions(rows, str(infer / "predictions.parquet"))

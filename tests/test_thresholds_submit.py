@@ -18,7 +18,7 @@ from protloc.evaluate.thresholds import (
 )
 from protloc.metrics import macro_f1, per_class_scores
 from protloc.synthetic.predictions import structured_predictions
-from tests.conftest import mark_complete, run_python
+from tests.conftest import mark_complete, run_python, thresholds_doc
 
 
 def test_metrics_match_sklearn_with_empty_classes():
@@ -135,7 +135,7 @@ def test_submission_for_kaggle_test_ids_passes_validator(kaggle_test_ids, hpa_di
     probs[0, 17] = 0.01
     rows = predictions.frame(kaggle_test_ids, "test", "ensemble", probs)
     predictions.write_predictions(rows, str(tmp_path / "predictions.parquet"))
-    (tmp_path / "thresholds.json").write_text(json.dumps({"thresholds": [0.4] * 28}))
+    (tmp_path / "thresholds.json").write_text(json.dumps(thresholds_doc([0.4] * 28)))
     sub = run_submit(
         SubmitConfig(),
         str(tmp_path / "predictions.parquet"),
@@ -155,7 +155,7 @@ def test_submission_bad_inputs_name_the_problem(kaggle_test_ids, hpa_dir, tmp_pa
     probs, _ = structured_predictions(50, seed=6)
     good = predictions.frame(ids, "test", "ensemble", probs)
     thr = tmp_path / "t.json"
-    thr.write_text(json.dumps({"thresholds": [0.5] * 28}))
+    thr.write_text(json.dumps(thresholds_doc([0.5] * 28)))
 
     nan = good.copy()
     nan.loc[7, "p3"] = np.nan
@@ -175,8 +175,10 @@ def test_submission_bad_inputs_name_the_problem(kaggle_test_ids, hpa_dir, tmp_pa
         make_submission(stranger, np.full(28, 0.5), ids[:3] + ids[4:])
 
     thr27 = tmp_path / "t27.json"
-    thr27.write_text(json.dumps({"thresholds": [0.5] * 27}))
-    with pytest.raises(ArtifactError, match=r"t27\.json: has 27 thresholds, expected 28"):
+    thr27.write_text(json.dumps(thresholds_doc([0.5] * 27)))
+    with pytest.raises(
+        ArtifactError, match=r"t27\.json: thresholds: List should have at least 28 items"
+    ):
         read_thresholds(str(thr27))
 
     bad = pd.DataFrame({"Id": ids[:2], "Predicted": ["3 28", "1"]})

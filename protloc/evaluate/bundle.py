@@ -20,11 +20,12 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from protloc import __version__, storage
+from protloc import __version__, schemas, storage
 from protloc.classes import ARCH, CLASS_NAMES, NUM_CLASSES
 from protloc.config import BundleConfig
 from protloc.errors import ArtifactError
 from protloc.folders import BUNDLE
+from protloc.schemas import BundleDoc
 from protloc.version import code_version
 
 log = logging.getLogger(__name__)
@@ -95,11 +96,11 @@ def write_bundle(
         "decision": DECISION,
         "thresholds": thresholds_doc["thresholds"],
         "alpha": thresholds_doc["alpha"],
-        "ensemble": thresholds_doc.get("ensemble", {"choice": "all"}),
+        "ensemble": thresholds_doc.get("ensemble") or {"choice": "all"},
         "val_macro_f1": thresholds_doc["macro_f1"],
         "snapshots": entries,
     }
-    storage.write_json(storage.join(out, BUNDLE), doc)
+    schemas.write(BundleDoc, storage.join(out, BUNDLE), doc)
     log.info(
         "bundle of %d snapshot(s) (%s px), TTA %d, in %s",
         len(entries),
@@ -114,6 +115,8 @@ def read_bundle(uri: str) -> Bundle:
     """Read and check a bundle folder; what this protloc cannot apply is refused, named."""
     where = storage.join(uri, BUNDLE)
     doc = storage.read_json(where)
+    if not isinstance(doc, dict):
+        raise ArtifactError(f"{where}: not a protloc model bundle (not a JSON object)")
     fmt = doc.get("format")
     if not isinstance(fmt, int) or isinstance(fmt, bool) or fmt < 1:
         raise ArtifactError(f"{where}: not a protloc model bundle (no format version)")
@@ -140,15 +143,9 @@ def read_bundle(uri: str) -> Bundle:
             f"{where}: the class list differs: class {c} is {names[c]!r} in the bundle, "
             f"{CLASS_NAMES[c]!r} here"
         )
-    thresholds = doc.get("thresholds")
-    if not isinstance(thresholds, list) or len(thresholds) != NUM_CLASSES:
-        raise ArtifactError(f"{where}: 'thresholds' must list {NUM_CLASSES} numbers")
-    snapshots = []
-    for entry in doc.get("snapshots") or []:
-        snapshots.append(Snapshot(entry["name"], storage.join(uri, entry["file"])))
-    if not snapshots:
-        raise ArtifactError(f"{where}: lists no snapshot")
-    return Bundle(uri, snapshots, [float(t) for t in thresholds], int(doc["tta"]), doc)
+    checked = schemas.parse(BundleDoc, where, doc)
+    snapshots = [Snapshot(e.name, storage.join(uri, e.file)) for e in checked.snapshots]
+    return Bundle(uri, snapshots, list(checked.thresholds), checked.tta, doc)
 
 
 def snapshot_bytes(bundle: Bundle, snapshot: Snapshot) -> bytes:

@@ -14,7 +14,6 @@ the threshold the training loss aims at).
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from dataclasses import dataclass
@@ -23,12 +22,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from protloc import storage
+from protloc import schemas, storage
 from protloc.classes import CLASS_NAMES, NUM_CLASSES
 from protloc.config import ThresholdsConfig
 from protloc.errors import ArtifactError, ConfigError
 from protloc.folders import PER_CLASS_F1, THRESHOLD_CURVES, THRESHOLDS
 from protloc.metrics import macro_f1, per_class_scores, threshold_curve
+from protloc.schemas import ThresholdsDoc
 
 log = logging.getLogger(__name__)
 
@@ -195,49 +195,16 @@ def thresholds_report(probs: np.ndarray, y: np.ndarray, alpha: float) -> dict[st
     }
 
 
-def _refuse_constant(name: str) -> float:
-    raise ValueError(f"{name} is not a number in standard JSON")
-
-
 def read_ensemble(uri: str) -> list[str] | None:
     """The snapshots a thresholds.json was fitted on (None: every one, a file written before
     the ensemble could be chosen)."""
-    doc = json.loads(storage.read_text(uri), parse_constant=_refuse_constant)
-    chosen = doc.get("ensemble", {}).get("snapshots") if isinstance(doc, dict) else None
-    if chosen is None:
-        return None
-    if not isinstance(chosen, list) or not chosen or not all(isinstance(n, str) for n in chosen):
-        raise ArtifactError(f"{uri}: 'ensemble.snapshots' must be a list of snapshot names")
-    return chosen
+    ensemble = schemas.read(ThresholdsDoc, uri).ensemble
+    return list(ensemble.snapshots) if ensemble else None
 
 
 def read_thresholds(uri: str) -> np.ndarray:
     """The 28 thresholds of a thresholds.json, validated."""
-    text = storage.read_text(uri)
-    try:
-        doc = json.loads(text, parse_constant=_refuse_constant)
-    except ValueError as exc:
-        raise ArtifactError(f"{uri}: not valid JSON ({exc})") from None
-    values = doc.get("thresholds") if isinstance(doc, dict) else None
-    if not isinstance(values, list):
-        raise ArtifactError(f"{uri}: no 'thresholds' list")
-    if len(values) != NUM_CLASSES:
-        raise ArtifactError(
-            f"{uri}: has {len(values)} thresholds, expected {NUM_CLASSES} (one per class)"
-        )
-    for c, v in enumerate(values):
-        if isinstance(v, bool) or not isinstance(v, int | float):
-            raise ArtifactError(
-                f"{uri}: threshold of class {c} ({CLASS_NAMES[c]}) is {v!r}; expected a number"
-            )
-    out = np.array(values, dtype=np.float64)
-    bad = ~np.isfinite(out) | (out < -1) | (out > 1)
-    if bad.any():
-        c = int(np.flatnonzero(bad)[0])
-        raise ArtifactError(
-            f"{uri}: threshold of class {c} ({CLASS_NAMES[c]}) is {values[c]}; expected a number in [-1, 1]"
-        )
-    return out
+    return np.array(schemas.read(ThresholdsDoc, uri).thresholds, dtype=np.float64)
 
 
 def snapshot_scores(
@@ -288,7 +255,7 @@ def run_thresholds(
         report["ensemble"] = {"choice": cfg.ensemble, "snapshots": chosen}
         truth = val.set_index("id")["labels"]
         report["snapshots"] = snapshot_scores(every, truth, snapshot_names(every), cfg.alpha)
-        storage.write_json(storage.join(out, THRESHOLDS), report)
+        schemas.write(ThresholdsDoc, storage.join(out, THRESHOLDS), report)
         figures.render(
             "threshold_curves",
             storage.join(out, THRESHOLD_CURVES),
@@ -311,7 +278,13 @@ def _fitting_rows(
     from protloc.data.manifest import read_manifest
     from protloc.evaluate.ensemble import choose, ensemble_rows, snapshot_names
 
-    chosen = choose(snapshot_names(every), ensemble)
+    names = snapshot_names(every)
+    if not names:  # the ensemble's rows alone: which snapshots to bundle could not be told
+        raise ArtifactError(
+            f"{predictions_uri}: holds no per-snapshot rows (only the ensemble's); give the "
+            "predictions folder infer or collect wrote"
+        )
+    chosen = choose(names, ensemble)
     rows = ensemble_rows(every, "val", chosen)
     val = read_manifest(manifest_uri).held_out()
     if rows.empty:

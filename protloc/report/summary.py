@@ -11,8 +11,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from protloc import storage
+from protloc import schemas, storage
 from protloc.folders import METRICS, SNAPSHOTS, THRESHOLDS, TIMING, cycle_folder
+from protloc.schemas import PredictionSnapshots, ThresholdsDoc
 
 
 def _json(folder: str, name: str) -> dict[str, Any]:
@@ -33,7 +34,9 @@ def step_time(name: str, folder: str) -> dict[str, Any]:
 def run_summary(predictions: str, thresholds: str) -> dict[str, Any]:
     """Per-cycle F1 (each snapshot's ``metrics.json``), the ensemble's F1 at 0.5, at the fitted
     thresholds and cross-fitted, and the times of the cycles, infer and thresholds."""
-    doc = _json(predictions, SNAPSHOTS)
+    doc = schemas.read(PredictionSnapshots, storage.join(predictions, SNAPSHOTS)).model_dump(
+        by_alias=True, exclude_none=True
+    )
     snapshots = doc["snapshots"]
     cycles, steps = [], []
     for uri in snapshots:
@@ -60,7 +63,9 @@ def run_summary(predictions: str, thresholds: str) -> dict[str, Any]:
     else:
         steps.append(step_time("infer", predictions))
     steps.append(step_time("thresholds", thresholds))
-    thr = _json(thresholds, THRESHOLDS)
+    thr = schemas.read(ThresholdsDoc, storage.join(thresholds, THRESHOLDS)).model_dump(
+        by_alias=True
+    )
     return {
         "cycles": cycles,
         "ensemble": {

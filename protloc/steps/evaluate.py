@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from protloc import storage
+from protloc import schemas, storage
 from protloc.config import (
     BundleConfig,
     CollectConfig,
@@ -30,6 +30,7 @@ from protloc.folders import (
     step_frame,
 )
 from protloc.process import is_main
+from protloc.schemas import CycleMetrics, PredictionSnapshots, ThresholdsDoc
 from protloc.steps.data import open_checked_store
 
 
@@ -70,7 +71,8 @@ def infer_step(
             return {}
         scores = val_scores(rows, manifest, cfg.fold)
         # Which snapshots made these predictions, and how each scored: the run summary's source.
-        storage.write_json(
+        schemas.write(
+            PredictionSnapshots,
             storage.join(out, SNAPSHOTS),
             {"snapshots": snapshots, "val_macro_f1_at_0.5": scores, "tta": cfg.tta},
         )
@@ -87,13 +89,15 @@ def collect_step(
     reads = {f"predictions[{i}]": folder for i, folder in enumerate(predictions)}
     with step_frame("collect", out, {"split": split, **reads}):
         chains = {
-            storage.join(f, PREDICTIONS): storage.read_json(storage.join(f, SNAPSHOTS))
+            storage.join(f, PREDICTIONS): schemas.read(
+                PredictionSnapshots, storage.join(f, SNAPSHOTS)
+            ).model_dump(by_alias=True, exclude_none=True)
             for f in predictions
         }
         doc = run_collect(cfg, chains, storage.join(split, MANIFEST), out=out)
         # The summary reads each chain's infer folder (its time) from here.
         doc["infer_folders"] = [storage.parent(uri) for uri in doc.pop("order")]
-        storage.write_json(storage.join(out, SNAPSHOTS), doc)
+        schemas.write(PredictionSnapshots, storage.join(out, SNAPSHOTS), doc)
         return {"val_macro_f1_at_0.5": doc["val_macro_f1_at_0.5"]}
 
 
@@ -147,25 +151,24 @@ def bundle_step(cfg: BundleConfig, *, predictions: str, thresholds: str, out: st
     from protloc.evaluate.ensemble import snapshot_name
 
     with step_frame("bundle", out, {"predictions": predictions, "thresholds": thresholds}):
-        doc = storage.read_json(storage.join(predictions, SNAPSHOTS))
-        thr = storage.read_json(storage.join(thresholds, THRESHOLDS))
+        listed = schemas.read(PredictionSnapshots, storage.join(predictions, SNAPSHOTS))
+        thr = schemas.read(ThresholdsDoc, storage.join(thresholds, THRESHOLDS))
         by_name = {}  # snapshot name -> (checkpoint URI, its cycle's metrics.json)
-        for uri in doc["snapshots"]:
-            m = storage.read_json(storage.join(cycle_folder(uri), METRICS))
-            by_name[snapshot_name(m["cycle"], m["size"], m.get("fold", -1))] = (uri, m)
-        chosen = thr.get("ensemble", {}).get("snapshots") or list(by_name)
+        for uri in listed.snapshots:
+            where = storage.join(cycle_folder(uri), METRICS)
+            m = schemas.read(CycleMetrics, where)
+            by_name[snapshot_name(m.cycle, m.size, m.fold)] = (uri, storage.read_json(where))
+        chosen = thr.ensemble.snapshots if thr.ensemble else list(by_name)
         unknown = sorted(set(chosen) - set(by_name))
         if unknown:
             raise ArtifactError(
                 f"--thresholds {thresholds} chose snapshot(s) {unknown} that --predictions "
                 f"{predictions} does not list"
             )
-        tta = doc.get("tta")
-        if not isinstance(tta, int):
-            raise ArtifactError(
-                f"--predictions {predictions}: {SNAPSHOTS} records no single TTA ({tta!r})"
-            )
-        return write_bundle(cfg, {n: by_name[n] for n in chosen}, thr, tta, out=out)
+        if listed.tta is None:
+            raise ArtifactError(f"--predictions {predictions}: {SNAPSHOTS} records no single TTA")
+        thr_doc = thr.model_dump(by_alias=True)
+        return write_bundle(cfg, {n: by_name[n] for n in chosen}, thr_doc, listed.tta, out=out)
 
 
 def predict_step(cfg: PredictConfig, *, model: str, out: str) -> Any:

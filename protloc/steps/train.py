@@ -12,7 +12,7 @@ import hashlib
 import json
 from typing import Any
 
-from protloc import storage
+from protloc import schemas, storage
 from protloc.config import TrainConfig
 from protloc.data.identity import DataListing, require_unchanged
 from protloc.data.manifest import COMPETITION, parse_manifest
@@ -29,6 +29,7 @@ from protloc.folders import (
     step_frame,
 )
 from protloc.process import is_main
+from protloc.schemas import CycleMetrics, CycleSnapshots
 from protloc.steps.data import open_checked_store
 from protloc.version import code_version
 
@@ -96,7 +97,7 @@ def _plots() -> Any:
 def _check_chain(previous: str | None, cfg: TrainConfig) -> None:
     """A chain of cycles keeps one fold."""
     if previous:
-        before = storage.read_json(storage.join(previous, METRICS)).get("fold", -1)
+        before = schemas.read(CycleMetrics, storage.join(previous, METRICS)).fold
         if before != cfg.fold:
             raise ConfigError(
                 f"--previous {previous} is a cycle of fold {before}, this cycle is of fold "
@@ -127,8 +128,10 @@ def _publish(
     figures.render("training_curves", storage.join(out, CURVES), chain_metrics)
     figures.close()
     training_page(chain_metrics, storage.read_bytes(storage.join(out, CURVES)), out)
-    storage.write_json(
-        storage.join(out, SNAPSHOTS), {"snapshots": [*chain, storage.join(out_uri, CHECKPOINT)]}
+    schemas.write(
+        CycleSnapshots,
+        storage.join(out, SNAPSHOTS),
+        {"snapshots": [*chain, storage.join(out_uri, CHECKPOINT)]},
     )
 
 
