@@ -78,6 +78,19 @@ def test_unfinished_or_missing_snapshot_refused(tiny_data, tiny_split, tmp_path)
         _infer(tiny_split, tiny_data, [str(tmp_path / "nope.pt")], tmp_path)
 
 
+def test_infer_refuses_a_split_of_another_fold_assignment(cycle0, tiny_data, tmp_path):
+    """Item: infer with another seed's split and a cycle trained on the first exited 0, and some
+    "validation" ids were that model's training samples."""
+    from protloc.config import SplitConfig
+    from protloc.data.split import run_split
+
+    other = tmp_path / "other-split"
+    cfg = SplitConfig(val_fraction=0.25, rare_below=5, seed=SplitConfig().seed + 1)
+    run_split(cfg, str(tiny_data / "train.csv"), out=str(other))
+    with pytest.raises(ArtifactError, match="trained on a split that assigns samples to folds"):
+        _infer(other, tiny_data, [str(cycle0[0] / "checkpoint.pt")], tmp_path)
+
+
 @pytest.mark.slow
 def test_two_ranks_predict_what_one_does(
     two_snapshots, tiny_data, tiny_split, tmp_path, monkeypatch

@@ -117,6 +117,23 @@ def test_collect_gives_every_sample_one_out_of_fold_row(tmp_path):
         collect({"a": a, "b": a}, str(uri))
 
 
+def test_collect_refuses_a_fold_of_another_split(tmp_path):
+    """Item: collect accepted fold files whose validation ids belong to another fold (a chain
+    of another split, scored on rows it trained on)."""
+    m = _kfold_manifest()
+    other = _kfold_manifest(folds=2)  # the same samples, two of them in each other's fold
+    fold = other.frame["fold_index"]
+    x, y = fold.index[fold == 0][0], fold.index[fold == 1][0]
+    other.frame.loc[x, "fold_index"], other.frame.loc[y, "fold_index"] = 1, 0
+    uri = tmp_path / "manifest.parquet"
+    uri.write_bytes(to_bytes(m.frame, {}))
+    test_ids = [f"t{i}" for i in range(6)]
+    a, _ = _chain_rows(m, 0, test_ids, 1)
+    b, _ = _chain_rows(other, 1, test_ids, 2)
+    with pytest.raises(ArtifactError, match=r"^b: its validation ids are not fold 1's"):
+        collect({"a": a, "b": b}, str(uri))
+
+
 @pytest.mark.slow
 def test_local_pipeline_with_two_folds(tiny_data, tmp_path):
     """kfp.local, --folds 2: a ParallelFor of two chains, collect, thresholds on out-of-fold

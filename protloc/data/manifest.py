@@ -65,6 +65,15 @@ class Manifest:
         return int(self.frame["fold_index"].max()) + 1 if self.kfold else 1
 
     @property
+    def assignment_sha256(self) -> str:
+        """The SHA-256 of which sample is in which fold (source, id, fold, fold index): what a
+        model's held-out rows depend on, unlike the weights. Checkpoints record it; infer
+        refuses a manifest that assigns otherwise."""
+        cols = ["source", "id", "fold", "fold_index"]
+        rows = sorted("\t".join(map(str, r)) for r in self.frame[cols].itertuples(index=False))
+        return hashlib.sha256("\n".join(rows).encode()).hexdigest()
+
+    @property
     def kfold(self) -> bool:
         return bool((self.frame["fold_index"] >= 0).any())
 

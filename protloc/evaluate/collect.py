@@ -17,7 +17,7 @@ import pandas as pd
 from protloc import storage
 from protloc.config import CollectConfig
 from protloc.data.hpa import labels_to_matrix
-from protloc.data.manifest import read_manifest
+from protloc.data.manifest import Manifest, read_manifest
 from protloc.errors import ArtifactError
 from protloc.evaluate import predictions as P
 from protloc.folders import PREDICTIONS
@@ -61,6 +61,21 @@ def _check_out_of_fold(oof: pd.DataFrame, held: pd.DataFrame) -> None:
         raise ArtifactError(f"id {never[0]!r} has no out-of-fold prediction ({len(never)} ids)")
 
 
+def _check_fold_ids(
+    source: str, rows: pd.DataFrame, manifest: Manifest, k: int, manifest_uri: str
+) -> None:
+    """Fold k's chain predicted exactly the rows the manifest puts in fold k (a chain of another
+    split's fold would otherwise be scored on rows it trained on)."""
+    predicted = set(rows.loc[rows["split"] == "val", "id"])
+    own = set(manifest.frame.loc[manifest.frame["fold_index"] == k, "id"])
+    if predicted != own:
+        stray = sorted(predicted - own) or sorted(own - predicted)
+        raise ArtifactError(
+            f"{source}: its validation ids are not fold {k}'s of {manifest_uri} (e.g. "
+            f"{stray[0]!r}): predictions of a chain of another split"
+        )
+
+
 def collect(
     parts: dict[str, pd.DataFrame], manifest_uri: str
 ) -> tuple[pd.DataFrame, float, list[str]]:
@@ -75,6 +90,7 @@ def collect(
     test_ids: list[str] | None = None
     for k in sorted(by_fold):
         source, rows = by_fold[k]
+        _check_fold_ids(source, rows, manifest, k, manifest_uri)
         frames.append(rows[rows["split"] == "val"])
         test = rows[(rows["split"] == "test") & (rows["snapshot"] != P.ENSEMBLE)]
         frames.append(test)

@@ -15,7 +15,12 @@ from protloc.config import InferConfig
 from protloc.data.cache import build_cache
 from protloc.data.hpa import labels_uri, read_test_ids, sample_submission_uri
 from protloc.data.identity import DataListing
-from protloc.data.manifest import check_labels, read_manifest, require_store_for_external
+from protloc.data.manifest import (
+    Manifest,
+    check_labels,
+    read_manifest,
+    require_store_for_external,
+)
 from protloc.data.store import Store
 from protloc.distributed import Dist, device_for, init_distributed, teardown
 from protloc.errors import ArtifactError, ConfigError
@@ -133,6 +138,21 @@ def _merge(
     return pd.concat(frames, ignore_index=True)
 
 
+def check_lineage(names: list[str], states: list[dict], manifest: Manifest, uri: str) -> None:
+    """Refuse snapshots trained on a split that assigns samples to folds otherwise: their
+    validation rows could include samples they trained on. Each checkpoint records its
+    manifest's fold assignment (``Manifest.assignment_sha256``)."""
+    want = manifest.assignment_sha256
+    for name, state in zip(names, states, strict=True):
+        had = (state.get("inputs") or {}).get("assignment_sha256")
+        if had is not None and had != want:
+            raise ArtifactError(
+                f"snapshot {name} was trained on a split that assigns samples to folds "
+                f"otherwise than {uri} ({had[:12]}... there, {want[:12]}... here): give infer "
+                "the split its chain was trained on"
+            )
+
+
 def run_infer(
     cfg: InferConfig,
     manifest_uri: str,
@@ -149,6 +169,7 @@ def run_infer(
     images from its ``train/`` and ``test/`` folders (``data``), or from ``store``."""
     names, states = load_snapshots(snapshots)
     manifest = read_manifest(manifest_uri)
+    check_lineage(names, states, manifest, manifest_uri)
     check_labels(manifest, labels_uri(data.root), manifest_uri)
     manifest = manifest.chain(cfg.fold)
     trained = {s["config"].get("fold", -1) for s in states}

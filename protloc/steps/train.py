@@ -147,6 +147,7 @@ def cycle_inputs(
     own = manifest.frame[manifest.frame["source"] == COMPETITION]
     return {
         "manifest_sha256": hashlib.sha256(raw).hexdigest(),
+        "assignment_sha256": manifest.assignment_sha256,
         "images": data.images_identity("train", list(own["id"])),
         "external_images": {
             root: DataListing(root).images_identity("train", ids)
