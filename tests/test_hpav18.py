@@ -3,7 +3,11 @@ external data through split, prepare and a kfp.local run."""
 
 import http.server
 import json
+import signal
+import subprocess
+import sys
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +23,7 @@ from protloc.data.manifest import read_manifest
 from protloc.data.split import run_split
 from protloc.errors import ConfigError, DataError
 from protloc.train.schedule import Cycle
+from tests.conftest import ROOT
 from tests.test_external_images import colour_coded
 
 IDS = ["10580_1610_C1_1", "10580_1610_C1_2", "1234_99_A1_3"]
@@ -26,10 +31,12 @@ IDS = ["10580_1610_C1_1", "10580_1610_C1_2", "1234_99_A1_3"]
 
 class Server:
     """http.server on 127.0.0.1 over a folder; ``flaky`` paths answer 503 once, ``truncate``
-    paths send half their body once, every request is counted."""
+    paths send half their body once, ``trickle`` paths send a byte every 0.1 s, ``bad_length``
+    paths a Content-Length that is not a number; every request is counted."""
 
     def __init__(self, folder: Path):
         self.folder, self.requests, self.flaky, self.truncate = folder, [], set(), set()
+        self.trickle, self.bad_length = set(), set()
         server = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -45,8 +52,15 @@ class Server:
                     return
                 body = path.read_bytes()
                 self.send_response(200)
-                self.send_header("Content-Length", str(len(body)))
+                bad = self.path in server.bad_length
+                self.send_header("Content-Length", "abc" if bad else str(len(body)))
                 self.end_headers()
+                if self.path in server.trickle:
+                    for i in range(len(body)):
+                        self.wfile.write(body[i : i + 1])
+                        self.wfile.flush()
+                        time.sleep(0.1)
+                    return
                 if self.path in server.truncate:
                     server.truncate.discard(self.path)
                     body = body[: len(body) // 2]
@@ -191,3 +205,36 @@ def test_kfp_local_run_with_external_data(tiny_data, server, tmp_path):
     assert (store.index.set_index("id").loc[IDS, "split"] == "train").all()
     sub = pd.read_csv(summary["submission"], dtype=str)
     assert len(sub) == len(pd.read_csv(tiny_data / "sample_submission.csv"))
+
+
+def test_a_trickling_server_times_out_and_sigterm_ends_the_download(server, tmp_path):
+    """Item: a server trickling 1 byte every 0.5 s held the downloader for 704 s, through
+    SIGTERM (no read timeout, threads waited for); a Content-Length 'abc' was a traceback."""
+    folder, _, rest = IDS[0].partition("_")
+    slow = f"/images/{folder}/{rest}_red.jpg"
+    server.trickle.add(slow)
+    server.bad_length.add(f"/images/{folder}/{rest}_blue.jpg")
+    labels = _labels(tmp_path, ids=IDS[:1])
+    cmd = [sys.executable, "-m", "protloc.data.hpav18", "--labels", labels, "--retries", "0"]
+    cmd += ["--base-url", server.url, "--file-timeout", "2"]
+    t0 = time.monotonic()
+    proc = subprocess.run([*cmd, "--out", str(tmp_path / "a")], cwd=ROOT, capture_output=True,
+                          text=True, check=False, timeout=120)  # fmt: skip
+    assert time.monotonic() - t0 < 60
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert "TimeoutError: not whole after 2 s" in proc.stderr
+    assert "Content-Length 'abc' is not a byte count" in proc.stderr
+    assert (tmp_path / "a" / "train" / f"{IDS[0]}_green.jpg").is_file()  # the others kept
+
+    # SIGTERM while a file trickles in (a long file timeout): the process ends at once.
+    run = subprocess.Popen([*cmd[:-1], "600", "--out", str(tmp_path / "b")], cwd=ROOT,
+                           stderr=subprocess.PIPE, text=True)  # fmt: skip
+    deadline = time.monotonic() + 60
+    while server.requests.count(slow) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)  # the slow file's second request: b's
+    time.sleep(0.5)
+    run.send_signal(signal.SIGTERM)
+    t0 = time.monotonic()
+    err = run.communicate(timeout=30)[1]
+    assert time.monotonic() - t0 < 5, err[-2000:]
+    assert run.returncode == 128 + signal.SIGTERM and "Traceback" not in err, err[-2000:]

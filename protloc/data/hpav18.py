@@ -21,13 +21,16 @@ import argparse
 import http.client
 import io
 import logging
+import math
 import random
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from PIL import Image
@@ -41,7 +44,11 @@ from protloc.progress import eta
 log = logging.getLogger(__name__)
 
 BASE_URL = "http://v18.proteinatlas.org/images"
-TIMEOUT_S = 60
+TIMEOUT_S = 30  # no byte for this long: the connection is given up (per read)
+FILE_TIMEOUT_S = 300.0  # one file's whole transfer, however slowly its bytes arrive
+CHUNK = 1 << 16
+# Set when the download is stopped (SIGTERM, Ctrl-C, an error): transfers end at their next read.
+_STOP = threading.Event()
 
 
 def image_url(base_url: str, sample_id: str, colour: str) -> str:
@@ -71,7 +78,29 @@ class Outcome:
     error: str = ""
 
 
-def fetch_one(url: str, uri: str, retries: int, backoff_s: float) -> Outcome:
+def _read_body(response, deadline_s: float) -> bytes:
+    """The response's body, read in chunks: refused past ``deadline_s`` in all (a server that
+    trickles a byte at a time never trips a per-read timeout) or once the download stops."""
+    expected = response.headers.get("Content-Length")
+    if expected is not None and not expected.strip().isdigit():
+        raise http.client.HTTPException(f"Content-Length {expected!r} is not a byte count")
+    end = time.monotonic() + deadline_s
+    parts = []
+    while chunk := response.read1(CHUNK):
+        parts.append(chunk)
+        if _STOP.is_set():
+            raise InterruptedError("download stopped")
+        if time.monotonic() > end:
+            raise TimeoutError(f"not whole after {deadline_s:g} s")
+    data = b"".join(parts)
+    if expected is not None and len(data) != int(expected):
+        raise http.client.IncompleteRead(data, int(expected) - len(data))
+    return data
+
+
+def fetch_one(
+    url: str, uri: str, retries: int, backoff_s: float, file_timeout_s: float = FILE_TIMEOUT_S
+) -> Outcome:
     """One file: kept if already whole, else downloaded with retries and verified."""
     if storage.exists(uri) and verified(storage.read_bytes(uri)):
         return Outcome(uri, fetched=False)
@@ -79,13 +108,11 @@ def fetch_one(url: str, uri: str, retries: int, backoff_s: float) -> Outcome:
     for attempt in range(retries + 1):
         if attempt:
             time.sleep(backoff_s * 2 ** (attempt - 1) * (0.5 + random.random()))
+        if _STOP.is_set():
+            return Outcome(uri, fetched=False, error=f"{url}: download stopped")
         try:
             with urllib.request.urlopen(url, timeout=TIMEOUT_S) as response:
-                data = response.read()
-                expected = response.headers.get("Content-Length")
-            if expected is not None and len(data) != int(expected):
-                last = f"{len(data)} of {expected} bytes"
-                continue
+                data = _read_body(response, file_timeout_s)
             if not verified(data):
                 last = "not a whole JPEG"
                 continue
@@ -95,9 +122,23 @@ def fetch_one(url: str, uri: str, retries: int, backoff_s: float) -> Outcome:
             last = f"HTTP {exc.code}"
             if exc.code < 500 and exc.code != 429:  # 404, 403: retrying will not help
                 break
+        except http.client.IncompleteRead as exc:
+            last = f"{len(exc.partial)} of {len(exc.partial) + exc.expected} bytes"
         except (urllib.error.URLError, http.client.HTTPException, OSError) as exc:
             last = f"{type(exc).__name__}: {exc}"
     return Outcome(uri, fetched=False, error=f"{url}: {last}")
+
+
+@contextmanager
+def _stop_on_exit(pool: ThreadPoolExecutor) -> Iterator[None]:
+    """On SIGTERM, Ctrl-C or an error, stop every transfer at its next read and drop the queued
+    ones, so the process ends in seconds instead of waiting for the slowest server."""
+    try:
+        yield
+    except BaseException:
+        _STOP.set()
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
 
 
 def download(
@@ -107,6 +148,7 @@ def download(
     workers: int = 16,
     retries: int = 5,
     backoff_s: float = 1.0,
+    file_timeout_s: float = FILE_TIMEOUT_S,
 ) -> list[str]:
     """Fetch every channel of every Id of ``labels_csv`` into ``out``; returns the failures
     (one line each, naming the URL), after writing ``{out}/train.csv``."""
@@ -119,8 +161,11 @@ def download(
     ]
     t0, done, fetched, failures = time.perf_counter(), 0, 0, []
     every = max(1, len(jobs) // 20)
-    with ThreadPoolExecutor(max(1, workers)) as pool:
-        for outcome in pool.map(lambda job: fetch_one(*job, retries, backoff_s), jobs):
+    _STOP.clear()
+    with ThreadPoolExecutor(max(1, workers)) as pool, _stop_on_exit(pool):
+        for outcome in pool.map(
+            lambda job: fetch_one(*job, retries, backoff_s, file_timeout_s), jobs
+        ):
             done += 1
             fetched += outcome.fetched
             if outcome.error:
@@ -152,10 +197,27 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--base-url", default=BASE_URL, help=f"image server (default {BASE_URL})")
     p.add_argument("--workers", type=int, default=16, help="downloads at once (default 16)")
     p.add_argument("--retries", type=int, default=5, help="retries per file (default 5)")
+    p.add_argument(
+        "--file-timeout",
+        type=float,
+        default=FILE_TIMEOUT_S,
+        help=f"seconds one file may take in all, however slowly it arrives (default {FILE_TIMEOUT_S:g})",
+    )
     args = p.parse_args(argv)
     if args.workers < 1 or args.retries < 0:
         raise ConfigError("--workers must be >= 1 and --retries >= 0")
-    failures = download(args.labels, args.out, args.base_url, args.workers, args.retries)
+    if not (math.isfinite(args.file_timeout) and args.file_timeout > 0):
+        raise ConfigError(
+            f"--file-timeout must be a number of seconds > 0, got {args.file_timeout}"
+        )
+    failures = download(
+        args.labels,
+        args.out,
+        args.base_url,
+        args.workers,
+        args.retries,
+        file_timeout_s=args.file_timeout,
+    )
     if failures:
         raise DataError(
             f"{len(failures)} file(s) failed after {args.retries} retries (run again to "
