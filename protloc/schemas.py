@@ -104,6 +104,31 @@ class CycleMetrics(Artifact):
     norm: Norm | None = None  # None in a checkpoint-only cycle's metrics of an older protloc
 
 
+Sha256 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+Side = Annotated[int, Field(gt=0)]
+
+
+class StoreShard(Artifact):
+    file: Name
+    count: Side
+    sha256: dict[str, Sha256]  # size in px (as text) -> the SHA-256 of that size's frame
+
+
+class StoreSplit(Artifact):
+    shards: list[StoreShard]
+    skipped: list[str]
+
+
+class StoreDoc(Artifact):
+    """``store.json`` (the prepare step)."""
+
+    format: Annotated[int, Field(ge=1)]
+    size: Side
+    sizes: Annotated[list[Side], Field(min_length=1)]
+    index_sha256: Sha256
+    splits: dict[str, StoreSplit]
+
+
 def _refuse_constant(name: str) -> float:
     raise ValueError(f"{name} is not a number in standard JSON")
 

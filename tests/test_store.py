@@ -84,9 +84,9 @@ def test_a_damaged_shard_is_refused_naming_it(tiny_data, tiny_split, tmp_path):
     store = open_store(str(tmp_path / "store"))
     shard = tmp_path / "store" / "train-00001.u8.zst"
     data = bytearray(shard.read_bytes())
-    data[len(data) // 2] ^= 0x01  # one bit flipped (the frame's checksum finds it)
+    data[len(data) // 2] ^= 0x01  # one bit flipped (the recorded SHA-256 finds it)
     shard.write_bytes(bytes(data))
-    with pytest.raises(ArtifactError, match=r"train-00001\.u8\.zst: not a Zstandard frame"):
+    with pytest.raises(ArtifactError, match=r"train-00001\.u8\.zst: not the shard store\.json"):
         build_cache(
             DataListing(str(tiny_data)), "train", _ids(tiny_split), 80, tmp_path / "c", store=store
         )
@@ -166,3 +166,74 @@ def test_a_store_of_older_images_is_refused(tiny_data, tiny_split, tmp_path, cac
         train_step(cfg, data_root=str(data), split=str(tiny_split), out=str(tmp_path / "t"),
                    store=store)  # fmt: skip
     assert not (tmp_path / "t").exists()
+
+
+def test_a_store_prepared_again_from_changed_images_never_meets_the_old_cache(
+    tiny_data, tiny_split, tmp_path
+):
+    """Item: with a store, the image cache was keyed by the store's size and index hash, which
+    do not change with the pixels: a store prepared again from a regenerated image served the
+    old cache (same probabilities, same submission)."""
+    import shutil
+
+    from PIL import Image
+
+    data = shutil.copytree(tiny_data, tmp_path / "data")
+    ids = _ids(tiny_split)
+    cfg = PrepareConfig(store_size=96, shard_samples=16)
+    first = str(tmp_path / "store1")
+    prepare_step(cfg, data_root=str(data), split=str(tiny_split), out=first)
+    listing = DataListing(str(data))
+    old = build_cache(listing, "train", ids, 96, tmp_path / "c", store=open_store(first))
+    changed = ids[0]
+    Image.fromarray(np.full((96, 96), 255, np.uint8)).save(data / "train" / f"{changed}_red.png")
+    second = str(tmp_path / "store2")
+    prepare_step(cfg, data_root=str(data), split=str(tiny_split), out=second)
+    new = build_cache(listing, "train", ids, 96, tmp_path / "c", store=open_store(second))
+    assert new.path != old.path  # another key: built from the new store
+    row = new.ids.index(changed)
+    assert (new.array[row, 0] == 255).all() and not (old.array[row, 0] == 255).all()
+
+
+def test_a_foreign_shard_of_the_same_layout_is_refused(tiny_data, tiny_split, tmp_path):
+    """Item: a whole, valid shard of the same layout in another's place (16 samples at 80 px:
+    a copy, a mix-up) was read as that shard's pixels; store.json records each shard's
+    SHA-256 and every fetch checks it."""
+    store = tmp_path / "store"
+    prepare_step(PrepareConfig(store_size=80, shard_samples=16), data_root=str(tiny_data),
+                 split=str(tiny_split), out=str(store))  # fmt: skip
+    shards = store.glob("train-0000[01].u8.zst")
+    zero, one = sorted(shards)
+    assert [f["count"] for f in open_store(str(store)).doc["splits"]["train"]["shards"][:2]] == [
+        16,
+        16,
+    ]
+    one.write_bytes(zero.read_bytes())
+    with pytest.raises(ArtifactError, match=r"train-00001\.u8\.zst: not the shard store\.json"):
+        build_cache(
+            DataListing(str(tiny_data)), "train", _ids(tiny_split), 80, tmp_path / "c",
+            store=open_store(str(store)),
+        )  # fmt: skip
+
+
+def test_store_json_mutants_are_refused_in_one_line(tiny_data, tiny_split, tmp_path):
+    """Item: a store.json changed with its index hash kept gave tracebacks; its schema
+    (``protloc.schemas.StoreDoc``) refuses each mutant in one line naming the file."""
+    import random
+
+    from protloc.errors import ProtlocError
+    from tests.test_artifact_schemas import _mutate, _write
+
+    store = tmp_path / "store"
+    prepare_step(PrepareConfig(store_size=80, shard_samples=16), data_root=str(tiny_data),
+                 split=str(tiny_split), out=str(store))  # fmt: skip
+    good = json.loads((store / "store.json").read_text())
+    rng, refused = random.Random("store.json"), 0
+    for _ in range(100):
+        _write(store / "store.json", _mutate(good, rng))
+        try:
+            open_store(str(store))
+        except ProtlocError as exc:
+            refused += 1
+            assert "\n" not in str(exc) and "store.json" in str(exc), str(exc)
+    assert refused > 0

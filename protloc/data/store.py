@@ -4,8 +4,10 @@ Decoding four PNGs costs ~12 ms per 512-px sample and core, and without a store 
 and the infer task decode every image again (8 times for the Table-1 schedule). The prepare step
 decodes each sample once, at the schedule's largest size (the native 512 px for HPA's Table 1),
 into shards of (n, 4, S, S) uint8 arrays, ``{split}-{k:05d}.u8.zst``, with an index
-(``index.parquet``: id, split, shard, row) and ``store.json`` (size, shard files, skipped ids,
-the labels' SHA-256). A task then fetches only the shards it needs, in parallel, and derives its
+(``index.parquet``: id, split, shard, row) and ``store.json`` (size, shard files and each one's
+SHA-256 at every size, skipped ids, the labels' SHA-256). Every fetch checks a shard's SHA-256,
+and a cache built from a store is keyed by all of them (:attr:`Store.identity`), so a store
+prepared again from changed images never meets a cache of the old pixels. A task then fetches only the shards it needs, in parallel, and derives its
 cycle's size from the uint8 arrays: a resize, never a PNG decode.
 
 Each shard is one Zstandard frame (level 1): on real HPA channels it is 2.1x smaller than the raw
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import logging
 import time
 from collections import deque
@@ -34,7 +37,7 @@ import pandas as pd
 import zstandard
 from PIL import Image
 
-from protloc import storage
+from protloc import schemas, storage
 from protloc.config import PrepareConfig
 from protloc.cpus import compute_threads
 from protloc.data.hpa import decode_samples, resize_channel
@@ -42,10 +45,11 @@ from protloc.data.identity import DataListing
 from protloc.errors import ArtifactError, ConfigError, DataError
 from protloc.folders import STORE, STORE_INDEX
 from protloc.progress import eta
+from protloc.schemas import StoreDoc
 
 log = logging.getLogger(__name__)
 
-STORE_FORMAT = 2  # 1: raw shards (``.u8``)
+STORE_FORMAT = 3  # 1: raw shards (``.u8``); 2: no per-shard SHA-256
 FETCHES = 4  # shards downloaded at once
 LEVEL = 1  # Zstandard's level: ~400 MB/s per core to compress, and no larger than level 3
 
@@ -167,6 +171,7 @@ class _ShardWriter:
             level=LEVEL, threads=compute_threads(cfg.workers), write_checksum=True
         )
         self.upload: Future | None = None
+        self.in_flight: dict | None = None  # the shard entry whose digests the upload returns
         self.index: list[tuple[str, str, int, int]] = []
         self.shards: dict[str, list[dict]] = {}
         self.skipped: dict[str, list[str]] = {}
@@ -189,13 +194,14 @@ class _ShardWriter:
             self.compressor,
         )
         self.index += [(i, split, len(shards), row) for row, i in enumerate(kept)]
-        shards.append({"file": shard_name(split, len(shards)), "count": len(kept)})
+        self.in_flight = {"file": shard_name(split, len(shards)), "count": len(kept)}
+        shards.append(self.in_flight)
 
     def finish(self) -> None:
-        """Wait for the shard in flight (its error is raised here)."""
+        """Wait for the shard in flight (its error is raised here) and record its digests."""
         if self.upload is not None:
-            self.upload.result()
-            self.upload = None
+            self.in_flight["sha256"] = self.upload.result()
+            self.upload = self.in_flight = None
 
     def shutdown(self) -> None:
         self.uploader.shutdown()
@@ -210,22 +216,28 @@ def _write_shard(
     extra_sizes: tuple[int, ...],
     resizer: ThreadPoolExecutor,
     compressor: zstandard.ZstdCompressor,
-) -> None:
+) -> dict[str, str]:
     """Shard k of ``split`` at the store's size and at each extra size (resized as a cycle
-    would), each compressed and written to ``out``."""
-    _write_frame(storage.join(out, shard_name(split, k)), arrays, compressor)
+    would), each compressed and written to ``out``; returns each size's SHA-256."""
+    size = arrays[0].shape[-1]
+    digests = {str(size): _write_frame(storage.join(out, shard_name(split, k)), arrays, compressor)}
     for extra in extra_sizes:
         smaller = list(resizer.map(lambda a, s=extra: resize(a, s), arrays))
-        _write_frame(storage.join(out, shard_name(split, k, extra)), smaller, compressor)
+        uri = storage.join(out, shard_name(split, k, extra))
+        digests[str(extra)] = _write_frame(uri, smaller, compressor)
+    return digests
 
 
-def _write_frame(uri: str, arrays: list[np.ndarray], compressor: zstandard.ZstdCompressor) -> None:
+def _write_frame(uri: str, arrays: list[np.ndarray], compressor: zstandard.ZstdCompressor) -> str:
     """The arrays, in order, as one Zstandard frame: fed one by one, so the shard is never
-    stacked into one more copy (that copy cost 0.4 s per 134-MB shard here)."""
+    stacked into one more copy (that copy cost 0.4 s per 134-MB shard here). Returns the
+    frame's SHA-256."""
     frame = compressor.compressobj(size=sum(a.nbytes for a in arrays))
     parts = [frame.compress(np.ascontiguousarray(a)) for a in arrays]
     parts.append(frame.flush())
-    storage.write_bytes(uri, b"".join(parts))
+    data = b"".join(parts)
+    storage.write_bytes(uri, data)
+    return hashlib.sha256(data).hexdigest()
 
 
 def _decode(
@@ -264,9 +276,12 @@ class Store:
 
     @property
     def identity(self) -> str:
-        """What the store's bytes are (its index and sizes): part of an image cache's key."""
-        sizes = ",".join(map(str, self.sizes))
-        return f"{self.size}:{sizes}:{self.doc['index_sha256']}"
+        """What the store's bytes are: the SHA-256 of its index and of every shard at every
+        size. It keys the image caches built from it, so a store prepared again from changed
+        images never meets a cache of the old pixels."""
+        shards = {split: part["shards"] for split, part in sorted(self.doc["splits"].items())}
+        content = json.dumps([self.size, self.sizes, self.doc["index_sha256"], shards])
+        return hashlib.sha256(content.encode()).hexdigest()
 
     def skipped(self, split: str) -> list[str]:
         return list(self.doc["splits"].get(split, {}).get("skipped", []))
@@ -274,17 +289,25 @@ class Store:
 
 def open_store(uri: str) -> Store:
     """Read ``store.json`` and the index of the store folder ``uri``."""
-    doc = storage.read_json(storage.join(uri, STORE))
-    try:
-        size = int(doc["size"])
-        if doc.get("format") != STORE_FORMAT:
-            raise ValueError(f"format {doc.get('format')!r}, this code reads {STORE_FORMAT}")
-    except (ValueError, KeyError, TypeError) as exc:
-        raise ArtifactError(f"{storage.join(uri, STORE)}: not a protloc store ({exc})") from None
+    where = storage.join(uri, STORE)
+    doc = storage.read_json(where)
+    found = doc.get("format") if isinstance(doc, dict) else None
+    if found != STORE_FORMAT:
+        raise ArtifactError(
+            f"{where}: not a protloc store of format {STORE_FORMAT} (found {found!r}): "
+            "run prepare again"
+        )
+    checked = schemas.parse(StoreDoc, where, doc)
+    for split, part in checked.splits.items():
+        for k, shard in enumerate(part.shards):
+            if set(shard.sha256) != {str(s) for s in checked.sizes}:
+                raise ArtifactError(
+                    f"{where}: splits.{split}.shards[{k}].sha256 must name sizes {checked.sizes}"
+                )
     raw = storage.read_bytes(storage.join(uri, STORE_INDEX))
-    if hashlib.sha256(raw).hexdigest() != doc.get("index_sha256"):
+    if hashlib.sha256(raw).hexdigest() != checked.index_sha256:
         raise ArtifactError(f"{storage.join(uri, STORE_INDEX)}: does not match {STORE} (changed?)")
-    return Store(uri, size, doc, pd.read_parquet(io.BytesIO(raw)))
+    return Store(uri, checked.size, doc, pd.read_parquet(io.BytesIO(raw)))
 
 
 def require_same_data(store: Store, fingerprint: str, root: str) -> None:
@@ -327,16 +350,18 @@ def _rows_of(
 
 
 def _fetch_shard(store: Store, split: str, k: int, side: int) -> np.ndarray:
-    """Shard k of ``split`` at ``side`` px, unpacked and checked (its Zstandard checksum)."""
+    """Shard k of ``split`` at ``side`` px, checked (the SHA-256 ``store.json`` recorded, then
+    its Zstandard checksum) and unpacked."""
     files = store.doc["splits"][split]["shards"]
     name = files[k]["file"] if side == store.size else shard_name(split, k, side)
     uri = storage.join(store.uri, name)
     expected = files[k]["count"] * 4 * side * side
+    data = storage.read_bytes(uri)
+    if hashlib.sha256(data).hexdigest() != files[k]["sha256"][str(side)]:
+        raise ArtifactError(f"{uri}: not the shard {STORE} recorded (its SHA-256 differs)")
     try:
         # A decompressor per call: they are not thread-safe (and release the GIL).
-        raw = zstandard.ZstdDecompressor().decompress(
-            storage.read_bytes(uri), max_output_size=expected
-        )
+        raw = zstandard.ZstdDecompressor().decompress(data, max_output_size=expected)
     except zstandard.ZstdError as exc:
         raise ArtifactError(f"{uri}: not a Zstandard frame of the store ({exc})") from None
     if len(raw) != expected:
