@@ -104,6 +104,42 @@ def test_16_bit_tiff_scaled_by_its_real_bit_depth(tmp_path):
         load_sample(str(tmp_path), "train", "bad", ext=".tif")
 
 
+def _saved(img: Image.Image, fmt: str, **kwargs) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, fmt, **kwargs)
+    return buf.getvalue()
+
+
+def test_every_pixel_format_decodes_right_or_is_refused_by_name():
+    """Item: a 32-bit integer TIFF decoded to zeros, a multi-page TIFF used its first page, and
+    12-bit data in a 16-bit PNG without a depth tag was near black with one warning per
+    process. The rule now: 8- and 16-bit gray (scaled by MaxSampleValue, else 16 bits) and RGB
+    decode; anything else is refused naming the file, each file on its own."""
+    from protloc.data.hpa import decode_channel
+
+    rng = np.random.default_rng(1)
+    twelve = rng.integers(0, 4096, size=(32, 32)).astype(np.uint16)
+    cases = {
+        "32-bit integer": (_saved(Image.fromarray(twelve.astype(np.int32) * 1000), "TIFF"),
+                           "32-bit integer pixels are not supported"),
+        "float": (_saved(Image.fromarray(twelve.astype(np.float32)), "TIFF"),
+                  "pixel mode F is not supported"),
+        "two pages": (_saved(Image.fromarray(twelve), "TIFF", save_all=True,
+                             append_images=[Image.fromarray(twelve)]), "a file of 2 pages"),
+    }  # fmt: skip
+    for data, message in cases.values():
+        with pytest.raises(DataError, match=rf"sample 's' channel red \(f\): {message}"):
+            decode_channel(data, "s", "red", "f")
+    png12 = _saved(Image.fromarray(twelve), "PNG")
+    for _ in range(2):  # every file, not the first of a process only
+        with pytest.raises(DataError, match=r"brightest pixel is \d+: it holds 12-bit"):
+            decode_channel(png12, "s", "red", "f")
+    wide = (twelve.astype(np.uint32) * 16).astype(np.uint16)
+    wide[0, 0] = 65535
+    got = np.asarray(decode_channel(_saved(Image.fromarray(wide), "PNG"), "s", "red", "f"))
+    assert np.array_equal(got, (wide.astype(np.uint32) * 255 + 32767) // 65535)
+
+
 def test_png_and_jpeg_samples_mix_in_one_folder(hpa_dir, tmp_path):
     folder = tmp_path / "train"
     write_hpav18(hpa_dir, folder, "v18", size=1024)

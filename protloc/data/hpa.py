@@ -220,7 +220,9 @@ def _no_red_channel(root: str, split: str, sample_id: str) -> DataError:
 # HPAv18's colour-coded JPEGs keep each channel in its display colour's planes.
 _PLANES = {"red": (0,), "green": (1,), "blue": (2,), "yellow": (0, 1)}
 _WIDE_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
-_warned: set[str] = set()  # warnings given once per process
+# Below this brightest value a 16-bit file without a MaxSampleValue tag holds 12-bit (or less)
+# data: scaled as 16-bit it would be near black, so it is refused, file by file.
+_LOW_DEPTH_MAX = 4096
 
 
 def decode_channel(
@@ -232,7 +234,10 @@ def decode_channel(
     display colour (HPAv18: red R, green G, blue B, yellow the mean of R and G), never its
     luminance. A JPEG is decoded reduced by a power of two (Pillow's ``draft``) when ``size`` is
     given and the file is at least twice as large. 16-bit images are scaled by their real bit
-    depth: the TIFF's MaxSampleValue when it has one, else its bits per sample.
+    depth: the TIFF's MaxSampleValue when it has one, else 16 bits. Refused, by name: files of
+    several pages (a stack), 32-bit integer and floating-point pixels, and a 16-bit file without
+    MaxSampleValue whose brightest pixel is below 4096 (12-bit data that 16-bit scaling would
+    turn near black).
     """
     where = f"sample {sample_id!r} channel {channel} ({source})"
     if not data:
@@ -244,6 +249,7 @@ def decode_channel(
             if size is not None and img.format == "JPEG":
                 img.draft(img.mode, (size, size))
             img.load()  # decode now, so truncation shows here and not later
+            pages = getattr(img, "n_frames", 1)
     except (
         UnidentifiedImageError,
         OSError,
@@ -254,6 +260,11 @@ def decode_channel(
     ) as exc:
         kind = "truncated" if "truncated" in str(exc).lower() else "corrupt or not an image"
         raise DataError(f"{where}: {kind} ({type(exc).__name__}: {exc})") from None
+    if pages > 1:
+        raise DataError(
+            f"{where}: a file of {pages} pages; protloc reads one image per channel file "
+            "(write each page to its own file)"
+        )
     return _to_channel(img, channel, where)
 
 
@@ -277,23 +288,26 @@ def _to_channel(img: Image.Image, channel: str, where: str) -> Image.Image:
 
 
 def _scale_wide(img: Image.Image, where: str) -> Image.Image:
-    """A 16-bit (or 32-bit integer) image to 0..255 by its bit depth."""
-    arr = np.asarray(img).astype(np.uint32)
+    """A 16-bit image to 0..255 by its bit depth."""
     tags = getattr(img, "tag_v2", {})
+    bits = tags.get(258)
+    bits = max(bits) if isinstance(bits, tuple) else bits
+    # Pillow's 32-bit integer mode: a PNG's is 16-bit data (older Pillows open those as "I")
+    if img.mode == "I" and img.format != "PNG" and (bits or 32) > 16:
+        raise DataError(
+            f"{where}: 32-bit integer pixels are not supported (8- or 16-bit gray, RGB)"
+        )
+    arr = np.asarray(img).astype(np.uint32)
     max_value = tags.get(281) or tags.get(341)  # MaxSampleValue, SMaxSampleValue
     if isinstance(max_value, tuple):
         max_value = max(max_value)
     if not max_value:
-        bits = tags.get(258)
-        bits = max(bits) if isinstance(bits, tuple) else bits
         max_value = (1 << int(bits or 16)) - 1
-        if arr.max() < 4096 and "depth" not in _warned:
-            _warned.add("depth")
-            log.warning(
-                "%s: a 16-bit image whose brightest pixel is %d: if it holds 12-bit data, "
-                "record that in its TIFF MaxSampleValue tag (4095), or it is scaled as 16-bit",
-                where,
-                int(arr.max()),
+        if arr.max() < _LOW_DEPTH_MAX:
+            raise DataError(
+                f"{where}: a 16-bit image whose brightest pixel is {int(arr.max())}: it holds "
+                "12-bit (or fewer) data, which scaled as 16-bit would be near black; record its "
+                "depth in the TIFF MaxSampleValue tag (4095 for 12-bit) or write 8-bit files"
             )
     max_value = int(max_value)
     if arr.max() > max_value:
