@@ -127,6 +127,8 @@ class StoreDoc(Artifact):
     sizes: Annotated[list[Side], Field(min_length=1)]
     index_sha256: Sha256
     splits: dict[str, StoreSplit]
+    data_fingerprint: str = ""
+    external_fingerprints: dict[str, str] = Field(default_factory=dict)
 
 
 def _refuse_constant(name: str) -> float:

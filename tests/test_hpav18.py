@@ -19,9 +19,10 @@ import pipeline
 from protloc.classes import CHANNELS
 from protloc.config import SplitConfig
 from protloc.data.hpav18 import download, image_url, main
+from protloc.data.identity import DataListing
 from protloc.data.manifest import read_manifest
 from protloc.data.split import run_split
-from protloc.errors import ConfigError, DataError
+from protloc.errors import ArtifactError, ConfigError, DataError
 from protloc.train.schedule import Cycle
 from tests.conftest import ROOT
 from tests.test_external_images import colour_coded
@@ -238,3 +239,27 @@ def test_a_trickling_server_times_out_and_sigterm_ends_the_download(server, tmp_
     err = run.communicate(timeout=30)[1]
     assert time.monotonic() - t0 < 5, err[-2000:]
     assert run.returncode == 128 + signal.SIGTERM and "Traceback" not in err, err[-2000:]
+
+
+def test_a_store_of_changed_external_images_is_refused(tiny_data, server, tmp_path):
+    """Item: an external sample blanked after prepare went unnoticed (only the data root's
+    fingerprint was checked) and train from the store trained on the old pixels."""
+    from protloc.config import PrepareConfig
+    from protloc.steps import prepare_step
+    from protloc.steps.data import open_checked_store
+
+    ext = tmp_path / "hpav18"
+    assert download(_labels(tmp_path), str(ext), server.url, workers=4) == []
+    split = tmp_path / "split"
+    run_split(SplitConfig(external=str(ext), rare_below=0), str(tiny_data / "train.csv"),
+              out=str(split))  # fmt: skip
+    (split / "timing.json").write_text('{"step": "split", "seconds": 0, "code_version": "t"}')
+    store = tmp_path / "store"
+    prepare_step(PrepareConfig(store_size=80), data_root=str(tiny_data), split=str(split),
+                 out=str(store))  # fmt: skip
+    data = DataListing(str(tiny_data))
+    assert open_checked_store(str(store), data) is not None  # unchanged: accepted
+    blank = ext / "train" / f"{IDS[0]}_green.jpg"
+    Image.fromarray(np.zeros((256, 256, 3), np.uint8)).save(blank)
+    with pytest.raises(ArtifactError, match=rf"external root {ext} holds now .*run prepare again"):
+        open_checked_store(str(store), DataListing(str(tiny_data)))

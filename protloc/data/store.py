@@ -67,13 +67,15 @@ def build_store(
     external: dict[str, list[str]],
     labels_sha256: str,
     data_fingerprint: str,
+    external_fingerprints: dict[str, str] | None = None,
     out: str,
 ) -> dict:
     """Decode every id of ``ids_by_split`` (the ``train`` and ``test`` folders of ``data``'s
     root), and of ``external`` (data root -> ids of its ``train`` folder, stored as ``train``
     samples), at ``cfg.store_size`` px into shards in ``out``; returns the ``store.json``
-    document, which records ``data_fingerprint`` (the data root's, when it was read) so a store
-    of older images is refused later. Each shard is also written at every one of the config's
+    document, which records ``data_fingerprint`` (the data root's, when it was read) and
+    ``external_fingerprints`` (each external root's) so a store of older images is refused
+    later. Each shard is also written at every one of the config's
     extra sizes (resized from the store size as a cycle would), so a task fetches its cycle's
     bytes, not the largest size's."""
     size = cfg.store_size
@@ -83,6 +85,7 @@ def build_store(
         "sizes": sorted({size, *cfg.sizes()}),
         "labels_sha256": labels_sha256,
         "data_fingerprint": data_fingerprint,
+        "external_fingerprints": dict(external_fingerprints or {}),
         "splits": {},
     }
     t0 = time.perf_counter()
@@ -311,14 +314,21 @@ def open_store(uri: str) -> Store:
 
 
 def require_same_data(store: Store, fingerprint: str, root: str) -> None:
-    """Refuse a store prepared from other data than ``root`` holds now (images fixed or
-    regenerated since: its pixels would be the old ones)."""
+    """Refuse a store prepared from other data than ``root`` and the external roots hold now
+    (images fixed, blanked or regenerated since: its pixels would be the old ones)."""
     then = store.doc.get("data_fingerprint", "")
     if then and then != fingerprint:
         raise ArtifactError(
             f"store {store.uri} was prepared from other data than {root} holds now "
             f"(fingerprint {then} then, {fingerprint} now): run prepare again"
         )
+    for external, then in store.doc.get("external_fingerprints", {}).items():
+        now = DataListing(external).fingerprint()
+        if now != then:
+            raise ArtifactError(
+                f"store {store.uri} was prepared from other data than the external root "
+                f"{external} holds now (fingerprint {then} then, {now} now): run prepare again"
+            )
 
 
 def _rows_of(

@@ -55,6 +55,7 @@ def prepare_step(
     with step_frame("prepare", out, {"split": split}):
         fingerprint = data.fingerprint()  # before reading: a change meanwhile shows
         manifest = read_manifest(storage.join(split, MANIFEST))
+        external = {root: DataListing(root).fingerprint() for root in manifest.external}
         own = manifest.frame[manifest.frame["source"] == COMPETITION]
         ids = {"train": list(own["id"]), "test": read_test_ids(sample_submission_uri(data_root))}
         return build_store(
@@ -64,6 +65,7 @@ def prepare_step(
             external=manifest.external,
             labels_sha256=manifest.meta.get("labels_sha256", ""),
             data_fingerprint=fingerprint,
+            external_fingerprints=external,
             out=out,
         )
 
