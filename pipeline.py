@@ -35,6 +35,7 @@ from protloc.cpus import TASKS_ENV
 from protloc.errors import ConfigError, ProtlocError
 from protloc.folders import ERROR, PAGE, SUBMISSION
 from protloc.params import Param
+from protloc.process import exit_on_sigterm, setup_logging
 from protloc.redact import redact_url
 from protloc.report.summary import format_summary, run_summary, step_time
 from protloc.steps import (
@@ -626,11 +627,9 @@ def _given(args: argparse.Namespace) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        datefmt="%H:%M:%S",
-    )
+    setup_logging()  # URLs in log lines without user info or query (protloc.redact)
+    # SIGTERM ends the run and, first, its task processes (kfp.local's subprocesses)
+    exit_on_sigterm(forward=True)
     given = _given(args)
     try:
         # '' is refused by the parser, not replaced by the default

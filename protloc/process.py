@@ -7,11 +7,14 @@ launches all start through here.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
 import sys
+import threading
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from protloc.errors import ProtlocError
 from protloc.redact import redact_text
@@ -56,14 +59,34 @@ class _Redact(logging.Filter):
         return True
 
 
-def exit_on_sigterm() -> None:
+def exit_on_sigterm(forward: bool = False) -> None:
     """SIGTERM (what Kubernetes and Docker send) exits like Ctrl-C would, so cleanup runs
-    (temporary cache files, the output folder's lock) instead of the process just vanishing."""
+    (temporary cache files, the output folder's lock) instead of the process just vanishing.
+    With ``forward`` the process's descendants get it first (``pipeline.py local``: kfp.local's
+    task processes would otherwise run on, writing, after it is gone)."""
 
     def handler(signum: int, frame: object) -> None:
+        if forward:
+            for pid in descendants(os.getpid()):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGTERM)
         raise SystemExit(128 + signum)
 
-    signal.signal(signal.SIGTERM, handler)
+    if threading.current_thread() is threading.main_thread():  # where Python allows handlers
+        signal.signal(signal.SIGTERM, handler)
+
+
+def descendants(pid: int) -> list[int]:
+    """The processes ``pid`` started, and theirs (Linux ``/proc``; [] elsewhere)."""
+    found, stack = [], [pid]
+    while stack:
+        parent = stack.pop()
+        for children in Path(f"/proc/{parent}/task").glob("*/children"):
+            with contextlib.suppress(OSError):
+                kids = [int(k) for k in children.read_text().split()]
+                found += kids
+                stack += kids
+    return found
 
 
 def start() -> None:

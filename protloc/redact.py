@@ -26,8 +26,12 @@ def redact_url(url: str) -> str:
     if not parts.scheme or not parts.netloc:
         return url
     host = parts.hostname or ""
-    if parts.port is not None:
-        host = f"{host}:{parts.port}"
+    try:
+        port = parts.port
+    except ValueError:  # not a number: keep what follows the host as it was, minus user info
+        port = parts.netloc.rpartition("@")[2].partition(":")[2] or None
+    if port is not None:
+        host = f"{host}:{port}"
     return urlunsplit((parts.scheme, host, parts.path, "", ""))
 
 
@@ -35,4 +39,10 @@ def redact_text(text: str) -> str:
     """``text`` with every web URL in it redacted (:func:`redact_url`)."""
     if "://" not in text:
         return text
-    return _WEB_URL.sub(lambda m: redact_url(m.group(0)), text)
+    return _WEB_URL.sub(_redact_match, text)
+
+
+def _redact_match(match: re.Match) -> str:
+    url = match.group(0)
+    body = url.rstrip(".:)]")  # a sentence's punctuation after the URL is not part of it
+    return redact_url(body) + url[len(body) :]

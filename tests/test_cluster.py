@@ -188,3 +188,8 @@ def test_urls_are_printed_without_user_or_query():
     )
     assert redact_url("https://kfp.example.org") == "https://kfp.example.org"
     assert redact_url("not a url") == "not a url"
+    from protloc.redact import redact_text
+
+    # inside a sentence: punctuation after a URL stays; a port that is not a number never raises
+    assert redact_text("--host http://u:pw@h:8080: refused") == "--host http://h:8080: refused"
+    assert redact_text("at http://u:pw@h:x/p?t=1.") == "at http://h:x/p."

@@ -653,3 +653,44 @@ def test_kfp_local_run_with_its_data_and_checkpoints_on_gcs(tiny_data, gs_bucket
         "timing.json",
     }
     assert storage.read_json(f"{out}/thresholds.json")["alpha"] == 0.2
+
+
+def _alive(pid: int) -> bool:
+    """Runs (a zombie has exited: its files and locks are closed)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def test_sigterm_ends_a_local_run_and_its_task_processes(tmp_path):
+    """Item: SIGTERM to ``pipeline.py local`` during a task left the task process running and
+    writing. Now the run forwards it to every process it started, then exits 143."""
+    import signal
+    import time
+
+    from protloc.process import descendants
+
+    proc = subprocess.Popen(
+        [sys.executable, "pipeline.py", "local", "--root", str(tmp_path / "r")],
+        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    tasks: list[int] = []
+    deadline = time.monotonic() + 180
+    while not tasks and proc.poll() is None and time.monotonic() < deadline:
+        for pid in descendants(proc.pid):
+            try:
+                if b"executor_main" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                    tasks.append(pid)
+            except OSError:
+                pass
+        time.sleep(0.1)
+    assert tasks, "no task process started"
+    proc.send_signal(signal.SIGTERM)
+    err = proc.communicate(timeout=120)[1]
+    assert proc.returncode == 128 + signal.SIGTERM, err[-3000:]
+    deadline = time.monotonic() + 60
+    while any(_alive(pid) for pid in tasks) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(_alive(pid) for pid in tasks), err[-3000:]
