@@ -101,3 +101,16 @@ def test_cli_writes_to_s3(bucket):
     files = storage.list_files(f"{bucket}/syn")
     assert len(files) == 4 * 5 + 3
     assert read_labels(f"{bucket}/syn/train.csv").shape[0] == 3
+
+
+def test_an_output_folder_under_a_file_is_one_line(tmp_path):
+    """Item: ``--out`` under a file was a NotADirectoryError traceback."""
+    from tests.conftest import one_line_error, run_python
+
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    for out in (blocker, blocker / "sub"):
+        proc = run_python(["-m", "protloc.synthetic", "--out", str(out), "--n-train", "4",
+                           "--size", "64"])  # fmt: skip
+        one_line_error(proc, f"{out}: a file is in the way")
+    assert blocker.read_text() == "x"

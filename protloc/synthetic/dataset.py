@@ -98,6 +98,7 @@ def generate(
     ``labels_source`` (id, labels), if given, replaces the embedded real label-set table.
     """
     spec.validate()
+    storage.check_writable_folder(out)  # a file in the way, no permission: one line, now
     staging = None
     local_root = out
     if storage.is_remote(out):
