@@ -129,6 +129,7 @@ class StoreDoc(Artifact):
     splits: dict[str, StoreSplit]
     data_fingerprint: str = ""
     external_fingerprints: dict[str, str] = Field(default_factory=dict)
+    decoded_max: Annotated[int, Field(ge=0)] = 0
 
 
 def _refuse_constant(name: str) -> float:

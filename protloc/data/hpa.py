@@ -325,8 +325,11 @@ def load_sample(
     sample_id: str,
     size: int | None = None,
     ext: str | None = ".png",
+    decoded: dict[str, int] | None = None,
 ) -> np.ndarray:
     """One sample as a uint8 array (4, H, W) in R, G, B, Y order; resized to (size, size) if given.
+    ``decoded``, if given, gets ``decoded[sample_id]``: the side it was decoded at (before the
+    resize).
 
     ``ext`` None: the sample has no red channel file (a DataError naming it). A missing, empty,
     truncated or corrupt channel file, or channels of different sizes, raise a DataError naming
@@ -350,6 +353,8 @@ def load_sample(
             f"{c} {img.size[0]}x{img.size[1]}" for c, img in zip(CHANNELS, images, strict=True)
         )
         raise DataError(f"sample {sample_id!r}: channels differ in size ({detail})")
+    if decoded is not None:
+        decoded[sample_id] = max(images[0].size)
     if size is not None and images[0].size != (size, size):
         images = [resize_channel(img, size) for img in images]
     return np.stack([np.asarray(img, dtype=np.uint8) for img in images])
@@ -370,15 +375,18 @@ def decode_samples(
     workers: int,
     skip_bad: bool,
     extensions: dict[str, str | None],
+    decoded: dict[str, int] | None = None,
 ) -> Iterator[tuple[str, np.ndarray | None]]:
     """``(id, sample)`` for ``ids`` in order, each decoded at ``size`` px by one of ``workers``
     threads (Pillow releases the GIL while decoding). A bad sample stops it with its DataError,
     or with ``skip_bad`` comes as ``(id, None)``, logged. ``extensions``: id -> its files'
-    extension (``protloc.data.identity.DataListing.extensions``)."""
+    extension (``protloc.data.identity.DataListing.extensions``); ``decoded``: see
+    :func:`load_sample`."""
 
     def load(sample_id: str) -> np.ndarray | DataError:
         try:
-            return load_sample(root, split, sample_id, size=size, ext=extensions[sample_id])
+            ext = extensions[sample_id]
+            return load_sample(root, split, sample_id, size=size, ext=ext, decoded=decoded)
         except DataError as exc:
             if not skip_bad:
                 raise

@@ -17,6 +17,8 @@ halves both; level 3 and above compress no smaller on these images, only slower.
 
 The resize is the one the PNG path does (Pillow bilinear with ``reducing_gap=2.0``), so a store
 at the native size gives the same cache bytes, and so the same training, as decoding the PNGs.
+A store below its images' size is exact at its own size only; ``store.json`` records the largest
+side a sample was decoded at, and a task served another size from such a store says it differs.
 """
 
 from __future__ import annotations
@@ -100,6 +102,7 @@ def build_store(
         split: {"shards": writer.shards[split], "skipped": writer.skipped[split]}
         for split in writer.shards
     }
+    doc["decoded_max"] = writer.decoded_max
     _write_index(out, writer.index, doc)
     log.info(
         "store: %d samples at %d px in %d shards, %.1f s",
@@ -134,9 +137,12 @@ def _decode_into_shards(
         extensions = src.extensions(split, ids)  # one listing per folder
         for k, start in enumerate(range(0, len(ids), cfg.shard_samples)):
             chunk = ids[start : start + cfg.shard_samples]
+            decoded: dict[str, int] = {}
             arrays, bad = _decode(
-                src.root, split, chunk, cfg.store_size, extensions, cfg.workers, cfg.skip_bad
-            )
+                src.root, split, chunk, cfg.store_size, extensions, cfg.workers, cfg.skip_bad,
+                decoded,
+            )  # fmt: skip
+            writer.decoded_max = max([writer.decoded_max, *decoded.values()])
             left_out = set(bad)
             writer.add(split, [i for i in chunk if i not in left_out], arrays, bad)
             del arrays  # the writer's thread holds the shard now, only until it is written
@@ -175,6 +181,7 @@ class _ShardWriter:
         )
         self.upload: Future | None = None
         self.in_flight: dict | None = None  # the shard entry whose digests the upload returns
+        self.decoded_max = 0  # the largest side a sample was decoded at, before its resize
         self.index: list[tuple[str, str, int, int]] = []
         self.shards: dict[str, list[dict]] = {}
         self.skipped: dict[str, list[str]] = {}
@@ -251,11 +258,13 @@ def _decode(
     extensions: dict[str, str | None],
     workers: int,
     skip_bad: bool,
+    decoded: dict[str, int],
 ) -> tuple[list[np.ndarray], list[str]]:
     """The samples of ``ids`` at ``size`` px, and the ids left out as bad (with ``skip_bad``;
     else the first bad one stops it, named)."""
     arrays, bad = [], []
-    for sample_id, sample in decode_samples(root, split, ids, size, workers, skip_bad, extensions):
+    samples = decode_samples(root, split, ids, size, workers, skip_bad, extensions, decoded)
+    for sample_id, sample in samples:
         if sample is None:
             bad.append(sample_id)
         else:
@@ -379,6 +388,24 @@ def _fetch_shard(store: Store, split: str, k: int, side: int) -> np.ndarray:
     return np.frombuffer(raw, dtype=np.uint8).reshape(files[k]["count"], 4, side, side)
 
 
+def _warn_if_inexact(store: Store, size: int) -> None:
+    """Say so where the store's samples at ``size`` are not what decoding gives: a store below
+    its images' size holds resized samples, and any other size is then resized twice (the
+    decode path resizes once, from the decoded image)."""
+    decoded = int(store.doc.get("decoded_max", store.size))
+    if size != store.size and decoded > store.size:
+        log.warning(
+            "store %s holds %d-px samples resized from images of up to %d px: at %d px they are "
+            "resized twice and differ slightly from decoding the images (prepare the store at "
+            "%d px for the same bytes)",
+            store.uri,
+            store.size,
+            decoded,
+            size,
+            decoded,
+        )
+
+
 def fill_from_store(
     store: Store,
     split: str,
@@ -396,6 +423,7 @@ def fill_from_store(
     ids the store left out as bad; without ``skip_bad`` such an id stops it, named, as
     decoding it would. An id the store does not hold is refused."""
     rows, left_out = _rows_of(store, split, ids, size, skip_bad)
+    _warn_if_inexact(store, size)
     position = {sample_id: n for n, sample_id in enumerate(rows.index)}
     # The cycle's own size when the store holds it (no resize), else the largest.
     side = size if size in store.sizes else store.size
