@@ -352,3 +352,36 @@ def test_a_secret_in_an_endpoint_or_host_is_never_printed(tmp_path):
     assert str(StorageError("abfs://container@account.dfs.core.windows.net/x")).startswith(
         "abfs://container@"  # a container, not a user: kept
     )
+
+
+ENV_MUTANTS = ["", " ", "abc", "0", "-1", "1.5", "nan", "inf", "-inf", "1e309", "99999999999",
+               "0x10", "1_000", "\u0663", "7 ", " 3", "None", "true", "[]", "1e3", "2"]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "name", ["PROTLOC_STORAGE_ATTEMPTS", "PROTLOC_STORAGE_BACKOFF_S", "PROTLOC_TASKS_PER_MACHINE",
+             "LOCAL_WORLD_SIZE"],
+)  # fmt: skip
+def test_every_environment_setting_is_a_valid_value_or_a_one_line_refusal(name, monkeypatch):
+    """Item: settings read from the environment gave tracebacks (``PROTLOC_S3_ATTEMPTS=abc``);
+    each one, fed fixed and seeded mutants, now gives a value in its range or a ConfigError
+    naming it."""
+    from protloc.cpus import cpu_share
+    from protloc.storage.retry import retrying
+
+    def read() -> object:
+        if name.startswith("PROTLOC_STORAGE"):
+            return retrying("s3://b/k", "read", lambda: "ok", lambda exc: (False, exc))
+        return cpu_share()
+
+    rng = random.Random(name)
+    seeded = ["".join(rng.choice("0123456789.-+eE x") for _ in range(rng.randint(1, 6)))
+              for _ in range(30)]  # fmt: skip
+    for value in ENV_MUTANTS + seeded:
+        monkeypatch.setenv(name, value)
+        try:
+            got = read()
+        except ConfigError as exc:
+            assert name in str(exc) and "\n" not in str(exc), str(exc)
+            continue
+        assert got == "ok" or (isinstance(got, int) and got >= 1), (value, got)

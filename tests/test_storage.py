@@ -179,10 +179,11 @@ def test_a_store_that_does_not_answer_is_retried_then_named(scheme, monkeypatch,
             storage.exists("az://b/run/split/timing.json")
 
 
-@pytest.mark.parametrize("value", ["abc", "0", "-1", "nan"])
+@pytest.mark.parametrize("value", ["abc", "0", "-1", "nan", "21"])
 def test_retry_settings_are_checked(value, monkeypatch, tmp_path):
     monkeypatch.setenv("PROTLOC_STORAGE_ATTEMPTS", value)
     with pytest.raises(
-        ConfigError, match=f"PROTLOC_STORAGE_ATTEMPTS must be a positive int, got '{value}'"
+        ConfigError,
+        match=f"PROTLOC_STORAGE_ATTEMPTS must be a positive int up to 20, got '{value}'",
     ):
         storage.read_bytes("s3://b/k")

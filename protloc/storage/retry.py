@@ -25,14 +25,14 @@ ATTEMPTS_ENV = "PROTLOC_STORAGE_ATTEMPTS"
 BACKOFF_ENV = "PROTLOC_STORAGE_BACKOFF_S"
 
 
-def _setting(name: str, default: str, kind: type) -> float:
+def _setting(name: str, default: str, kind: type, high: float) -> float:
     text = os.environ.get(name, default).strip() or default
     try:
         value = kind(text)
     except ValueError:
         value = math.nan
-    if not (math.isfinite(value) and value > 0):
-        raise ConfigError(f"{name} must be a positive {kind.__name__}, got {text!r}")
+    if not (math.isfinite(value) and 0 < value <= high):
+        raise ConfigError(f"{name} must be a positive {kind.__name__} up to {high:g}, got {text!r}")
     return value
 
 
@@ -46,8 +46,9 @@ def retrying(
     """Run one store operation; ``classify`` maps an exception to (transient, the error to
     raise). Transient failures are retried (``attempts`` times, default the setting), anything
     else raised at once."""
-    attempts = attempts or int(_setting(ATTEMPTS_ENV, "5", int))
-    delay = _setting(BACKOFF_ENV, "0.5", float)
+    # Bounded: the delay doubles per attempt, and a day of retries is a hang, not a retry.
+    attempts = attempts or int(_setting(ATTEMPTS_ENV, "5", int, high=20))
+    delay = _setting(BACKOFF_ENV, "0.5", float, high=60)
     for attempt in range(1, attempts + 1):
         try:
             return fn()
