@@ -625,11 +625,19 @@ def _given(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def _is_task_process(pid: int) -> bool:
+    """A kfp.local task's Python process (its ``sh`` wrappers end with it)."""
+    try:
+        return b"kfp.dsl.executor_main" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     setup_logging()  # URLs in log lines without user info or query (protloc.redact)
     # SIGTERM ends the run and, first, its task processes (kfp.local's subprocesses)
-    exit_on_sigterm(forward=True)
+    exit_on_sigterm(forward_to=_is_task_process)
     given = _given(args)
     try:
         # '' is refused by the parser, not replaced by the default

@@ -43,33 +43,46 @@ def setup_logging(level: int = logging.INFO) -> None:
         datefmt="%H:%M:%S",
         stream=sys.stderr,
     )
-    for handler in logging.getLogger().handlers:
-        if not any(isinstance(f, _Redact) for f in handler.filters):
-            handler.addFilter(_Redact())
+    _redact_log_records()
 
 
-class _Redact(logging.Filter):
-    """Log lines (protloc's and its libraries') without a URL's user info or query string."""
+def _redact_log_records() -> None:
+    """Every log record of this process (protloc's and its libraries', whatever handlers
+    kfp.local installs later) without a URL's user info or query string: redacted when the
+    record is made, so no handler can print the original."""
+    make = logging.getLogRecordFactory()
+    if getattr(make, "redacts", False):
+        return
 
-    def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        clean = redact_text(message)
-        if clean != message:
-            record.msg, record.args = clean, None
-        return True
+    def redacting(*args: object, **kwargs: object) -> logging.LogRecord:
+        record = make(*args, **kwargs)
+        try:
+            message = record.getMessage()
+        except Exception:  # a bad format call: logging reports it later, as it always did
+            return record
+        if "://" in message:
+            clean = redact_text(message)
+            if clean != message:
+                record.msg, record.args = clean, None
+        return record
+
+    redacting.redacts = True  # type: ignore[attr-defined]
+    logging.setLogRecordFactory(redacting)
 
 
-def exit_on_sigterm(forward: bool = False) -> None:
+def exit_on_sigterm(forward_to: Callable[[int], bool] | None = None) -> None:
     """SIGTERM (what Kubernetes and Docker send) exits like Ctrl-C would, so cleanup runs
     (temporary cache files, the output folder's lock) instead of the process just vanishing.
-    With ``forward`` the process's descendants get it first (``pipeline.py local``: kfp.local's
-    task processes would otherwise run on, writing, after it is gone)."""
+    ``forward_to`` chooses descendants that get it first (``pipeline.py local``: kfp.local's
+    task processes, which would otherwise run on, writing, after it is gone; each ends its own
+    workers and ranks)."""
 
     def handler(signum: int, frame: object) -> None:
-        if forward:
+        if forward_to is not None:
             for pid in descendants(os.getpid()):
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGTERM)
+                if forward_to(pid):
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, signal.SIGTERM)
         raise SystemExit(128 + signum)
 
     if threading.current_thread() is threading.main_thread():  # where Python allows handlers

@@ -13,7 +13,9 @@ from __future__ import annotations
 import re
 from urllib.parse import urlsplit, urlunsplit
 
-_WEB_URL = re.compile(r"\bhttps?://[^\s'\"<>,;]+", re.IGNORECASE)
+# A URL runs to whitespace, a quote or an angle bracket (user info and queries may hold ',' and
+# ';'); punctuation that ends a sentence after it is given back (:func:`_redact_match`).
+_WEB_URL = re.compile(r"\bhttps?://[^\s'\"<>]+", re.IGNORECASE)
 
 
 def redact_url(url: str) -> str:
@@ -44,5 +46,5 @@ def redact_text(text: str) -> str:
 
 def _redact_match(match: re.Match) -> str:
     url = match.group(0)
-    body = url.rstrip(".:)]")  # a sentence's punctuation after the URL is not part of it
+    body = url.rstrip(".,;:)]")  # a sentence's punctuation after the URL is not part of it
     return redact_url(body) + url[len(body) :]

@@ -42,6 +42,16 @@ class Ensemble(Artifact):
     snapshots: Annotated[list[Name], Field(min_length=1)]
 
 
+class CrossFit(Artifact):
+    crossfit: Score
+
+
+class Comparison(Artifact):
+    """Each threshold method's scores; the summary reads the per-class method's cross-fit."""
+
+    per_class_alpha: CrossFit
+
+
 class ThresholdsDoc(Artifact):
     """``thresholds.json`` (the thresholds step)."""
 
@@ -49,7 +59,7 @@ class ThresholdsDoc(Artifact):
     alpha: Annotated[float, Field(ge=0.0)]
     macro_f1: Score
     macro_f1_at_0_5: Score = Field(alias="macro_f1_at_0.5")
-    comparison: dict[str, dict[str, float]]
+    comparison: Comparison
     ensemble: Ensemble | None = None
 
 

@@ -666,27 +666,38 @@ def _alive(pid: int) -> bool:
 
 def test_sigterm_ends_a_local_run_and_its_task_processes(tmp_path):
     """Item: SIGTERM to ``pipeline.py local`` during a task left the task process running and
-    writing. Now the run forwards it to every process it started, then exits 143."""
+    writing. Now the run forwards it to its task processes, which end like a killed step (no
+    completion marker), then exits 143."""
     import signal
     import time
 
     from protloc.process import descendants
 
+    root = tmp_path / "r"
     proc = subprocess.Popen(
-        [sys.executable, "pipeline.py", "local", "--root", str(tmp_path / "r")],
+        [sys.executable, "pipeline.py", "local", "--root", str(root)],
         cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
-    tasks: list[int] = []
-    deadline = time.monotonic() + 180
-    while not tasks and proc.poll() is None and time.monotonic() < deadline:
+
+    def train_tasks() -> list[int]:
+        found = []
         for pid in descendants(proc.pid):
             try:
-                if b"executor_main" in Path(f"/proc/{pid}/cmdline").read_bytes():
-                    tasks.append(pid)
+                cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
             except OSError:
-                pass
+                continue
+            if b"kfp.dsl.executor_main" in cmd and b"train" in cmd:
+                found.append(pid)
+        return found
+
+    tasks: list[int] = []
+    deadline = time.monotonic() + 300
+    while not tasks and proc.poll() is None and time.monotonic() < deadline:
+        tasks = train_tasks()
         time.sleep(0.1)
-    assert tasks, "no task process started"
+    assert tasks, "no train task started"
+    while not list(root.rglob("train*")) and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.1)  # until it writes its folder: into its work (a demo cycle takes longer)
     proc.send_signal(signal.SIGTERM)
     err = proc.communicate(timeout=120)[1]
     assert proc.returncode == 128 + signal.SIGTERM, err[-3000:]
@@ -694,3 +705,5 @@ def test_sigterm_ends_a_local_run_and_its_task_processes(tmp_path):
     while any(_alive(pid) for pid in tasks) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not any(_alive(pid) for pid in tasks), err[-3000:]
+    # killed mid-cycle: its folder never got its completion marker (it would have, run on)
+    assert not list(root.rglob("train*/**/timing.json")), err[-3000:]

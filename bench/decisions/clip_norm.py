@@ -81,7 +81,9 @@ def main() -> None:
         generate(SyntheticSpec(300, 0, args.size, seed=0, temper=0.7), f"{tmp}/data")
         run_split(SplitConfig(rare_below=10), f"{tmp}/data/train.csv", out=f"{tmp}/split")
         m = read_manifest(f"{tmp}/split/manifest.parquet").fold("train")
-        cache = build_cache(DataListing(f"{tmp}/data"), "train", list(m["id"]), args.size, f"{tmp}/cache")
+        cache = build_cache(
+            DataListing(f"{tmp}/data"), "train", list(m["id"]), args.size, f"{tmp}/cache"
+        )
         y = labels_to_matrix(m["labels"]).astype(np.float32)
         w = m["weight"].to_numpy()
         print(f"{args.steps} steps, batch 16, {args.size} px, {args.loss}, SGD lr {args.lr}")

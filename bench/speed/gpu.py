@@ -191,7 +191,9 @@ def run(args: argparse.Namespace) -> dict:
                 )
             if args.max_batch and device.type == "cuda":
                 f.max_batch = max_batch(size, device)
-            cache = build_cache(DataListing(f"{tmp}/data"), "train", ids, size, f"{tmp}/cache", workers=8)
+            cache = build_cache(
+                DataListing(f"{tmp}/data"), "train", ids, size, f"{tmp}/cache", workers=8
+            )
             for w in workers:
                 f.idle_fraction[str(w)] = idle_fraction(cache, batch, args.steps, device, w)
             out["sizes"].append(asdict(f))

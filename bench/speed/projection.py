@@ -181,7 +181,9 @@ def main() -> None:
     p.add_argument("--cpus", type=int, default=8, help="CPU cores of a train pod")
     p.add_argument("--decode-per-core", type=float, default=70.0)
     p.add_argument("--tta", type=int, default=8)
-    p.add_argument("--read-gb-s", type=float, default=FETCH_GB_S, help="store fetch rate per pod, GB/s")
+    p.add_argument(
+        "--read-gb-s", type=float, default=FETCH_GB_S, help="store fetch rate per pod, GB/s"
+    )
     p.add_argument(
         "--resize-per-core", type=float, default=RESIZE_PER_CORE, help="512 -> S px, samples/s"
     )

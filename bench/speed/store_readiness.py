@@ -35,7 +35,8 @@ from protloc.config import PrepareConfig
 from protloc.data.cache import build_cache, wait_until_durable
 from protloc.data.hpa import CHANNELS
 from protloc.data.identity import DataListing
-from protloc.data.store import build_store, open_store
+from protloc.data.store import open_store
+from protloc.data.store_build import build_store
 
 REAL = ROOT / "tests" / "data" / "hpa" / "real_channels"
 

@@ -27,11 +27,13 @@ with protloc's prefix whose writer no longer holds their lock).
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import json
 import logging
 import os
+import re
 import threading
 import time
 from dataclasses import dataclass, field
@@ -69,9 +71,22 @@ def cache_key(
     return h.hexdigest()[:24]
 
 
+# Temporary files of protloc before 0.1's flock locks: {24-hex key}.u8.tmp.{pid}. An hour old,
+# no build of that protloc still writes one.
+_LEGACY_TMP = re.compile(r"^[0-9a-f]{24}\.(u8|json)\.tmp\.\d+$")
+_LEGACY_AGE_S = 3600.0
+
+
 def remove_orphans(cache_dir: Path) -> int:
     """Delete the temporary files of builds that no longer run; returns how many."""
     removed = lock.remove_orphans(cache_dir)
+    for tmp in cache_dir.iterdir():
+        if _LEGACY_TMP.match(tmp.name):
+            with contextlib.suppress(OSError):
+                if time.time() - tmp.stat().st_mtime > _LEGACY_AGE_S:
+                    size = tmp.stat().st_size
+                    tmp.unlink()
+                    removed.append((tmp.name, size))
     for name, size in removed:
         log.info("removed %s (%s) left by a killed build", name, _size(size))
     return len(removed)
@@ -254,7 +269,7 @@ def build_cache(
     cache = ImageCache(base.with_suffix(".u8"), kept, size, skipped)
     if machine:
         # Not a daemon: the process waits for it at exit (long done after any training), so
-        # it never leaves a half-written .json.tmp behind.
+        # it never leaves a half-written temporary .json behind.
         sync = threading.Thread(
             target=_make_durable, args=(cache.path, base.with_suffix(".json"), meta)
         )

@@ -236,8 +236,8 @@ def decode_channel(
     given and the file is at least twice as large. 16-bit images are scaled by their real bit
     depth: the TIFF's MaxSampleValue when it has one, else 16 bits. Refused, by name: files of
     several pages (a stack), 32-bit integer and floating-point pixels, and a 16-bit file without
-    MaxSampleValue whose brightest pixel is below 4096 (12-bit data that 16-bit scaling would
-    turn near black).
+    MaxSampleValue whose brightest pixel is 1..4095 (12-bit data that 16-bit scaling would turn
+    near black; a blank channel is fine).
     """
     where = f"sample {sample_id!r} channel {channel} ({source})"
     if not data:
@@ -303,7 +303,7 @@ def _scale_wide(img: Image.Image, where: str) -> Image.Image:
         max_value = max(max_value)
     if not max_value:
         max_value = (1 << int(bits or 16)) - 1
-        if arr.max() < _LOW_DEPTH_MAX:
+        if 0 < arr.max() < _LOW_DEPTH_MAX:  # a blank channel (all 0) is fine either way
             raise DataError(
                 f"{where}: a 16-bit image whose brightest pixel is {int(arr.max())}: it holds "
                 "12-bit (or fewer) data, which scaled as 16-bit would be near black; record its "
@@ -328,8 +328,7 @@ def load_sample(
     decoded: dict[str, int] | None = None,
 ) -> np.ndarray:
     """One sample as a uint8 array (4, H, W) in R, G, B, Y order; resized to (size, size) if given.
-    ``decoded``, if given, gets ``decoded[sample_id]``: the side it was decoded at (before the
-    resize).
+    ``decoded``, if given, gets ``decoded[sample_id]``: the side it was decoded at (unresized).
 
     ``ext`` None: the sample has no red channel file (a DataError naming it). A missing, empty,
     truncated or corrupt channel file, or channels of different sizes, raise a DataError naming

@@ -2,6 +2,7 @@
 
     python -m protloc.data.hpav18 --labels HPAv18RBGY_wodpl.csv --out DATA_ROOT
         [--base-url http://v18.proteinatlas.org/images] [--workers 16] [--retries 5]
+        [--file-timeout 300]
 
 The labels CSV (``Id,Target``, the list the 2018 competitors shared) names the samples; an Id
 ``10580_1610_C1_1`` lives at ``{base_url}/10580/1610_C1_1_{colour}.jpg``, one colour-coded RGB
@@ -9,7 +10,8 @@ JPEG per channel. The data root it writes is what the split step's ``external`` 
 ``train.csv`` (the labels, copied) and ``train/{Id}_{colour}.jpg``.
 
 Resumable (a file already there that decodes is kept), parallel (``--workers`` downloads at
-once), retried with backoff (connection errors, 5xx, 429, truncated bodies), every file
+once), retried with backoff (connection errors, 5xx, 429, truncated bodies), each file given
+``--file-timeout`` seconds in all, its attempts included, however slowly its bytes come, every file
 verified (its Content-Length when sent, then a full JPEG decode) and written atomically. The
 ids that still fail after the retries are listed at the end and the command exits 2, having
 kept everything it fetched.
@@ -78,13 +80,12 @@ class Outcome:
     error: str = ""
 
 
-def _read_body(response, deadline_s: float) -> bytes:
-    """The response's body, read in chunks: refused past ``deadline_s`` in all (a server that
-    trickles a byte at a time never trips a per-read timeout) or once the download stops."""
+def _read_body(response, end: float, deadline_s: float) -> bytes:
+    """The response's body, read in chunks: refused past the monotonic time ``end`` (a server
+    that trickles a byte at a time never trips a per-read timeout) or once the download stops."""
     expected = response.headers.get("Content-Length")
     if expected is not None and not expected.strip().isdigit():
         raise http.client.HTTPException(f"Content-Length {expected!r} is not a byte count")
-    end = time.monotonic() + deadline_s
     parts = []
     while chunk := response.read1(CHUNK):
         parts.append(chunk)
@@ -98,21 +99,33 @@ def _read_body(response, deadline_s: float) -> bytes:
     return data
 
 
+def _short(exc: http.client.IncompleteRead) -> str:
+    got = len(exc.partial)
+    if exc.expected is None:  # a chunked body that broke off
+        return f"{got} bytes, then the body ended"
+    return f"{got} of {got + exc.expected} bytes"
+
+
 def fetch_one(
     url: str, uri: str, retries: int, backoff_s: float, file_timeout_s: float = FILE_TIMEOUT_S
 ) -> Outcome:
-    """One file: kept if already whole, else downloaded with retries and verified."""
+    """One file: kept if already whole, else downloaded with retries and verified, all within
+    ``file_timeout_s`` (its attempts and their waits included)."""
     if storage.exists(uri) and verified(storage.read_bytes(uri)):
         return Outcome(uri, fetched=False)
+    end = time.monotonic() + file_timeout_s
     last = ""
     for attempt in range(retries + 1):
-        if attempt:
-            time.sleep(backoff_s * 2 ** (attempt - 1) * (0.5 + random.random()))
-        if _STOP.is_set():
+        wait = backoff_s * 2 ** (attempt - 1) * (0.5 + random.random()) if attempt else 0.0
+        if _STOP.wait(min(wait, max(0.0, end - time.monotonic()))):
             return Outcome(uri, fetched=False, error=f"{url}: download stopped")
+        if time.monotonic() > end:
+            last = f"not whole after {file_timeout_s:g} s ({last})" if last else last
+            break
         try:
-            with urllib.request.urlopen(url, timeout=TIMEOUT_S) as response:
-                data = _read_body(response, file_timeout_s)
+            timeout = max(0.1, min(TIMEOUT_S, end - time.monotonic()))
+            with urllib.request.urlopen(url, timeout=timeout) as response:
+                data = _read_body(response, end, file_timeout_s)
             if not verified(data):
                 last = "not a whole JPEG"
                 continue
@@ -123,7 +136,9 @@ def fetch_one(
             if exc.code < 500 and exc.code != 429:  # 404, 403: retrying will not help
                 break
         except http.client.IncompleteRead as exc:
-            last = f"{len(exc.partial)} of {len(exc.partial) + exc.expected} bytes"
+            last = _short(exc)
+        except InterruptedError:
+            return Outcome(uri, fetched=False, error=f"{url}: download stopped")
         except (urllib.error.URLError, http.client.HTTPException, OSError) as exc:
             last = f"{type(exc).__name__}: {exc}"
     return Outcome(uri, fetched=False, error=f"{url}: {last}")

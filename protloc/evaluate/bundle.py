@@ -66,7 +66,7 @@ def write_bundle(
     and write bundle.json."""
     entries = []
     for name, (uri, metrics) in snapshots.items():
-        if "norm" not in metrics:
+        if not metrics.get("norm"):
             raise ArtifactError(
                 f"{uri}: its cycle's metrics have no normalisation (a cycle trained by an older "
                 "protloc); retrain it to bundle it"

@@ -9,7 +9,8 @@ from protloc.config import PrepareConfig, SplitConfig
 from protloc.data.hpa import labels_uri, read_test_ids, sample_submission_uri
 from protloc.data.identity import DataListing, require_unchanged, run_fingerprint
 from protloc.data.manifest import COMPETITION, read_manifest
-from protloc.data.store import Store, build_store, open_store, require_same_data
+from protloc.data.store import Store, open_store, require_same_data
+from protloc.data.store_build import build_store
 from protloc.errors import DataError
 from protloc.folders import MANIFEST, step_frame
 

@@ -25,7 +25,23 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from protloc.errors import StorageError
+
 log = logging.getLogger(__name__)
+
+# Descriptors holding a lock: a forked child (a DataLoader worker) closes its copies, so the lock
+# ends with this process, not with its longest-lived child.
+_held: set[int] = set()
+
+
+def _close_in_child() -> None:
+    for fd in list(_held):
+        with contextlib.suppress(OSError):
+            os.close(fd)
+    _held.clear()
+
+
+os.register_at_fork(after_in_child=_close_in_child)
 
 TEMP_PREFIX = ".protloc-tmp."
 # A writer locks its temporary file right after creating it; a file younger than this may be
@@ -68,9 +84,13 @@ def _try_lock(path: Path) -> int | None:
 def hold(path: Path) -> Iterator[None]:
     """Hold an exclusive lock on ``path`` (created if needed, removed on release); raise
     :class:`LockHeldError` at once if a live process holds it."""
-    fd = _try_lock(path)
+    try:
+        fd = _try_lock(path)
+    except PermissionError:
+        raise StorageError(f"{path}: permission denied (another user's lock file)") from None
     if fd is None:
         raise LockHeldError(path, _holder(path))
+    _held.add(fd)
     try:
         os.ftruncate(fd, 0)
         os.write(fd, f"pid {os.getpid()} on {socket.gethostname()}".encode())
@@ -78,6 +98,7 @@ def hold(path: Path) -> Iterator[None]:
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)  # before the lock goes: a waiting process then re-opens a new file
+        _held.discard(fd)
         os.close(fd)
 
 
@@ -94,6 +115,7 @@ def temporary(path: Path) -> Iterator[Path]:
     renamed onto ``path`` if the block ends normally, removed if it raises."""
     tmp = path.with_name(f"{TEMP_PREFIX}{os.getpid()}.{time.monotonic_ns()}.{path.name}")
     fd = os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o644)
+    _held.add(fd)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield tmp
@@ -102,6 +124,7 @@ def temporary(path: Path) -> Iterator[Path]:
         tmp.unlink(missing_ok=True)
         raise
     finally:
+        _held.discard(fd)
         os.close(fd)
 
 
@@ -114,7 +137,7 @@ def remove_orphans(folder: Path, min_age_s: float = ORPHAN_MIN_AGE_S) -> list[tu
             if time.time() - tmp.stat().st_mtime < min_age_s:
                 continue
             fd = os.open(tmp, os.O_RDWR)
-        except FileNotFoundError:
+        except OSError:  # gone meanwhile, or another user's: not ours to judge
             continue
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -1,9 +1,9 @@
 """Retries of object-store calls with exponential backoff and jitter (S3 and Azure; gcsfs
 retries GCS calls itself).
 
-``PROTLOC_STORAGE_ATTEMPTS`` (default 5) attempts, the first delay ``PROTLOC_STORAGE_BACKOFF_S``
-(default 0.5 s), doubled after each failure; a value that is not a positive number is refused
-naming the variable.
+``PROTLOC_STORAGE_ATTEMPTS`` (default 5, at most 20) attempts, the first delay
+``PROTLOC_STORAGE_BACKOFF_S`` (default 0.5 s, at most 60 s), doubled after each failure up to
+60 s a wait; a value that is not a number in its range is refused naming the variable.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ log = logging.getLogger("protloc.storage")
 T = TypeVar("T")
 ATTEMPTS_ENV = "PROTLOC_STORAGE_ATTEMPTS"
 BACKOFF_ENV = "PROTLOC_STORAGE_BACKOFF_S"
+MAX_DELAY_S = 60.0  # one wait at most: 20 attempts then take under half an hour
 
 
 def _setting(name: str, default: str, kind: type, high: float) -> float:
@@ -46,9 +47,9 @@ def retrying(
     """Run one store operation; ``classify`` maps an exception to (transient, the error to
     raise). Transient failures are retried (``attempts`` times, default the setting), anything
     else raised at once."""
-    # Bounded: the delay doubles per attempt, and a day of retries is a hang, not a retry.
+    # Bounded: hours of retries are a hang, not a retry.
     attempts = attempts or int(_setting(ATTEMPTS_ENV, "5", int, high=20))
-    delay = _setting(BACKOFF_ENV, "0.5", float, high=60)
+    delay = _setting(BACKOFF_ENV, "0.5", float, high=MAX_DELAY_S)
     for attempt in range(1, attempts + 1):
         try:
             return fn()
@@ -70,5 +71,5 @@ def retrying(
                 delay,
             )
             time.sleep(delay * (1 + 0.25 * random.random()))
-            delay *= 2
+            delay = min(2 * delay, MAX_DELAY_S)
     raise AssertionError("unreachable")

@@ -66,7 +66,7 @@ def client():
     from botocore.config import Config
 
     key = (
-        endpoint(),
+        os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL"),
         os.environ.get("AWS_ACCESS_KEY_ID"),
         os.environ.get("AWS_SECRET_ACCESS_KEY"),
         os.environ.get("AWS_DEFAULT_REGION"),

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from protloc import storage
+from protloc import schemas, storage
 from protloc.config import TrainConfig
 from protloc.data.cache import ImageCache, build_cache
 from protloc.data.hpa import labels_to_matrix, labels_uri
@@ -38,6 +38,7 @@ from protloc.errors import ConfigError
 from protloc.folders import CHECKPOINT, METRICS
 from protloc.model.checkpoint import load_checkpoint, save_checkpoint
 from protloc.model.network import create_model, init_head, load_weights
+from protloc.schemas import CycleMetrics
 from protloc.train.epoch import (
     Run,
     TrainingError,
@@ -81,7 +82,7 @@ def train_cycle(
             "cycle %d at %d px is already complete in %s: nothing to do", cfg.cycle, cfg.size, out
         )
         if d.main and not storage.exists(metrics_uri):
-            storage.write_json(metrics_uri, state["val_metrics"])
+            schemas.write(CycleMetrics, metrics_uri, state["val_metrics"])
         return state["val_metrics"]
     t_start = time.perf_counter()
     run = setup(cfg, manifest_uri, data, d, state, init, ckpt_uri, store)
@@ -310,7 +311,7 @@ def finish(
     metrics["seconds"] = time.perf_counter() - t_start
     if run.d.main:
         save_checkpoint(_state(run, cfg, init, cfg.epochs, metrics), ckpt_uri)
-        storage.write_json(metrics_uri, metrics)
+        schemas.write(CycleMetrics, metrics_uri, metrics)
     return metrics
 
 
