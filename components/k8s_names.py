@@ -18,9 +18,14 @@ _QUALIFIED = re.compile(_NAME)
 _LABEL_VALUE = re.compile(rf"({_NAME})?")
 
 
+def _fits(pattern: re.Pattern, value: str, limit: int) -> bool:
+    """``value`` is at most ``limit`` characters and matches ``pattern`` whole."""
+    return len(value) <= limit and pattern.fullmatch(value) is not None
+
+
 def dns_subdomain(flag: str, value: str) -> str:
     """A DNS-1123 subdomain (Secret, StorageClass names): lowercase, digits, '-' and '.'."""
-    if len(value) > 253 or not _DNS_SUBDOMAIN.fullmatch(value):
+    if not _fits(_DNS_SUBDOMAIN, value, 253):
         raise ConfigError(
             f"{flag} {value!r}: not a Kubernetes name (lowercase letters, digits, '-' and '.', "
             "starting and ending with a letter or digit, at most 253 characters)"
@@ -32,9 +37,7 @@ def qualified_name(flag: str, value: str, need_prefix: bool = False) -> str:
     """A label key, taint key or resource name: ``[prefix/]name`` (prefix a DNS subdomain,
     name at most 63 characters of letters, digits, '-', '_', '.')."""
     prefix, slash, name = value.rpartition("/")
-    ok = len(name) <= 63 and _QUALIFIED.fullmatch(name) is not None
-    if slash:
-        ok = ok and len(prefix) <= 253 and _DNS_SUBDOMAIN.fullmatch(prefix) is not None
+    ok = _fits(_QUALIFIED, name, 63) and (not slash or _fits(_DNS_SUBDOMAIN, prefix, 253))
     if not ok or (need_prefix and not slash):
         shape = "DOMAIN/NAME (e.g. nvidia.com/gpu)" if need_prefix else "[DOMAIN/]NAME"
         raise ConfigError(
@@ -46,7 +49,7 @@ def qualified_name(flag: str, value: str, need_prefix: bool = False) -> str:
 
 def label_value(flag: str, value: str) -> str:
     """A label value: empty, or at most 63 letters, digits, '-', '_', '.' (alphanumeric ends)."""
-    if len(value) > 63 or not _LABEL_VALUE.fullmatch(value):
+    if not _fits(_LABEL_VALUE, value, 63):
         raise ConfigError(
             f"{flag} value {value!r}: not a Kubernetes label value (at most 63 letters, "
             "digits, '-', '_' or '.', starting and ending with a letter or digit)"
