@@ -122,6 +122,7 @@ class StoreShard(Artifact):
     file: Name
     count: Side
     sha256: dict[str, Sha256]  # size in px (as text) -> the SHA-256 of that size's frame
+    ids_sha256: Sha256  # the shard's ids in row order (protloc.data.store.ids_digest)
 
 
 class StoreSplit(Artifact):

@@ -40,6 +40,32 @@ def test_cache_builds_once_and_matches_decoded_images(tiny_data, cache_dir, capl
     assert other.path != cache.path and other.array.shape[-1] == 96
 
 
+def test_a_same_size_rewrite_with_its_mtime_set_back_is_not_served_from_cache(
+    tiny_data, tmp_path, cache_dir
+):
+    """Item: a channel file rewritten with other pixels of the same byte size and its mtime set
+    back kept its identity (size:mtime_ns) and was served from the old cache; the identity
+    holds the change time too, which nothing sets back."""
+    ids = _ids(tiny_data, 4)
+    data = tmp_path / "data"
+    (data / "train").mkdir(parents=True)
+    for f in (tiny_data / "train").iterdir():
+        if f.name.split("_")[0] in ids:
+            (data / "train" / f.name).write_bytes(f.read_bytes())
+    red = data / "train" / f"{ids[0]}_red.png"
+    # Uncompressed PNGs: the file's size depends on the image's shape alone.
+    Image.fromarray(np.zeros((96, 96), np.uint8)).save(red, compress_level=0)
+    old = build_cache(DataListing(str(data)), "train", ids, 80, cache_dir)
+    st, size = red.stat(), red.stat().st_size
+    time.sleep(0.05)  # past the kernel's coarse clock tick, so the change time moves
+    Image.fromarray(np.full((96, 96), 200, np.uint8)).save(red, compress_level=0)
+    os.utime(red, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert red.stat().st_size == size and red.stat().st_mtime_ns == st.st_mtime_ns
+    new = build_cache(DataListing(str(data)), "train", ids, 80, cache_dir)
+    assert new.path != old.path
+    assert (new.array[0, 0] == 200).all() and (old.array[0, 0] == 0).all()
+
+
 def test_bad_sample_stops_build_and_leaves_no_partial_file(tiny_data, tmp_path, cache_dir):
     data = tmp_path / "data"
     (data / "train").mkdir(parents=True)

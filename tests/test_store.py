@@ -239,6 +239,31 @@ def test_a_foreign_shard_of_the_same_layout_is_refused(tiny_data, tiny_split, tm
         )  # fmt: skip
 
 
+@pytest.mark.parametrize("second", [1, 20], ids=["same shard", "another shard"])
+def test_index_rows_swapped_with_the_index_hash_rewritten_are_refused(
+    tiny_data, tiny_split, tmp_path, second
+):
+    """Item: two index rows' ids swapped (in a shard, or between shards) with store.json's index
+    hash rewritten to match gave each id the other's pixels; store.json records each shard's ids
+    digest and opening the store checks every row against it."""
+    import hashlib
+
+    import pandas as pd
+
+    store = tmp_path / "store"
+    prepare_step(PrepareConfig(store_size=80, shard_samples=16), data_root=str(tiny_data),
+                 split=str(tiny_split), out=str(store))  # fmt: skip
+    index = pd.read_parquet(store / "index.parquet")
+    a, b = index.index[0], index.index[second]
+    index.loc[[a, b], "id"] = index.loc[[b, a], "id"].to_numpy()
+    index.to_parquet(store / "index.parquet", index=False)
+    doc = json.loads((store / "store.json").read_text())
+    doc["index_sha256"] = hashlib.sha256((store / "index.parquet").read_bytes()).hexdigest()
+    (store / "store.json").write_text(json.dumps(doc))
+    with pytest.raises(ArtifactError, match=r"index\.parquet: the rows of train shard train-0000"):
+        open_store(str(store))
+
+
 def test_store_json_mutants_are_refused_in_one_line(tiny_data, tiny_split, tmp_path):
     """Item: a store.json changed with its index hash kept gave tracebacks; its schema
     (``protloc.schemas.StoreDoc``) refuses each mutant in one line naming the file."""

@@ -1,10 +1,12 @@
 """What a data set's contents are, without reading them: the identity of every image file.
 
-An image file's identity is ``size:mtime_ns`` on a local disk and ``size:ETag`` on S3, read from
-one folder listing (``storage.listing``: a stat per file locally, one LIST request per 1,000
-objects on S3; no image is opened). A file fixed, regenerated or replaced in place changes it; a
-file only touched (same bytes, new mtime) changes it too, which costs a rebuild, never a wrong
-result. Content hashes would avoid that but mean reading every image (~17 GB for HPA) at every
+An image file's identity is ``size:mtime_ns:ctime_ns`` on a local disk and ``size:ETag`` on S3
+(``size:generation`` on GCS), read from one folder listing (``storage.listing``: a stat per file
+locally, one LIST request per 1,000 objects on S3; no image is opened). A file fixed, regenerated
+or replaced in place changes it, even one of the same size with its mtime set back (the kernel
+sets the change time, ``ctime``, on every write, rename and ``utime``, and nothing sets it back).
+A file only touched, its mode changed, or a data root copied elsewhere changes it too, which costs
+a rebuild, never a wrong result. Content hashes would avoid that but mean reading every image (~17 GB for HPA) at every
 step; the listing of the 124,288 training PNGs is 125 LIST requests.
 
 A task lists each image folder of a data root once: :class:`DataListing` holds the listings

@@ -5,7 +5,10 @@ and the infer task decode every image again (8 times for the Table-1 schedule). 
 decodes each sample once, at the schedule's largest size (the native 512 px for HPA's Table 1),
 into shards of (n, 4, S, S) uint8 arrays, ``{split}-{k:05d}.u8.zst``, with an index
 (``index.parquet``: id, split, shard, row) and ``store.json`` (size, shard files and each one's
-SHA-256 at every size, skipped ids, the labels' SHA-256). Every fetch checks a shard's SHA-256,
+SHA-256 at every size, the SHA-256 of each shard's ids in row order, skipped ids, the labels'
+SHA-256). Opening a store checks every index row against its shard's ids digest (rows swapped or
+moved between ids are refused, even with the index's own hash rewritten), every fetch checks a
+shard's SHA-256,
 and a cache built from a store is keyed by all of them (:attr:`Store.identity`), so a store
 prepared again from changed images never meets a cache of the old pixels. A task then fetches
 only the shards it needs, in parallel, and derives its cycle's size from the uint8 arrays: a
@@ -49,9 +52,14 @@ from protloc.schemas import StoreDoc
 
 log = logging.getLogger(__name__)
 
-STORE_FORMAT = 3  # 1: raw shards (``.u8``); 2: no per-shard SHA-256
+STORE_FORMAT = 4  # 1: raw shards (``.u8``); 2: no per-shard SHA-256; 3: no per-shard ids digest
 FETCHES = 4  # shards downloaded at once
 LEVEL = 1  # Zstandard's level: ~400 MB/s per core to compress, and no larger than level 3
+
+
+def ids_digest(ids: list[str]) -> str:
+    """The SHA-256 of a shard's ids in row order: what binds each id to its pixels."""
+    return hashlib.sha256("\n".join(ids).encode()).hexdigest()
 
 
 def shard_name(split: str, k: int, size: int | None = None) -> str:
@@ -103,10 +111,37 @@ def open_store(uri: str) -> Store:
                 raise ArtifactError(
                     f"{where}: splits.{split}.shards[{k}].sha256 must name sizes {checked.sizes}"
                 )
-    raw = storage.read_bytes(storage.join(uri, STORE_INDEX))
+    index_uri = storage.join(uri, STORE_INDEX)
+    raw = storage.read_bytes(index_uri)
     if hashlib.sha256(raw).hexdigest() != checked.index_sha256:
-        raise ArtifactError(f"{storage.join(uri, STORE_INDEX)}: does not match {STORE} (changed?)")
-    return Store(uri, checked.size, doc, pd.read_parquet(io.BytesIO(raw)))
+        raise ArtifactError(f"{index_uri}: does not match {STORE} (changed?)")
+    index = pd.read_parquet(io.BytesIO(raw))
+    _check_rows(index, checked, index_uri)
+    return Store(uri, checked.size, doc, index)
+
+
+def _check_rows(index: pd.DataFrame, doc: StoreDoc, index_uri: str) -> None:
+    """Refuse an index whose rows do not hold, shard by shard and in row order, the ids that
+    ``store.json`` recorded for each shard (an id pointing at another sample's pixels)."""
+    try:
+        groups = dict(
+            iter(index.sort_values(["split", "shard", "row"]).groupby(["split", "shard"]))
+        )
+    except KeyError as exc:
+        raise ArtifactError(f"{index_uri}: no column {exc.args[0]!r}") from None
+    for split, part in doc.splits.items():
+        for k, shard in enumerate(part.shards):
+            rows = groups.pop((split, k), index.iloc[:0])
+            if rows["row"].tolist() != list(range(shard.count)) or (
+                ids_digest(rows["id"].astype(str).tolist()) != shard.ids_sha256
+            ):
+                raise ArtifactError(
+                    f"{index_uri}: the rows of {split} shard {shard.file} are not the ids "
+                    f"{STORE} recorded for it (rows swapped or changed): run prepare again"
+                )
+    if groups:
+        (split, k), _ = next(iter(groups.items()))
+        raise ArtifactError(f"{index_uri}: rows point at {split} shard {k}, which {STORE} lacks")
 
 
 def require_same_data(store: Store, fingerprint: str, root: str) -> None:

@@ -19,7 +19,7 @@ from protloc.config import PrepareConfig
 from protloc.cpus import compute_threads
 from protloc.data.hpa import decode_samples
 from protloc.data.identity import DataListing
-from protloc.data.store import LEVEL, STORE_FORMAT, resize, shard_name
+from protloc.data.store import LEVEL, STORE_FORMAT, ids_digest, resize, shard_name
 from protloc.errors import DataError
 from protloc.folders import STORE, STORE_INDEX
 from protloc.progress import eta
@@ -171,7 +171,11 @@ class _ShardWriter:
             self.compressor,
         )
         self.index += [(i, split, len(shards), row) for row, i in enumerate(kept)]
-        self.in_flight = {"file": shard_name(split, len(shards)), "count": len(kept)}
+        self.in_flight = {
+            "file": shard_name(split, len(shards)),
+            "count": len(kept),
+            "ids_sha256": ids_digest(kept),
+        }
         shards.append(self.in_flight)
 
     def finish(self) -> None:

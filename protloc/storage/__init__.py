@@ -224,8 +224,9 @@ def remove_empty_folder(uri: str) -> None:
 
 
 def listing(uri: str) -> dict[str, str]:
-    """The files directly in the folder or prefix ``uri``: name -> identity, ``size:mtime_ns``
-    locally, ``size:ETag`` on S3, ``size:generation`` on GCS, ``size:ETag`` on Azure (one listing
+    """The files directly in the folder or prefix ``uri``: name -> identity,
+    ``size:mtime_ns:ctime_ns`` locally (the change time, which no user can set back, catches a
+    file rewritten with its mtime restored), ``size:ETag`` on S3, ``size:generation`` on GCS, ``size:ETag`` on Azure (one listing
     call per page of objects, no object is read)."""
     if _is_fs(uri):
         return fs.call(uri, "list", fs.files_in)
@@ -238,7 +239,7 @@ def listing(uri: str) -> dict[str, str]:
             for e in entries:
                 if e.is_file():
                     st = e.stat()
-                    out[e.name] = f"{st.st_size}:{st.st_mtime_ns}"
+                    out[e.name] = f"{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns}"
         return out
     bucket, prefix = split_s3(uri)
     prefix = prefix.rstrip("/") + "/" if prefix else ""
