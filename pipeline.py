@@ -295,10 +295,12 @@ def run_local(
     at_once = min(folds, parallel or cluster.parallel_folds(gpus)) if folds > 1 else 1
     before_env = os.environ.get(TASKS_ENV)
     os.environ[TASKS_ENV] = str(at_once)
+    label = ""  # the docker runner's containers carry it; stopped if the run ends early
     if runner == "docker":
-        from components.docker_runner import docker_runner
+        from components.docker_runner import docker_runner, run_label
 
-        task_runner = docker_runner(root_path, args["data_root"])
+        label = run_label()
+        task_runner = docker_runner(root_path, args["data_root"], label)
     else:
         task_runner = local.SubprocessRunner(use_venv=False)
     local.init(
@@ -313,11 +315,15 @@ def run_local(
     except RuntimeError as exc:  # kfp.local: "... Inner task failed: 'train-2'."
         new = [root_path / p for p in {p.name for p in root_path.iterdir()} - before]
         raise _step_failure(str(exc), new) from None
-    finally:  # the caller's environment as it was
+    finally:  # the caller's environment as it was; no task container left running
         if before_env is None:
             os.environ.pop(TASKS_ENV, None)
         else:
             os.environ[TASKS_ENV] = before_env
+        if label:
+            from components.docker_runner import stop_run_containers
+
+            stop_run_containers(label)
     wall = time.perf_counter() - t0
     new_runs = [root_path / p for p in {p.name for p in root_path.iterdir()} - before]
     outputs = {name: Path(task.outputs[name].path) for name in Outputs._fields}

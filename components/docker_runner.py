@@ -5,12 +5,20 @@ the NVIDIA runtime).
 kfp.local mounts only the pipeline root into the containers (at the same path), so the data root
 is mounted read-only at its own path, and the image cache (the image's ``/scratch/image-cache``,
 an emptyDir on a cluster) is ``{root}/.image-cache`` so that infer reuses the last cycle's cache.
+
+Every container of a run carries the label ``org.protloc.run`` (host, pid and a random part):
+when ``pipeline.py local`` ends early (SIGTERM, Ctrl-C, a failed task), :func:`stop_run_containers`
+stops the run's containers still running (SIGTERM to every process in each, which a task
+handles like Ctrl-C, then ``docker stop``'s SIGKILL after a grace period), as the subprocess
+runner's task processes are ended.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import socket
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -25,11 +33,19 @@ UID = 1000  # the images' user (containers/Dockerfile) and the pods' runAsUser
 CACHE_IN_IMAGE = "/scratch/image-cache"
 # S3 settings a task needs when the data root is on S3 (as docker compose passes them).
 S3_ENV = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL", "AWS_DEFAULT_REGION")
+RUN_LABEL = "org.protloc.run"
+STOP_GRACE_S = 30  # docker stop: SIGTERM, then SIGKILL after this long
 
 
-def docker_runner(root: Path, data_root: str) -> Any:
-    """A ``kfp.local.DockerRunner`` for a run under ``root`` reading ``data_root``; refuses at
-    once (one line) when no engine answers or an image is missing."""
+def run_label() -> str:
+    """A value of :data:`RUN_LABEL` no other run on any host shares."""
+    return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:12]}"
+
+
+def docker_runner(root: Path, data_root: str, label: str) -> Any:
+    """A ``kfp.local.DockerRunner`` for a run under ``root`` reading ``data_root``, each
+    container labelled ``label``; refuses at once (one line) when no engine answers or an image
+    is missing."""
     if storage.is_remote(data_root) and not storage.is_s3(data_root):
         raise ConfigError(
             f"--runner docker passes only S3 credentials (AWS_*) into the containers: "
@@ -73,6 +89,7 @@ def docker_runner(root: Path, data_root: str) -> Any:
         "user": f"{UID}:{UID}",
         "shm_size": "2g",  # data loader workers share batches through /dev/shm
         "environment": {k: os.environ[k] for k in (*S3_ENV, TASKS_ENV) if k in os.environ},
+        "labels": {RUN_LABEL: label},
     }
     if "nvidia" in info.get("Runtimes", {}):
         args["device_requests"] = [DeviceRequest(count=-1, capabilities=[["gpu"]])]
@@ -80,6 +97,39 @@ def docker_runner(root: Path, data_root: str) -> Any:
     else:
         log.info("docker: no NVIDIA runtime in this engine: train and infer run on the CPU")
     return local.DockerRunner(**args)
+
+
+def stop_run_containers(label: str) -> int:
+    """Stop the containers labelled ``label`` that still run; returns how many. Failures are
+    logged, not raised: this runs while the run ends."""
+    import docker
+
+    stopped = 0
+    try:
+        client = docker.from_env()
+        try:
+            for container in client.containers.list(filters={"label": f"{RUN_LABEL}={label}"}):
+                log.warning("docker: stopping task container %s", container.name)
+                try:
+                    _stop(container)
+                    stopped += 1
+                except docker.errors.NotFound:  # it ended (and was removed) meanwhile
+                    continue
+        finally:
+            client.close()
+    except docker.errors.DockerException as exc:
+        log.warning("docker: could not stop the run's containers (%s)", exc)
+    return stopped
+
+
+def _stop(container: Any) -> None:
+    """SIGTERM to every process of the task's container, then ``docker stop``'s wait. kfp.local
+    runs each task as ``sh -c '... python3 ...'``: the shell is the container's PID 1, which
+    ignores SIGTERM and forwards nothing, so ``docker stop`` alone would SIGKILL the task after
+    the grace period, with no cleanup; ``kill -TERM -1`` inside the container reaches the task's
+    Python process, which ends like Ctrl-C (temporary files, lock), and the shell ends with it."""
+    container.exec_run(["sh", "-c", "kill -TERM -1"])
+    container.stop(timeout=STOP_GRACE_S)
 
 
 def _writable_by_image_user(folder: Path) -> None:

@@ -212,7 +212,7 @@ def test_docker_runner_refuses_a_data_root_it_cannot_pass_credentials_for(tmp_pa
     from protloc.errors import ConfigError
 
     with pytest.raises(ConfigError, match=r"passes only S3 credentials .*gs://b/hpa"):
-        docker_runner(tmp_path, "gs://b/hpa")
+        docker_runner(tmp_path, "gs://b/hpa", "label")
 
 
 def test_docker_runner_without_an_engine_is_one_line(tiny_data, tmp_path):
