@@ -43,6 +43,7 @@ def train(
     weight_decay: float = 0.0001,
     clip_norm: float = 10.0,
     clip_norm_type: str = "l2",
+    arch: str = "inception_v3",
     loss: str = "soft_f1",
     seed: int = 0,
     dropout: float = 0.5,
@@ -77,11 +78,12 @@ def train(
         weight_decay: L2 weight decay (not on biases and BatchNorm); in [0, 1]; default 0.0001.
         clip_norm: gradient clipping threshold (0: off); in [0, 1000000]; default 10.0.
         clip_norm_type: norm the clipping threshold applies to; one of l2, l1, inf; default 'l2'.
+        arch: network; one of inception_v3, densenet121, resnet50, efficientnet_b0, efficientnet_b1, efficientnet_b2, efficientnet_b3; default 'inception_v3'.
         loss: training loss; one of soft_f1, bce; default 'soft_f1'.
         seed: random seed of the split, sampling, augmentation and initialisation; in [0, 4294967295]; default 0.
         dropout: dropout before the classifier; in [0, 1); default 0.5.
         jitter: intensity jitter per channel (+- share); in [0, 1); default 0.1.
-        pretrained: torchvision inception_v3 ImageNet state dict (local or a bucket URI) for the first cycle; empty: from scratch; default ''.
+        pretrained: torchvision ImageNet state dict of the arch (local or a bucket URI) for the first cycle; empty: from scratch; default ''.
         workers: data loader and image-decoding processes (0: decode in the main process); in [0, 256]; default 8.
         cache_dir: image cache folder; empty: $PROTLOC_CACHE_DIR, else a temporary folder; default ''.
         gpus: processes this task runs, one per GPU of its node (on a machine without GPUs: gloo ranks on the CPU); a compile-time setting (`pipeline.py compile --gpus N`); in [1, 16]; default 1.

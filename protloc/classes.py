@@ -35,7 +35,3 @@ NUM_CLASSES: int = len(CLASS_NAMES)
 
 # The four stains, in the order every (4, H, W) array in protloc uses.
 CHANNELS: tuple[str, ...] = ("red", "green", "blue", "yellow")
-
-# The network every checkpoint and model bundle holds (protloc.model.network builds it); here,
-# with the class list, so torch-free steps can check a bundle against it.
-ARCH = "inception_v3_bn"

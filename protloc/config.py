@@ -12,13 +12,14 @@ import math
 import re
 from dataclasses import dataclass
 
+from protloc.architectures import ARCHITECTURES, MIN_SIZE
 from protloc.errors import ConfigError
 from protloc.losses import LOSSES
 from protloc.params import StepConfig, param
 
 NORM_TYPES = {"l2": 2.0, "l1": 1.0, "inf": math.inf}
 MAX_SEED = 2**32 - 1  # numpy's and iterstrat's seed range
-MIN_SIZE = 75  # Inception-v3's smallest input
+
 MAX_SIZE = 4096
 
 
@@ -252,6 +253,7 @@ class TrainConfig(StepConfig):
     clip_norm_type: str = param(
         "l2", "norm the clipping threshold applies to", choices=tuple(NORM_TYPES)
     )
+    arch: str = param("inception_v3", "network", choices=ARCHITECTURES)
     loss: str = param("soft_f1", "training loss", choices=LOSSES)
     seed: int = _seed()
     dropout: float = param(0.5, "dropout before the classifier", low=0, high=1, high_open=True)
@@ -260,8 +262,8 @@ class TrainConfig(StepConfig):
     )
     pretrained: str = param(
         "",
-        "torchvision inception_v3 ImageNet state dict (local or a bucket URI) for the first cycle; "
-        "empty: from scratch",
+        "torchvision ImageNet state dict of the arch (local or a bucket URI) for the first "
+        "cycle; empty: from scratch",
     )
     workers: int = _workers()
     cache_dir: str = _cache_dir()

@@ -2,6 +2,7 @@ import pytest
 import torch
 import torchvision
 
+from protloc.architectures import ARCHITECTURES
 from protloc.errors import ArtifactError, ConfigError
 from protloc.model.checkpoint import load_checkpoint, save_checkpoint
 from protloc.model.network import create_model, init_head, load_weights
@@ -61,7 +62,7 @@ def test_pretrained_local_weights_rgb_to_rgby(tmp_path):
 def test_pretrained_other_architecture_refused(tmp_path):
     path = tmp_path / "resnet.pth"
     torch.save(torchvision.models.resnet18(weights=None).state_dict(), path)
-    with pytest.raises(ArtifactError, match="only 0 tensors match inception_v3"):
+    with pytest.raises(ArtifactError, match=r"tensors are missing .*torchvision inception_v3"):
         create_model(pretrained=path)
     with pytest.raises(ConfigError, match="no such file"):
         create_model(pretrained=tmp_path / "missing.pth")
@@ -72,7 +73,7 @@ def test_checkpoint_of_other_class_count_or_arch_refused(tmp_path):
     with pytest.raises(ArtifactError, match="checkpoint has 10 classes, this model has 28"):
         load_weights(create_model(), other.state_dict(), "x.pt")
     resnet = torchvision.models.resnet18(weights=None).state_dict()
-    with pytest.raises(ArtifactError, match="not a inception_v3_bn checkpoint"):
+    with pytest.raises(ArtifactError, match="not a inception_v3 checkpoint"):
         load_weights(create_model(), {k: v for k, v in resnet.items() if k != "fc.weight"}, "r.pt")
     state = {
         "arch": "resnet18",
@@ -85,10 +86,44 @@ def test_checkpoint_of_other_class_count_or_arch_refused(tmp_path):
         "complete": True,
     }
     save_checkpoint(state, str(tmp_path / "c.pt"))
-    with pytest.raises(ArtifactError, match="'resnet18' model, expected 'inception_v3_bn'"):
+    with pytest.raises(ArtifactError, match="'resnet18' model; this protloc builds inception_v3, "):
         load_checkpoint(str(tmp_path / "c.pt"))
-    save_checkpoint({**state, "arch": "inception_v3_bn", "num_classes": 10}, str(tmp_path / "d.pt"))
+    save_checkpoint({**state, "arch": "inception_v3", "num_classes": 10}, str(tmp_path / "d.pt"))
     with pytest.raises(ArtifactError, match="checkpoint has 10 classes, expected 28"):
         load_checkpoint(str(tmp_path / "d.pt"))
     with pytest.raises(ArtifactError, match=r"missing\.pt"):
         load_checkpoint(str(tmp_path / "missing.pt"))
+
+
+# torchvision's constructor of each registered network (protloc's name -> torchvision's)
+def _torchvision_model(arch):
+    if arch == "inception_v3":
+        return torchvision.models.inception_v3(weights=None, aux_logits=True, init_weights=True)
+    return getattr(torchvision.models, arch)(weights=None)
+
+
+@pytest.mark.parametrize("arch", list(ARCHITECTURES))
+def test_every_architecture_takes_rgby_and_imagenet_weights(arch, tmp_path):
+    """Each registered network: 28 logits from 4 channels at the smallest size, and a
+    torchvision ImageNet state dict loads into it, RGB filters kept and yellow = mean(R, G)."""
+    tv = _torchvision_model(arch)
+    path = tmp_path / f"{arch}.pth"
+    torch.save(tv.state_dict(), path)
+    model = create_model(arch, pretrained=path).eval()
+    with torch.no_grad():
+        assert model(torch.zeros(2, 4, 75, 75)).shape == (2, 28)
+    first = model.state_dict()[model.first_conv]
+    rgb = tv.state_dict()[model.torchvision_key(model.first_conv)]
+    assert first.shape[1] == 4 and torch.equal(first[:, :3], rgb)
+    assert torch.allclose(first[:, 3], rgb[:, :2].mean(dim=1))
+    loaded = {k for k in model.state_dict() if model.torchvision_key(k)}
+    last = sorted(loaded)[-1]  # a tensor deep in the network, not only the first layer
+    assert torch.equal(model.state_dict()[last], tv.state_dict()[model.torchvision_key(last)])
+    other = "resnet50" if arch != "resnet50" else "densenet121"
+    with pytest.raises(ArtifactError, match=rf"not a torchvision {other} state dict"):
+        create_model(other, pretrained=path)
+
+
+def test_an_unknown_architecture_is_refused_naming_the_known_ones():
+    with pytest.raises(ConfigError, match=r"architecture must be one of inception_v3, .*got 'vgg'"):
+        create_model("vgg")

@@ -600,7 +600,7 @@ def test_a_bundle_this_protloc_cannot_apply_is_refused_naming_what_differs(local
     first, _, _ = local_runs
     for change, message in [
         ({"format": 2}, r"bundle format 2 was written by a newer protloc .* reads formats up to 1"),
-        ({"arch": "resnet50"}, r"architecture is 'resnet50', this protloc applies 'inception_v3_bn'"),
+        ({"arch": "resnet18"}, r"architecture is 'resnet18', this protloc applies inception_v3, "),
         ({"class_names": ["Nucleoplasm", "Mitochondria", *["x"] * 26]},
          r"class 1 is 'Mitochondria' in the bundle, 'Nuclear membrane' here"),
         ({"class_names": ["a"] * 19}, "the bundle has 19 classes, this protloc has 28"),
@@ -626,16 +626,33 @@ def test_a_bundle_this_protloc_cannot_apply_is_refused_naming_what_differs(local
 def test_kfp_local_run_with_its_data_and_checkpoints_on_gcs(tiny_data, gs_bucket, tmp_path):
     """The data root and the per-epoch checkpoints (work_root) on the GCS emulator: every task
     reads the data through gcsfs, the train task keeps its checkpoints there, the submission
-    is whole."""
+    is whole. The run trains another registered network (efficientnet_b0), and predict applies
+    its bundle: the same labels as the submission."""
     from protloc import storage
+    from tests.conftest import run_python
 
     data, work = f"{gs_bucket}/hpa", f"{gs_bucket}/work"
     assert storage.upload_dir(tiny_data, data) == sum(p.is_file() for p in tiny_data.rglob("*"))
     base = {"data_root": data, "work_root": work, "rare_below": 0, "workers": 0, "tta": 1}
+    # Batches of one image: predict then meets the same float32 sums infer did.
+    base |= {"arch": "efficientnet_b0", "infer_batch_size": 1}
     summary = pipeline.run_local([Cycle(80, 8, 1)], base, str(tmp_path / "root"))
     assert all(s["ran"] for s in summary["steps"])
     sub = pd.read_csv(summary["submission"], dtype=str)
     assert list(sub["Id"]) == read_test_ids(str(tiny_data / "sample_submission.csv"))
+    assert json.loads((Path(summary["model"]) / "bundle.json").read_text())["arch"] == (
+        "efficientnet_b0"
+    )
+    proc = run_python(
+        ["-m", "components.predict", "--model", summary["model"], "--images",
+         str(tiny_data / "test"), "--out", str(tmp_path / "pred"), "--workers", "0",
+         "--infer-batch-size", "1"]
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    labels = pd.read_csv(tmp_path / "pred" / "labels.csv", dtype=str)
+    assert dict(zip(labels["Id"], labels["Predicted"], strict=True)) == dict(
+        zip(sub["Id"], sub["Predicted"], strict=True)
+    )
     checkpoints = [u for u in storage.list_files(work) if u.endswith(".pt")]
     assert checkpoints and all(u.startswith(f"{work}/cycle0-80px-") for u in checkpoints)
     # kfp.local keeps its artifacts in a local pipeline root; a step's command line writes its

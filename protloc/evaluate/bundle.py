@@ -21,7 +21,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from protloc import __version__, schemas, storage
-from protloc.classes import ARCH, CLASS_NAMES, NUM_CLASSES
+from protloc.architectures import ARCHITECTURES
+from protloc.classes import CLASS_NAMES, NUM_CLASSES
 from protloc.config import BundleConfig
 from protloc.errors import ArtifactError
 from protloc.folders import BUNDLE
@@ -88,7 +89,7 @@ def write_bundle(
         )
     doc = {
         "format": FORMAT,
-        "arch": ARCH,
+        "arch": _architecture(snapshots),
         "class_names": list(CLASS_NAMES),
         "protloc_version": __version__,
         "code_version": code_version(),
@@ -111,6 +112,22 @@ def write_bundle(
     return doc
 
 
+def _architecture(snapshots: dict[str, tuple[str, dict[str, Any]]]) -> str:
+    """The one registered network the snapshots' cycles trained (their metrics' config)."""
+    archs = set()
+    for uri, metrics in snapshots.values():
+        arch = (metrics.get("config") or {}).get("arch")
+        if arch not in ARCHITECTURES:
+            raise ArtifactError(
+                f"{uri}: its cycle's metrics name no architecture this protloc builds "
+                f"(config.arch {arch!r}); retrain it to bundle it"
+            )
+        archs.add(arch)
+    if len(archs) != 1:
+        raise ArtifactError(f"the snapshots are of several architectures ({sorted(archs)})")
+    return archs.pop()
+
+
 def read_bundle(uri: str) -> Bundle:
     """Read and check a bundle folder; what this protloc cannot apply is refused, named."""
     where = storage.join(uri, BUNDLE)
@@ -126,10 +143,10 @@ def read_bundle(uri: str) -> Bundle:
             f"({doc.get('protloc_version', '?')}); this protloc {__version__} reads formats up "
             f"to {FORMAT}"
         )
-    if doc.get("arch") != ARCH:
+    if doc.get("arch") not in ARCHITECTURES:
         raise ArtifactError(
             f"{where}: the bundle's architecture is {doc.get('arch')!r}, this protloc applies "
-            f"{ARCH!r}"
+            f"{', '.join(ARCHITECTURES)}"
         )
     names = doc.get("class_names")
     if not isinstance(names, list) or names != list(CLASS_NAMES):

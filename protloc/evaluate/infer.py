@@ -83,7 +83,7 @@ def predict_share(
     device = device_for(d)
     mine: dict[tuple[str, str], np.ndarray] = {}
     for name, state in zip(names, states, strict=True):
-        model = create_model()
+        model = create_model(state["arch"])
         load_weights(model, state["model"], name)
         model.to(device)
         if device.type == "cuda":

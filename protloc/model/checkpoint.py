@@ -15,7 +15,8 @@ from typing import Any
 import torch
 
 from protloc import storage
-from protloc.classes import ARCH, CLASS_NAMES, NUM_CLASSES
+from protloc.architectures import ARCHITECTURES
+from protloc.classes import CLASS_NAMES, NUM_CLASSES
 from protloc.errors import ArtifactError, StorageError
 
 REQUIRED = ("arch", "num_classes", "model", "size", "config", "norm", "epochs_done", "complete")
@@ -57,8 +58,11 @@ def parse_checkpoint(data: bytes, uri: str) -> dict[str, Any]:
     if not isinstance(state, dict) or any(k not in state for k in REQUIRED):
         what = f"keys {sorted(state)[:8]}" if isinstance(state, dict) else type(state).__name__
         raise ArtifactError(f"{uri}: not a protloc checkpoint ({what})")
-    if state["arch"] != ARCH:
-        raise ArtifactError(f"{uri}: checkpoint is a {state['arch']!r} model, expected {ARCH!r}")
+    if state["arch"] not in ARCHITECTURES:
+        raise ArtifactError(
+            f"{uri}: checkpoint is a {state['arch']!r} model; this protloc builds "
+            f"{', '.join(ARCHITECTURES)}"
+        )
     if state["num_classes"] != NUM_CLASSES or list(state.get("class_names", CLASS_NAMES)) != list(
         CLASS_NAMES
     ):

@@ -1,10 +1,13 @@
-"""The network: torchvision's Inception-v3 for 4-channel input, a BatchNorm after every Inception
-block, global average pooling, dropout and a linear layer to 28 logits.
+"""The paper's network, torchvision's Inception-v3 for 4-channel input with a BatchNorm after every
+Inception block, global average pooling, dropout and a linear layer to 28 logits; and what every
+registered network (``protloc.architectures``) shares: building one by name, loading ImageNet
+weights into it, loading a checkpoint's weights.
 
 Global average pooling makes it size-agnostic (any input from 75 px, which progressive resizing
-needs). ``pretrained`` is a torchvision ``inception_v3`` ImageNet state dict, a local file or an
-``s3://`` object: never downloaded from the internet. Its first-layer RGB filters are kept for R, G and B, and the yellow filters start as
-the mean of the red and green ones (yellow light is red plus green).
+needs). ``pretrained`` is the torchvision ImageNet state dict of the chosen network, a local file
+or a bucket object: never downloaded from the internet. Its first-layer RGB filters are kept for
+R, G and B, and the yellow filters start as the mean of the red and green ones (yellow light is
+red plus green).
 """
 
 from __future__ import annotations
@@ -18,8 +21,8 @@ from torch import nn
 from torchvision.models.inception import BasicConv2d, Inception3
 
 from protloc import storage
-from protloc.classes import ARCH, NUM_CLASSES
-from protloc.config import MIN_SIZE
+from protloc.architectures import ARCHITECTURES, MIN_SIZE
+from protloc.classes import NUM_CLASSES
 from protloc.errors import ArtifactError, ConfigError
 
 log = logging.getLogger(__name__)
@@ -64,14 +67,20 @@ class InceptionV3BN(nn.Module):
         self.fc = nn.Linear(2048, num_classes)
         self.num_classes = num_classes
         self.in_chans = in_chans
+        self.first_conv = "stem.0.conv.weight"
         nn.init.trunc_normal_(self.stem[0].conv.weight, std=0.1, a=-2, b=2)
+
+    @staticmethod
+    def torchvision_key(key: str) -> str | None:
+        """Our parameter name's counterpart in torchvision's inception_v3 (None: none)."""
+        return _torchvision_key(key)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.blocks(self.stem(x))
         return self.fc(self.dropout(torch.flatten(self.pool(x), 1)))
 
 
-def init_head(model: InceptionV3BN, class_prior: torch.Tensor | None, std: float = 0.01) -> None:
+def init_head(model: nn.Module, class_prior: torch.Tensor | None, std: float = 0.01) -> None:
     """A small final layer with its bias at the classes' prior log-odds.
 
     torchvision's init gives the final layer std 0.1: logits start with std ~4 and BCE ~2.2. A
@@ -106,10 +115,11 @@ def _torchvision_key(key: str) -> str | None:
     return None
 
 
-def load_pretrained(model: InceptionV3BN, path: str | Path) -> None:
-    """Load a torchvision inception_v3 state dict (local or s3://); the new BatchNorms and the
-    head stay."""
-    path = str(path)
+def load_pretrained(model: nn.Module, path: str | Path) -> None:
+    """Load the torchvision ImageNet state dict of ``model``'s network (local or a bucket
+    URI) into it: every tensor with a torchvision counterpart must be there and fit; the new
+    BatchNorms and the head stay."""
+    path, arch = str(path), getattr(model, "arch", "the network")
     if not storage.exists(path):
         raise ConfigError(f"pretrained weights {path}: no such file (they are never downloaded)")
     try:
@@ -123,40 +133,50 @@ def load_pretrained(model: InceptionV3BN, path: str | Path) -> None:
     if isinstance(source, dict) and "model" in source and isinstance(source["model"], dict):
         source = source["model"]
     target = model.state_dict()
-    loaded = 0
-    for key in target:
-        tv_key = _torchvision_key(key)
-        if tv_key is None or tv_key not in source:
-            continue
+    wanted = {k: model.torchvision_key(k) for k in target}
+    # Older torchvision files hold no BatchNorm step counters; nothing reads them.
+    wanted = {k: v for k, v in wanted.items() if v and not v.endswith("num_batches_tracked")}
+    missing = [v for v in wanted.values() if v not in source]
+    if missing:
+        raise ArtifactError(
+            f"pretrained weights {path}: {len(missing)} of {len(wanted)} {arch} tensors are "
+            f"missing (e.g. {missing[0]!r}): not a torchvision {arch} state dict?"
+        )
+    for key, tv_key in wanted.items():
         value = source[tv_key]
-        if key == "stem.0.conv.weight" and value.shape[1] == 3 and model.in_chans == 4:
+        if key == model.first_conv and value.shape[1] == 3 and model.in_chans == 4:
             yellow = value[:, :2].mean(dim=1, keepdim=True)
             value = torch.cat([value, yellow], dim=1)
         if value.shape != target[key].shape:
             raise ArtifactError(
                 f"pretrained weights {path}: {tv_key} has shape {tuple(value.shape)}, "
-                f"expected {tuple(target[key].shape)} (not a torchvision inception_v3?)"
+                f"expected {tuple(target[key].shape)} (not a torchvision {arch}?)"
             )
         target[key] = value
-        loaded += 1
-    if loaded < 100:
-        raise ArtifactError(f"pretrained weights {path}: only {loaded} tensors match inception_v3")
     model.load_state_dict(target)
-    log.info("loaded %d pretrained tensors from %s", loaded, path)
+    log.info("loaded %d pretrained tensors from %s", len(wanted), path)
 
 
 def create_model(
+    arch: str = "inception_v3",
     num_classes: int = NUM_CLASSES,
     in_chans: int = 4,
     pretrained: str | Path | None = None,
     dropout: float = 0.5,
-) -> InceptionV3BN:
-    """The protloc network, optionally from ImageNet weights (local or s3://)."""
+) -> nn.Module:
+    """The registered network ``arch``, optionally from ImageNet weights (local or a bucket)."""
     if num_classes < 1 or in_chans < 1:
         raise ConfigError(f"num_classes and in_chans must be >= 1, got {num_classes}, {in_chans}")
     if not 0.0 <= dropout < 1.0:
         raise ConfigError(f"dropout must be in [0, 1), got {dropout}")
-    model = InceptionV3BN(num_classes, in_chans, dropout)
+    network = ARCHITECTURES.get(arch)
+    if network.torchvision:
+        from protloc.model.backbones import Backbone
+
+        model = Backbone(network.torchvision, num_classes, in_chans, dropout)
+    else:
+        model = InceptionV3BN(num_classes, in_chans, dropout)
+    model.arch = arch
     if pretrained:
         load_pretrained(model, pretrained)
     return model
@@ -168,7 +188,7 @@ def check_size(size: int) -> None:
         raise ConfigError(f"size {size} px is under Inception-v3's minimum of {MIN_SIZE} px")
 
 
-def load_weights(model: InceptionV3BN, state: dict, source: str) -> None:
+def load_weights(model: nn.Module, state: dict, source: str) -> None:
     """Load a state dict, refusing another architecture or class count with a clear error."""
     fc = state.get("fc.weight")
     if fc is not None and fc.shape[0] != model.num_classes:
@@ -180,13 +200,15 @@ def load_weights(model: InceptionV3BN, state: dict, source: str) -> None:
     if missing or unexpected:
         example = sorted(missing or unexpected)[0]
         raise ArtifactError(
-            f"{source}: not a {ARCH} checkpoint ({len(missing)} tensors missing, "
+            f"{source}: not a {model.arch} checkpoint ({len(missing)} tensors missing, "
             f"{len(unexpected)} unexpected, e.g. {example!r})"
         )
     try:
         model.load_state_dict(state)
     except RuntimeError as exc:
-        raise ArtifactError(f"{source}: weights do not fit {ARCH}: {str(exc)[:300]}") from None
+        raise ArtifactError(
+            f"{source}: weights do not fit {model.arch}: {str(exc)[:300]}"
+        ) from None
 
 
 def num_parameters(model: nn.Module) -> int:

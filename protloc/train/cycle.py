@@ -237,12 +237,19 @@ def _model(
     # Seeded so a run is reproducible and a resumed run continues like an uninterrupted one.
     torch.manual_seed(cfg.seed)
     first = state is None and not init  # pretrained weights only start a chain
-    model = create_model(dropout=cfg.dropout, pretrained=cfg.pretrained if first else None)
+    model = create_model(
+        cfg.arch, dropout=cfg.dropout, pretrained=cfg.pretrained if first else None
+    )
     if state is not None:
         load_weights(model, state["model"], ckpt_uri)
         return model, state["norm"]
     if init:
         warm = load_checkpoint(init)
+        if warm["arch"] != cfg.arch:
+            raise ConfigError(
+                f"arch: cycle {cfg.cycle} is a {cfg.arch} but starts from {init}, "
+                f"a {warm['arch']}: a chain keeps one architecture"
+            )
         load_weights(model, warm["model"], init)
         log.info("warm start from %s (cycle %s at %s px)", init, warm.get("cycle"), warm["size"])
         return model, warm["norm"]

@@ -30,7 +30,6 @@ from protloc.errors import ConfigError, ProtlocError
 from protloc.losses import LOSSES, logits_of
 from protloc.metrics import per_class_scores
 from protloc.model.inference import autocast, predict
-from protloc.model.network import InceptionV3BN
 from protloc.progress import eta
 from protloc.train.schedule import cosine_lr
 
@@ -47,7 +46,7 @@ class Run:
 
     d: Dist
     device: torch.device
-    model: InceptionV3BN
+    model: torch.nn.Module
     net: torch.nn.Module  # the model, wrapped in DDP under torchrun
     optimizer: torch.optim.Optimizer
     norm: dict[str, list[float]]

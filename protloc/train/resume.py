@@ -15,7 +15,6 @@ from protloc.classes import CLASS_NAMES, NUM_CLASSES
 from protloc.config import TrainConfig
 from protloc.errors import ArtifactError
 from protloc.model.checkpoint import load_checkpoint
-from protloc.model.network import ARCH
 
 
 def check_existing(
@@ -74,7 +73,7 @@ def checkpoint_state(
     """The checkpoint contract (``protloc.model.checkpoint``); complete when ``metrics`` is
     given, resumable while ``optimizer_state`` is."""
     state = {
-        "arch": ARCH,
+        "arch": cfg.arch,
         "num_classes": NUM_CLASSES,
         "class_names": list(CLASS_NAMES),
         "model": model_state,
