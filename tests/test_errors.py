@@ -360,18 +360,23 @@ ENV_MUTANTS = ["", " ", "abc", "0", "-1", "1.5", "nan", "inf", "-inf", "1e309", 
 
 @pytest.mark.parametrize(
     "name", ["PROTLOC_STORAGE_ATTEMPTS", "PROTLOC_STORAGE_BACKOFF_S", "PROTLOC_TASKS_PER_MACHINE",
-             "LOCAL_WORLD_SIZE"],
+             "LOCAL_WORLD_SIZE", "PROTLOC_S3_CONNECT_TIMEOUT_S", "PROTLOC_S3_READ_TIMEOUT_S"],
 )  # fmt: skip
 def test_every_environment_setting_is_a_valid_value_or_a_one_line_refusal(name, monkeypatch):
     """Item: settings read from the environment gave tracebacks (``PROTLOC_S3_ATTEMPTS=abc``);
     each one, fed fixed and seeded mutants, now gives a value in its range or a ConfigError
     naming it."""
     from protloc.cpus import cpu_share
+    from protloc.storage import s3
     from protloc.storage.retry import retrying
 
     def read() -> object:
         if name.startswith("PROTLOC_STORAGE"):
             return retrying("s3://b/k", "read", lambda: "ok", lambda exc: (False, exc))
+        if name.startswith("PROTLOC_S3"):
+            timeouts = s3.options()["config_kwargs"]
+            assert 0 < timeouts["connect_timeout"] <= 600 and 0 < timeouts["read_timeout"] <= 600
+            return "ok"
         return cpu_share()
 
     rng = random.Random(name)

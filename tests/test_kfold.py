@@ -1,5 +1,5 @@
 """K folds: the split's fold assignment on the real labels, the manifest's chain views, the
-collect step's out-of-fold contract, and a whole kfp.local run with two folds."""
+collect step's out-of-fold contract, and a whole kfp.local run with two folds of two ranks."""
 
 import json
 import time
@@ -135,11 +135,17 @@ def test_collect_refuses_a_fold_of_another_split(tmp_path):
 
 
 @pytest.mark.slow
-def test_local_pipeline_with_two_folds(tiny_data, tmp_path):
-    """kfp.local, --folds 2: a ParallelFor of two chains, collect, thresholds on out-of-fold
-    predictions of every labelled sample exactly once, a submission over both folds."""
+def test_local_pipeline_with_two_folds_of_two_ranks(tiny_data, tmp_path, capfd):
+    """kfp.local, --folds 2 --gpus 2: a ParallelFor of two chains, each train and infer task
+    starting 2 gloo ranks on the CPU whose weights agree at the end of the cycle; collect,
+    thresholds on out-of-fold predictions of every labelled sample exactly once, a submission
+    over both folds."""
     base = {"data_root": str(tiny_data), "rare_below": 0, "workers": 0, "tta": 1, "alpha": 0.0}
-    summary = pipeline.run_local([Cycle(80, 8, 1)], base, str(tmp_path / "root"), folds=2)
+    summary = pipeline.run_local([Cycle(80, 8, 1)], base, str(tmp_path / "root"), folds=2, gpus=2)
+    text = "".join(capfd.readouterr())
+    assert text.count("launching 2 ranks on this node") == 4  # train and infer of each fold
+    assert text.count("weights identical on 2 ranks") == 2 and "device cpu x2" in text
+    assert "on 2 rank(s)" in text  # infer
     run = Path(summary["submission"]).parents[2]
     labelled = pd.read_csv(tiny_data / "train.csv")["Id"].tolist()
     collected = P.read_predictions(str(run / "collect" / "out" / "predictions.parquet"))
@@ -153,6 +159,14 @@ def test_local_pipeline_with_two_folds(tiny_data, tmp_path):
     assert [c["fold"] for c in summary["cycles"]] == [0, 1]
     steps = [s["step"] for s in summary["steps"]]
     assert "collect" in steps and "infer (fold 1)" in steps
+    # rank 0 writes one complete result
+    trained = sorted(p.parent for p in run.rglob("train*/out/snapshots.json"))
+    assert len(trained) == 2, sorted(str(p.relative_to(run)) for p in run.rglob("*"))
+    for folder in trained:
+        assert sorted(p.name for p in folder.iterdir()) == [
+            "checkpoint.pt", "metrics.json", "report.html", "snapshots.json", "timing.json",
+            "training_curves.png",
+        ]  # fmt: skip
 
 
 @pytest.mark.slow

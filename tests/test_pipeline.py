@@ -188,25 +188,6 @@ def test_gpus_scales_the_pods_and_reaches_train_and_infer(tmp_path):
     assert proc.returncode == 2 and "gpus must be in [1, 16], got 0" in proc.stderr
 
 
-@pytest.mark.slow
-def test_local_pipeline_with_two_ranks_per_task(tiny_data, tmp_path, capfd):
-    """kfp.local with gpus 2 on the CPU: train and infer each start 2 gloo ranks, the ranks'
-    weights agree at the end of the cycle, rank 0 writes one complete result."""
-    base = {"data_root": str(tiny_data), "rare_below": 0, "workers": 0, "tta": 1, "alpha": 0.0}
-    summary = pipeline.run_local([Cycle(80, 8, 1)], base, str(tmp_path / "root"), gpus=2)
-    text = "".join(capfd.readouterr())
-    assert text.count("launching 2 ranks on this node") == 2  # train and infer
-    assert "device cpu x2" in text and "weights identical on 2 ranks" in text
-    assert "on 2 rank(s)" in text  # infer
-    sub = pd.read_csv(summary["submission"], dtype=str)
-    assert list(sub["Id"]) == read_test_ids(str(tiny_data / "sample_submission.csv"))
-    run = Path(summary["submission"]).parents[2]
-    assert sorted(p.name for p in (run / "train" / "out").iterdir()) == [
-        "checkpoint.pt", "metrics.json", "report.html", "snapshots.json", "timing.json",
-        "training_curves.png",
-    ]  # fmt: skip
-
-
 def test_docker_runner_refuses_a_data_root_it_cannot_pass_credentials_for(tmp_path):
     from components.docker_runner import docker_runner
     from protloc.errors import ConfigError

@@ -1,12 +1,13 @@
-"""One API over local paths and object stores: ``s3://bucket/key`` (boto3), ``gs://bucket/key``
-(gcsfs) and ``az://container/key`` or ``abfs://container/key`` (adlfs).
+"""One API over local paths and object stores, the stores through fsspec: ``s3://bucket/key``
+(s3fs), ``gs://bucket/key`` (gcsfs) and ``az://container/key`` or ``abfs://container/key``
+(adlfs).
 
 Local writes are atomic (temporary file in the target folder, then ``os.replace``). Object writes
 are atomic by the stores' own semantics: a single upload, or an S3 multipart upload that only
-becomes visible when it is completed (s3transfer aborts it on failure). Transient errors are
-retried with exponential backoff (``protloc.storage.retry``); a missing object or bucket, missing
+becomes visible when it is completed (s3fs aborts it on failure). Transient errors are retried
+with exponential backoff (``protloc.storage.retry``); a missing object or bucket, missing
 credentials or an unreachable endpoint end in one :class:`StorageError` that names the URI (and
-the endpoint), never a credential. ``storage.s3`` and ``storage.fs`` say where each store's
+the endpoint), never a credential. ``storage.fs`` and ``storage.s3`` say where each store's
 endpoint and credentials come from.
 """
 
@@ -28,8 +29,7 @@ from protloc.storage.local import atomic_local_path as _atomic_local_path
 from protloc.storage.local import local_error as _local_error
 from protloc.storage.local import local_path as _local
 from protloc.storage.local import local_path as local_path
-from protloc.storage.s3 import MISSING_CODES, MULTIPART_THRESHOLD, client, with_retries
-from protloc.storage.s3 import endpoint as s3_endpoint
+from protloc.storage.s3 import MULTIPART_THRESHOLD
 
 log = logging.getLogger(__name__)
 
@@ -41,22 +41,9 @@ def is_s3(uri: str) -> bool:
     return str(uri).startswith("s3://")
 
 
-def _is_fs(uri: str) -> bool:
-    return fs.scheme(uri) in fs.SCHEMES and "://" in str(uri)
-
-
 def is_remote(uri: str) -> bool:
     """True for a URI of an object store (``s3://``, ``gs://``, ``az://``, ``abfs://``)."""
-    return is_s3(uri) or _is_fs(uri)
-
-
-def split_s3(uri: str) -> tuple[str, str]:
-    """``s3://bucket/a/b`` -> ``("bucket", "a/b")``."""
-    rest = str(uri)[len("s3://") :]
-    bucket, _, key = rest.partition("/")
-    if not bucket:
-        raise StorageError(f"{uri}: not a valid s3:// URI (no bucket)")
-    return bucket, key
+    return "://" in str(uri) and fs.scheme(uri) in fs.SCHEMES
 
 
 def join(base: str, *parts: str) -> str:
@@ -70,24 +57,22 @@ def join(base: str, *parts: str) -> str:
     return out
 
 
+def _chunks(uri: str) -> dict[str, int]:
+    """s3fs's part size: a multipart upload from MULTIPART_THRESHOLD (two parts) on."""
+    return {"chunksize": MULTIPART_THRESHOLD // 2} if is_s3(uri) else {}
+
+
 # ----------------------------------------------------------------------------- public API
 
 
 def read_bytes(uri: str) -> bytes:
     """The whole content of a file or object."""
-    if _is_fs(uri):
+    if is_remote(uri):
         return fs.call(uri, "read", lambda f, p: f.cat_file(p))
-    if not is_s3(uri):
-        try:
-            return _local(uri).read_bytes()
-        except OSError as exc:
-            raise _local_error(uri, exc) from None
-    bucket, key = split_s3(uri)
-
-    def get() -> bytes:
-        return client().get_object(Bucket=bucket, Key=key)["Body"].read()
-
-    return with_retries(uri, "read", get)
+    try:
+        return _local(uri).read_bytes()
+    except OSError as exc:
+        raise _local_error(uri, exc) from None
 
 
 def read_text(uri: str, encoding: str = "utf-8") -> str:
@@ -101,19 +86,16 @@ def read_text(uri: str, encoding: str = "utf-8") -> str:
 
 def write_bytes(uri: str, data: bytes) -> None:
     """Write atomically: readers see the old content or the whole new one, never a part."""
-    if _is_fs(uri):
-        fs.call(uri, "write", lambda f, p: f.pipe_file(p, data))
+    if is_remote(uri):
+        # S3: one PUT below MULTIPART_THRESHOLD, a multipart upload above it
+        fs.call(uri, "write", lambda f, p: f.pipe_file(p, data, **_chunks(uri)))
         return
-    if not is_s3(uri):
-        path = _local(uri)
-        try:
-            with _atomic_local_path(path) as tmp:
-                tmp.write_bytes(data)
-        except OSError as exc:
-            raise _local_error(uri, exc) from None
-        return
-    bucket, key = split_s3(uri)
-    with_retries(uri, "write", lambda: client().put_object(Bucket=bucket, Key=key, Body=data))
+    path = _local(uri)
+    try:
+        with _atomic_local_path(path) as tmp:
+            tmp.write_bytes(data)
+    except OSError as exc:
+        raise _local_error(uri, exc) from None
 
 
 def write_text(uri: str, text: str) -> None:
@@ -145,17 +127,13 @@ def write_json(uri: str, obj: object) -> None:
 
 def delete(uri: str) -> None:
     """Remove a file or object if it exists."""
-    if _is_fs(uri):
+    if is_remote(uri):
         fs.call(uri, "delete", fs.remove)
         return
-    if not is_s3(uri):
-        try:
-            _local(uri).unlink(missing_ok=True)
-        except OSError as exc:
-            raise _local_error(uri, exc) from None
-        return
-    bucket, key = split_s3(uri)
-    with_retries(uri, "delete", lambda: client().delete_object(Bucket=bucket, Key=key))
+    try:
+        _local(uri).unlink(missing_ok=True)
+    except OSError as exc:
+        raise _local_error(uri, exc) from None
 
 
 def delete_tree(uri: str) -> int:
@@ -170,31 +148,14 @@ def delete_tree(uri: str) -> int:
 
 def check_writable_folder(uri: str, what: str = "output folder") -> bool:
     """Fail now, naming ``uri``, if a local folder cannot be created or written (a file in the
-    way, no permission); on S3 the bucket must exist. Run before long work starts. Returns
+    way, no permission); in an object store the bucket must exist. Run before long work starts. Returns
     whether it created the folder."""
-    if _is_fs(uri):
+    if is_remote(uri):
         bucket = fs.path(uri).split("/", 1)[0]
         if not fs.call(uri, "check", lambda f, _: f.exists(bucket)):
             raise StorageError(
                 f"{what} {uri}: bucket {bucket} does not exist at {fs.endpoint(uri)}"
             )
-        return False
-    if is_s3(uri):
-        bucket, _ = split_s3(uri)
-
-        def head() -> None:
-            from botocore.exceptions import ClientError
-
-            try:
-                client().head_bucket(Bucket=bucket)
-            except ClientError as exc:
-                if str(exc.response.get("Error", {}).get("Code")) in MISSING_CODES:
-                    raise StorageError(
-                        f"{what} {uri}: bucket {bucket} does not exist at {s3_endpoint()}"
-                    ) from None
-                raise
-
-        with_retries(uri, "check", head)
         return False
     path = _local(uri)
     created = not path.exists()
@@ -228,53 +189,25 @@ def listing(uri: str) -> dict[str, str]:
     ``size:mtime_ns:ctime_ns`` locally (the change time, which no user can set back, catches a
     file rewritten with its mtime restored), ``size:ETag`` on S3, ``size:generation`` on GCS, ``size:ETag`` on Azure (one listing
     call per page of objects, no object is read)."""
-    if _is_fs(uri):
+    if is_remote(uri):
         return fs.call(uri, "list", fs.files_in)
-    if not is_s3(uri):
-        root = _local(uri)
-        if not root.is_dir():
-            return {}
-        out = {}
-        with os.scandir(root) as entries:
-            for e in entries:
-                if e.is_file():
-                    st = e.stat()
-                    out[e.name] = f"{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns}"
-        return out
-    bucket, prefix = split_s3(uri)
-    prefix = prefix.rstrip("/") + "/" if prefix else ""
-
-    def list_all() -> dict[str, str]:
-        out: dict[str, str] = {}
-        paginator = client().get_paginator("list_objects_v2")
-        for page in paginator.paginate(Bucket=bucket, Prefix=prefix, Delimiter="/"):
-            for obj in page.get("Contents", []):
-                out[obj["Key"][len(prefix) :]] = f"{obj['Size']}:{obj['ETag'].strip(chr(34))}"
-        return out
-
-    return with_retries(uri, "list", list_all)
+    root = _local(uri)
+    if not root.is_dir():
+        return {}
+    out = {}
+    with os.scandir(root) as entries:
+        for e in entries:
+            if e.is_file():
+                st = e.stat()
+                out[e.name] = f"{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns}"
+    return out
 
 
 def exists(uri: str) -> bool:
     """True if a file or object exists at ``uri``."""
-    if _is_fs(uri):
+    if is_remote(uri):
         return fs.call(uri, "check", fs.is_file)
-    if not is_s3(uri):
-        return _local(uri).is_file()
-    bucket, key = split_s3(uri)
-
-    def head() -> bool:
-        from botocore.exceptions import ClientError
-
-        try:
-            client().head_object(Bucket=bucket, Key=key)
-            return True
-        except ClientError as exc:
-            if str(exc.response.get("Error", {}).get("Code")) in MISSING_CODES:
-                return False
-            raise
-
-    return with_retries(uri, "check", head)
+    return _local(uri).is_file()
 
 
 def upload_file(local_path: str | os.PathLike, uri: str) -> None:
@@ -282,30 +215,23 @@ def upload_file(local_path: str | os.PathLike, uri: str) -> None:
     src = Path(local_path)
     if not src.is_file():
         raise StorageError(f"{src}: no such file to upload to {uri}")
-    if _is_fs(uri):
-        fs.call(uri, "upload", lambda f, p: f.put_file(str(src), p))
+    if is_remote(uri):
+        fs.call(uri, "upload", lambda f, p: f.put_file(str(src), p, **_chunks(uri)))
         return
-    if not is_s3(uri):
-        dst = _local(uri)
-        if dst.resolve() == src.resolve():
-            return
-        try:
-            with _atomic_local_path(dst) as tmp:
-                shutil.copyfile(src, tmp)
-        except OSError as exc:
-            raise _local_error(uri, exc) from None
+    dst = _local(uri)
+    if dst.resolve() == src.resolve():
         return
-    from boto3.s3.transfer import TransferConfig
-
-    bucket, key = split_s3(uri)
-    config = TransferConfig(multipart_threshold=MULTIPART_THRESHOLD, use_threads=True)
-    with_retries(uri, "upload", lambda: client().upload_file(str(src), bucket, key, Config=config))
+    try:
+        with _atomic_local_path(dst) as tmp:
+            shutil.copyfile(src, tmp)
+    except OSError as exc:
+        raise _local_error(uri, exc) from None
 
 
 def download_file(uri: str, local_path: str | os.PathLike) -> Path:
     """Copy ``uri`` to a local file atomically; returns the local path."""
     dst = Path(local_path)
-    if _is_fs(uri):
+    if is_remote(uri):
 
         def get(f: Any, p: str) -> None:
             with _atomic_local_path(dst) as tmp:
@@ -313,49 +239,25 @@ def download_file(uri: str, local_path: str | os.PathLike) -> Path:
 
         fs.call(uri, "download", get)
         return dst
-    if not is_s3(uri):
-        src = _local(uri)
-        if not src.is_file():
-            raise StorageError(f"{uri}: no such file")
-        if dst.exists() and dst.resolve() == src.resolve():
-            return dst
-        with _atomic_local_path(dst) as tmp:
-            shutil.copyfile(src, tmp)
+    src = _local(uri)
+    if not src.is_file():
+        raise StorageError(f"{uri}: no such file")
+    if dst.exists() and dst.resolve() == src.resolve():
         return dst
-    from boto3.s3.transfer import TransferConfig
-
-    bucket, key = split_s3(uri)
-    config = TransferConfig(multipart_threshold=MULTIPART_THRESHOLD, use_threads=True)
-
-    def fetch() -> None:
-        with _atomic_local_path(dst) as tmp:
-            client().download_file(bucket, key, str(tmp), Config=config)
-
-    with_retries(uri, "download", fetch)
+    with _atomic_local_path(dst) as tmp:
+        shutil.copyfile(src, tmp)
     return dst
 
 
 def list_files(uri: str) -> list[str]:
     """Every file or object under the folder or prefix ``uri`` (recursive), as full URIs, sorted."""
-    if _is_fs(uri):
+    if is_remote(uri):
         prefix = f"{fs.scheme(uri)}://"
         return fs.call(uri, "list", lambda f, p: sorted(prefix + k for k in f.find(p)))
-    if not is_s3(uri):
-        root = _local(uri)
-        if not root.is_dir():
-            return []
-        return sorted(str(p) for p in root.rglob("*") if p.is_file())
-    bucket, prefix = split_s3(uri)
-    prefix = prefix.rstrip("/") + "/" if prefix else ""
-
-    def list_all() -> list[str]:
-        out: list[str] = []
-        paginator = client().get_paginator("list_objects_v2")
-        for page in paginator.paginate(Bucket=bucket, Prefix=prefix):
-            out.extend(f"s3://{bucket}/{obj['Key']}" for obj in page.get("Contents", []))
-        return sorted(out)
-
-    return with_retries(uri, "list", list_all)
+    root = _local(uri)
+    if not root.is_dir():
+        return []
+    return sorted(str(p) for p in root.rglob("*") if p.is_file())
 
 
 def _parallel(fn: Callable[[tuple[str, str]], None], jobs: list[tuple[str, str]]) -> None:

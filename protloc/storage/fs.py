@@ -1,19 +1,22 @@
-"""Google Cloud Storage (``gs://``) and Azure Blob Storage (``az://``, ``abfs://``) through
-fsspec (gcsfs, adlfs): one filesystem per scheme and credentials, every call retried on
-transient errors with exponential backoff and jitter; any other failure is one
-:class:`StorageError` naming the URI and the endpoint, never a credential.
+"""Object stores through fsspec: S3 (``s3://``, s3fs), Google Cloud Storage (``gs://``, gcsfs)
+and Azure Blob Storage (``az://``, ``abfs://``, adlfs). One filesystem per scheme, credentials
+and process; every call is one attempt in the library and retried here on transient errors
+(``protloc.storage.retry``); any other failure is one :class:`StorageError` naming the URI and
+the endpoint, never a credential.
 
-Credentials are found as each cloud's SDK finds them, never in a file protloc writes: GCS from
-Application Default Credentials (workload identity on GKE, ``GOOGLE_APPLICATION_CREDENTIALS``),
-or none against ``STORAGE_EMULATOR_HOST``; Azure from ``AZURE_STORAGE_CONNECTION_STRING``, or
-``AZURE_STORAGE_ACCOUNT_NAME`` with a key, a SAS token or Azure AD (workload identity). Writes
-are single-object uploads, visible whole or not at all (a GCS upload and an Azure block-list
+Credentials are found as each cloud's SDK finds them, never in a file protloc writes: S3 as
+botocore does (``storage.s3``); GCS from Application Default Credentials (workload identity on
+GKE, ``GOOGLE_APPLICATION_CREDENTIALS``), or none against ``STORAGE_EMULATOR_HOST``; Azure from
+``AZURE_STORAGE_CONNECTION_STRING``, or ``AZURE_STORAGE_ACCOUNT_NAME`` with a key, a SAS token or
+Azure AD (workload identity). Writes are single-object uploads or S3 multipart uploads, visible
+whole or not at all (a PUT, a completed multipart upload, a GCS upload and an Azure block-list
 commit are atomic).
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import threading
@@ -21,7 +24,8 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from protloc.errors import StorageError
-from protloc.redact import redact_url
+from protloc.redact import redact_text, redact_url
+from protloc.storage import s3
 from protloc.storage.retry import retrying
 
 log = logging.getLogger("protloc.storage")
@@ -29,10 +33,11 @@ log = logging.getLogger("protloc.storage")
 T = TypeVar("T")
 
 # URI scheme -> fsspec protocol (and the optional package that implements it)
-SCHEMES = {"gs": ("gcs", "gcsfs"), "az": ("az", "adlfs"), "abfs": ("abfs", "adlfs")}
+SCHEMES = {"s3": ("s3", "s3fs"), "gs": ("gcs", "gcsfs"), "az": ("az", "adlfs"),
+           "abfs": ("abfs", "adlfs")}  # fmt: skip
 _ENV = ("STORAGE_EMULATOR_HOST", "GOOGLE_APPLICATION_CREDENTIALS", "GOOGLE_CLOUD_PROJECT",
         "AZURE_STORAGE_CONNECTION_STRING", "AZURE_STORAGE_ACCOUNT_NAME",
-        "AZURE_STORAGE_ACCOUNT_KEY", "AZURE_STORAGE_SAS_TOKEN")  # fmt: skip
+        "AZURE_STORAGE_ACCOUNT_KEY", "AZURE_STORAGE_SAS_TOKEN", *s3.ENV)  # fmt: skip
 
 
 def scheme(uri: str) -> str:
@@ -41,6 +46,8 @@ def scheme(uri: str) -> str:
 
 def endpoint(uri: str) -> str:
     """The service a URI goes to, for messages (no credential)."""
+    if scheme(uri) == "s3":
+        return s3.endpoint()
     if scheme(uri) == "gs":
         host = os.environ.get("STORAGE_EMULATOR_HOST")
         return redact_url(host) if host else "Google Cloud Storage"
@@ -56,24 +63,58 @@ _filesystems: dict[tuple, Any] = {}
 _lock = threading.Lock()
 
 
+@functools.cache
+def _one_attempt_gcs() -> type:
+    """gcsfs's filesystem with each request made once: gcsfs retries every request 6 times
+    (about 31 s of waits, fixed when the class is defined), and protloc's own loop, set by
+    ``PROTLOC_STORAGE_ATTEMPTS`` as for S3 and Azure, retries the whole call instead."""
+    import gcsfs
+    from gcsfs.retry import retry_request
+
+    class OneAttemptGCS(gcsfs.GCSFileSystem):
+        _request = retry_request(retries=1)(gcsfs.GCSFileSystem._request.__wrapped__)
+
+    return OneAttemptGCS
+
+
+def _create(protocol: str) -> Any:
+    import fsspec
+
+    common = {"skip_instance_cache": True, "use_listings_cache": False}
+    if protocol == "s3":
+        fs = fsspec.filesystem("s3", **common, **s3.options())
+        fs.retries = 1  # one attempt a call (s3fs makes 5): protloc's loop retries the call
+        return fs
+    if protocol == "gcs":
+        return _one_attempt_gcs()(**common)
+    fs = fsspec.filesystem(protocol, **common)
+    # adlfs builds its client with the Azure SDK's ExponentialRetry (3 retries waiting 15, 18
+    # and 24 s) and takes no retry setting: one attempt a call, protloc's loop retries the call.
+    fs.service_client._config.retry_policy.total_retries = 0
+    return fs
+
+
 def filesystem(uri: str) -> Any:
-    """The fsspec filesystem of ``uri``'s scheme for the current environment (rebuilt when a
-    credential or endpoint variable changes). Its listings are never cached: a step must see
-    objects another process wrote a moment ago."""
+    """The fsspec filesystem of ``uri``'s scheme for the current environment and process
+    (rebuilt when a credential or endpoint variable changes, and in a forked child, whose
+    parent's event loop is gone). Its listings are never cached: a step must see objects
+    another process wrote a moment ago."""
     protocol, package = SCHEMES[scheme(uri)]
-    key = (protocol, *(os.environ.get(k) for k in _ENV))
+    key = (protocol, os.getpid(), *(os.environ.get(k) for k in _ENV))
     with _lock:
         fs = _filesystems.get(key)
         if fs is None:
             # The Azure SDK logs every request's URL and headers at INFO: user info included.
             logging.getLogger("azure").setLevel(logging.WARNING)
             try:
-                import fsspec
-
-                fs = fsspec.filesystem(protocol, skip_instance_cache=True, use_listings_cache=False)
+                fs = _create(protocol)
             except ImportError:
                 raise StorageError(
                     f"{uri}: {scheme(uri)}:// needs the {package} package (pip install {package})"
+                ) from None
+            except (ValueError, TypeError) as exc:  # e.g. adlfs without an account
+                raise StorageError(
+                    f"{uri}: cannot connect to {endpoint(uri)}: {redact_text(str(exc))}"
                 ) from None
             _filesystems[key] = fs
         return fs
@@ -88,7 +129,9 @@ def path(uri: str) -> str:
 
 
 def _classify(exc: BaseException, uri: str) -> tuple[bool, StorageError]:
-    """(is_transient, the error to raise) for an exception from gcsfs or adlfs."""
+    """(is_transient, the error to raise) for an exception from s3fs, gcsfs or adlfs."""
+    if scheme(uri) == "s3":
+        return s3.classify(exc, uri)
     where = endpoint(uri)
     status = getattr(exc, "code", None) or getattr(exc, "status_code", None)
     name = type(exc).__name__
@@ -105,24 +148,26 @@ def _classify(exc: BaseException, uri: str) -> tuple[bool, StorageError]:
     if isinstance(status, int) and (status >= 500 or status == 429):
         return True, StorageError(f"{uri}: {where} kept failing (HTTP {status})")
     transient_names = ("ServiceRequestError", "ServiceResponseError", "ClientConnectorError",
-                       "ServerDisconnectedError", "ClientOSError")  # fmt: skip
+                       "ServerDisconnectedError", "ClientOSError", "TransportError",
+                       "ClientPayloadError")  # fmt: skip
     if isinstance(exc, (ConnectionError, TimeoutError)) or name in transient_names:
         return True, StorageError(f"{uri}: cannot reach {where} ({name})")
     return False, StorageError(f"{uri}: {name} from {where}")
 
 
 def call(uri: str, what: str, fn: Callable[[Any, str], T]) -> T:
-    """``fn(filesystem, path)`` for ``uri``, retried on transient errors. gcsfs retries every
-    call itself (6 attempts, backoff up to 32 s) and is not retried again on top."""
-    fs, p = filesystem(uri), path(uri)
-    attempts = 1 if scheme(uri) == "gs" else None
-    return retrying(uri, what, lambda: fn(fs, p), lambda exc: _classify(exc, uri), attempts)
+    """``fn(filesystem, path)`` for ``uri``, retried on transient errors."""
+    p = path(uri)
+    fs = filesystem(uri)
+    return retrying(uri, what, lambda: fn(fs, p), lambda exc: _classify(exc, uri))
 
 
 def identity(info: dict[str, Any]) -> str:
-    """``size:version`` of an object from its listing entry: the GCS generation, the Azure
-    ETag (either changes whenever the object is written)."""
-    version = info.get("generation") or info.get("etag") or info.get("md5Hash") or ""
+    """``size:version`` of an object from its listing entry: the S3 ETag, the GCS generation,
+    the Azure ETag (each changes whenever the object is written)."""
+    version = (
+        info.get("generation") or info.get("ETag") or info.get("etag") or info.get("md5Hash") or ""
+    )
     return f"{info.get('size', 0)}:{str(version).strip(chr(34))}"
 
 

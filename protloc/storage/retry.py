@@ -1,5 +1,5 @@
-"""Retries of object-store calls with exponential backoff and jitter (S3 and Azure; gcsfs
-retries GCS calls itself).
+"""Retries of object-store calls (S3, GCS, Azure) with exponential backoff and jitter: each
+call is one attempt in the store's client library, and the attempts are counted here.
 
 ``PROTLOC_STORAGE_ATTEMPTS`` (default 5, at most 20) attempts, the first delay
 ``PROTLOC_STORAGE_BACKOFF_S`` (default 0.5 s, at most 60 s), doubled after each failure up to
@@ -26,7 +26,9 @@ BACKOFF_ENV = "PROTLOC_STORAGE_BACKOFF_S"
 MAX_DELAY_S = 60.0  # one wait at most: 20 attempts then take under half an hour
 
 
-def _setting(name: str, default: str, kind: type, high: float) -> float:
+def env_setting(name: str, default: str, kind: type, high: float) -> float:
+    """The environment variable ``name`` as a number in (0, high]; anything else is refused
+    naming the variable."""
     text = os.environ.get(name, default).strip() or default
     try:
         value = kind(text)
@@ -48,8 +50,8 @@ def retrying(
     raise). Transient failures are retried (``attempts`` times, default the setting), anything
     else raised at once."""
     # Bounded: hours of retries are a hang, not a retry.
-    attempts = attempts or int(_setting(ATTEMPTS_ENV, "5", int, high=20))
-    delay = _setting(BACKOFF_ENV, "0.5", float, high=MAX_DELAY_S)
+    attempts = attempts or int(env_setting(ATTEMPTS_ENV, "5", int, high=20))
+    delay = env_setting(BACKOFF_ENV, "0.5", float, high=MAX_DELAY_S)
     for attempt in range(1, attempts + 1):
         try:
             return fn()

@@ -1,122 +1,86 @@
-"""The S3 side of ``protloc.storage``: one boto3 client per endpoint and credentials, and every
-call retried on transient errors with exponential backoff and jitter; any other failure is one
-:class:`StorageError` naming the URI and the endpoint, never a credential.
+"""The S3 side of ``protloc.storage.fs``: the s3fs options (endpoint, region, timeouts) from the
+environment, and boto's errors mapped to one :class:`StorageError` naming the URI and the
+endpoint, never a credential.
 
-The endpoint comes from ``AWS_ENDPOINT_URL`` (SeaweedFS, MinIO, moto) or boto3's defaults;
-retries as every store's (``protloc.storage.retry``).
+The endpoint comes from ``AWS_ENDPOINT_URL_S3`` or ``AWS_ENDPOINT_URL`` (SeaweedFS, MinIO,
+moto) or AWS's defaults; credentials as botocore finds them (``AWS_ACCESS_KEY_ID`` and
+``AWS_SECRET_ACCESS_KEY``, a profile, an IAM role or IRSA web identity). Connect and read
+timeouts are ``PROTLOC_S3_CONNECT_TIMEOUT_S`` (default 5 s) and ``PROTLOC_S3_READ_TIMEOUT_S``
+(default 60 s), each at most 600 s.
 """
 
 from __future__ import annotations
 
-import logging
 import os
-import threading
-from collections.abc import Callable
-from typing import TypeVar
+from typing import Any
 
 from protloc.errors import StorageError
 from protloc.redact import redact_url
-from protloc.storage.retry import retrying
+from protloc.storage.retry import env_setting
 
-log = logging.getLogger("protloc.storage")
-
-T = TypeVar("T")
-
+# Above this size an upload is a multipart upload (parts of half of it), which S3 makes
+# visible only when it is completed: whole or not at all either way.
 MULTIPART_THRESHOLD = 16 * 1024 * 1024
-_TRANSIENT_CODES = {
-    "InternalError",
-    "ServiceUnavailable",
-    "SlowDown",
-    "RequestTimeout",
-    "RequestTimeoutException",
-    "Throttling",
-    "ThrottlingException",
-    "500",
-    "502",
-    "503",
-    "504",
-}
-MISSING_CODES = {"NoSuchKey", "404", "NotFound"}
-_DENIED_CODES = {
-    "AccessDenied",
-    "InvalidAccessKeyId",
-    "SignatureDoesNotMatch",
-    "403",
-    "ExpiredToken",
-    "InvalidToken",
-}
+CONNECT_TIMEOUT_ENV = "PROTLOC_S3_CONNECT_TIMEOUT_S"
+READ_TIMEOUT_ENV = "PROTLOC_S3_READ_TIMEOUT_S"
+ENV = ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
+       "AWS_SESSION_TOKEN", "AWS_DEFAULT_REGION", "AWS_PROFILE", CONNECT_TIMEOUT_ENV,
+       READ_TIMEOUT_ENV)  # fmt: skip
+_TRANSIENT_CODES = {"InternalError", "ServiceUnavailable", "SlowDown", "RequestTimeout",
+                    "RequestTimeoutException", "Throttling", "ThrottlingException", "500", "502",
+                    "503", "504"}  # fmt: skip
+_MISSING_CODES = {"NoSuchKey", "404", "NotFound"}
+_DENIED_CODES = {"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "403",
+                 "ExpiredToken", "InvalidToken"}  # fmt: skip
+
+
+def _endpoint_url() -> str | None:
+    return os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or None
 
 
 def endpoint() -> str:
     """The S3 endpoint in use, for messages (never includes credentials)."""
-    url = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+    url = _endpoint_url()
     return redact_url(url) if url else "AWS S3"
 
 
-# ----------------------------------------------------------------------------- the S3 client
-
-_clients: dict[tuple, object] = {}
-_clients_lock = threading.Lock()
-
-
-def client():
-    """A boto3 S3 client for the current endpoint, shared by threads (boto3 clients are
-    thread-safe), rebuilt when the endpoint or credentials env changes."""
-    import boto3
-    from botocore.config import Config
-
-    key = (
-        os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL"),
-        os.environ.get("AWS_ACCESS_KEY_ID"),
-        os.environ.get("AWS_SECRET_ACCESS_KEY"),
-        os.environ.get("AWS_DEFAULT_REGION"),
-    )
-    with _clients_lock:
-        client = _clients.get(key)
-        if client is None:
-            config = Config(
-                # protloc retries itself (with logging); botocore retries once more inside a call
-                # so a multipart part that hiccups does not restart the whole upload.
-                retries={"max_attempts": 2, "mode": "standard"},
-                connect_timeout=float(os.environ.get("PROTLOC_S3_CONNECT_TIMEOUT_S", "5")),
-                read_timeout=float(os.environ.get("PROTLOC_S3_READ_TIMEOUT_S", "60")),
-                s3={"addressing_style": "path"},  # MinIO and moto need path-style addressing
-                max_pool_connections=32,
-            )
-            session = boto3.session.Session()
-            client = session.client(
-                "s3",
-                endpoint_url=os.environ.get("AWS_ENDPOINT_URL_S3")
-                or os.environ.get("AWS_ENDPOINT_URL"),
-                region_name=os.environ.get("AWS_DEFAULT_REGION") or "us-east-1",
-                config=config,
-            )
-            _clients[key] = client
-        return client
+def options() -> dict[str, Any]:
+    """s3fs's arguments for the current environment. botocore retries once inside a request,
+    so a multipart part that hiccups does not restart the whole upload."""
+    return {
+        "endpoint_url": _endpoint_url(),
+        "client_kwargs": {"region_name": os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"},
+        "config_kwargs": {
+            "retries": {"max_attempts": 2, "mode": "standard"},
+            "connect_timeout": env_setting(CONNECT_TIMEOUT_ENV, "5", float, high=600),
+            "read_timeout": env_setting(READ_TIMEOUT_ENV, "60", float, high=600),
+            "s3": {"addressing_style": "path"},  # SeaweedFS, MinIO and moto need path style
+            "max_pool_connections": 32,
+        },
+    }
 
 
-def _classify(exc: BaseException, uri: str) -> tuple[bool, StorageError]:
-    """(is_transient, the error to raise) for an exception from boto3."""
-    from boto3.exceptions import S3UploadFailedError
+def classify(exc: BaseException, uri: str) -> tuple[bool, StorageError]:
+    """(is_transient, the error to raise) for an exception from s3fs: s3fs turns boto's
+    ClientError into an OSError whose cause is the ClientError, whose code is read here."""
     from botocore.exceptions import (
         BotoCoreError,
         ClientError,
         NoCredentialsError,
         PartialCredentialsError,
     )
-    from botocore.exceptions import (
-        ConnectionError as BotoConnectionError,
-    )
+    from botocore.exceptions import ConnectionError as BotoConnectionError
 
-    if isinstance(exc, (NoCredentialsError, PartialCredentialsError)):
+    cause = exc.__cause__ if isinstance(exc.__cause__, ClientError) else exc
+    if isinstance(cause, (NoCredentialsError, PartialCredentialsError)):
         return False, StorageError(
             f"{uri}: no S3 credentials found (set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY)"
         )
-    if isinstance(exc, ClientError):
-        code = str(exc.response.get("Error", {}).get("Code", ""))
+    if isinstance(cause, ClientError):
+        code = str(cause.response.get("Error", {}).get("Code", ""))
         if code == "NoSuchBucket":
             return False, StorageError(f"{uri}: bucket does not exist at {endpoint()}")
-        if code in MISSING_CODES:
+        if code in _MISSING_CODES:
             return False, StorageError(f"{uri}: no such object at {endpoint()}")
         if code in _DENIED_CODES:
             return False, StorageError(
@@ -125,20 +89,16 @@ def _classify(exc: BaseException, uri: str) -> tuple[bool, StorageError]:
         if code in _TRANSIENT_CODES:
             return True, StorageError(f"{uri}: {endpoint()} kept failing ({code})")
         return False, StorageError(f"{uri}: S3 error {code} from {endpoint()}")
-    if isinstance(exc, S3UploadFailedError):
-        text = str(exc)
-        if "NoSuchBucket" in text:
-            return False, StorageError(f"{uri}: bucket does not exist at {endpoint()}")
-        if any(code in text for code in ("AccessDenied", "InvalidAccessKeyId", "Signature")):
-            return False, StorageError(f"{uri}: access denied by {endpoint()}")
-        return True, StorageError(f"{uri}: upload to {endpoint()} kept failing")
-    if isinstance(exc, (BotoConnectionError, BotoCoreError, ConnectionError, TimeoutError)):
+    if isinstance(exc, FileNotFoundError):
+        return False, StorageError(f"{uri}: no such object at {endpoint()}")
+    if isinstance(exc, PermissionError):
+        return False, StorageError(
+            f"{uri}: access denied by {endpoint()}; check the S3 credentials"
+        )
+    if isinstance(exc, (BotoConnectionError, BotoCoreError, ConnectionError, TimeoutError)) or (
+        type(exc).__name__ in ("ClientOSError", "ServerDisconnectedError", "ClientPayloadError")
+    ):
         return True, StorageError(
             f"{uri}: cannot reach S3 endpoint {endpoint()} ({type(exc).__name__})"
         )
     return False, StorageError(f"{uri}: {type(exc).__name__} from {endpoint()}")
-
-
-def with_retries(uri: str, what: str, fn: Callable[[], T]) -> T:
-    """Run one S3 operation, retrying transient failures (protloc.storage.retry)."""
-    return retrying(uri, what, fn, lambda exc: _classify(exc, uri))
