@@ -25,8 +25,11 @@ from typing import Any, TypeVar
 
 from protloc.errors import StorageError
 from protloc.redact import redact_text, redact_url
-from protloc.storage import s3
 from protloc.storage.retry import retrying
+from protloc.storage.s3 import ENV as S3_ENV
+from protloc.storage.s3 import classify as s3_classify
+from protloc.storage.s3 import endpoint as s3_endpoint
+from protloc.storage.s3 import options as s3_options
 
 log = logging.getLogger("protloc.storage")
 
@@ -37,7 +40,7 @@ SCHEMES = {"s3": ("s3", "s3fs"), "gs": ("gcs", "gcsfs"), "az": ("az", "adlfs"),
            "abfs": ("abfs", "adlfs")}  # fmt: skip
 _ENV = ("STORAGE_EMULATOR_HOST", "GOOGLE_APPLICATION_CREDENTIALS", "GOOGLE_CLOUD_PROJECT",
         "AZURE_STORAGE_CONNECTION_STRING", "AZURE_STORAGE_ACCOUNT_NAME",
-        "AZURE_STORAGE_ACCOUNT_KEY", "AZURE_STORAGE_SAS_TOKEN", *s3.ENV)  # fmt: skip
+        "AZURE_STORAGE_ACCOUNT_KEY", "AZURE_STORAGE_SAS_TOKEN", *S3_ENV)  # fmt: skip
 
 
 def scheme(uri: str) -> str:
@@ -47,7 +50,7 @@ def scheme(uri: str) -> str:
 def endpoint(uri: str) -> str:
     """The service a URI goes to, for messages (no credential)."""
     if scheme(uri) == "s3":
-        return s3.endpoint()
+        return s3_endpoint()
     if scheme(uri) == "gs":
         host = os.environ.get("STORAGE_EMULATOR_HOST")
         return redact_url(host) if host else "Google Cloud Storage"
@@ -82,7 +85,7 @@ def _create(protocol: str) -> Any:
 
     common = {"skip_instance_cache": True, "use_listings_cache": False}
     if protocol == "s3":
-        fs = fsspec.filesystem("s3", **common, **s3.options())
+        fs = fsspec.filesystem("s3", **common, **s3_options())
         fs.retries = 1  # one attempt a call (s3fs makes 5): protloc's loop retries the call
         return fs
     if protocol == "gcs":
@@ -131,7 +134,7 @@ def path(uri: str) -> str:
 def _classify(exc: BaseException, uri: str) -> tuple[bool, StorageError]:
     """(is_transient, the error to raise) for an exception from s3fs, gcsfs or adlfs."""
     if scheme(uri) == "s3":
-        return s3.classify(exc, uri)
+        return s3_classify(exc, uri)
     where = endpoint(uri)
     status = getattr(exc, "code", None) or getattr(exc, "status_code", None)
     name = type(exc).__name__

@@ -45,13 +45,14 @@ def endpoint() -> str:
 
 
 def options() -> dict[str, Any]:
-    """s3fs's arguments for the current environment. botocore retries once inside a request,
-    so a multipart part that hiccups does not restart the whole upload."""
+    """s3fs's arguments for the current environment: one attempt a request in botocore (and in
+    s3fs, ``fs.filesystem``), so that ``PROTLOC_STORAGE_ATTEMPTS`` counts every attempt; a
+    multipart upload that fails is aborted by s3fs and made again whole."""
     return {
         "endpoint_url": _endpoint_url(),
         "client_kwargs": {"region_name": os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"},
         "config_kwargs": {
-            "retries": {"max_attempts": 2, "mode": "standard"},
+            "retries": {"max_attempts": 1, "mode": "standard"},
             "connect_timeout": env_setting(CONNECT_TIMEOUT_ENV, "5", float, high=600),
             "read_timeout": env_setting(READ_TIMEOUT_ENV, "60", float, high=600),
             "s3": {"addressing_style": "path"},  # SeaweedFS, MinIO and moto need path style
