@@ -31,6 +31,19 @@ def _float(text: str) -> float:
         raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
 
 
+def _checked(check: Any) -> Any:
+    """An argparse type that runs ``check`` (which raises ConfigError) on the text."""
+
+    def parse(text: str) -> str:
+        try:
+            check(text)
+        except ConfigError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+        return text
+
+    return parse
+
+
 def add_param(parser: argparse.ArgumentParser, p: Param, default: Any = None) -> None:
     """One flag for parameter ``p``; its value is checked when the config is made."""
     # argparse reads % in a help text as a format code: escaped here, where every help is built.
@@ -40,7 +53,11 @@ def add_param(parser: argparse.ArgumentParser, p: Param, default: Any = None) ->
     else:
         kwargs["type"] = {int: _int, float: _float, str: str}[p.type]
         kwargs["metavar"] = p.type.__name__.upper()
-        if p.spec.choices:
+        if p.spec.choices and hasattr(p.spec.choices, "check"):
+            # a loss sum: parsed first, so that a bad one is refused naming its term
+            kwargs["type"] = _checked(p.spec.choices.check)
+            kwargs["choices"] = p.spec.choices
+        elif p.spec.choices:
             kwargs["choices"] = p.spec.choices
             kwargs["metavar"] = "{" + ",".join(p.spec.choices) + "}"
     if p.required and default is None:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from protloc.architectures import ARCHITECTURES, MIN_SIZE
 from protloc.errors import ConfigError
-from protloc.losses import LOSSES
+from protloc.losses import LossExpressions
 from protloc.params import StepConfig, param
 
 NORM_TYPES = {"l2": 2.0, "l1": 1.0, "inf": math.inf}
@@ -254,7 +254,8 @@ class TrainConfig(StepConfig):
         "l2", "norm the clipping threshold applies to", choices=tuple(NORM_TYPES)
     )
     arch: str = param("inception_v3", "network", choices=ARCHITECTURES)
-    loss: str = param("soft_f1", "training loss", choices=LOSSES)
+    loss: str = param("soft_f1", "training loss", choices=LossExpressions())
+    focal_gamma: float = param(2.0, "focal loss's gamma (0: BCE)", low=0, high=10)
     seed: int = _seed()
     dropout: float = param(0.5, "dropout before the classifier", low=0, high=1, high_open=True)
     jitter: float = param(

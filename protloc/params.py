@@ -44,7 +44,9 @@ class Spec:
     def range_text(self) -> str:
         """'in (0, 1]', 'one of soft_f1, bce', '>= 1', or '' when unconstrained."""
         if self.choices:
-            return "one of " + ", ".join(self.choices)
+            # choices that also accept sums of themselves (a loss) say so
+            extra = getattr(self.choices, "range_extra", "")
+            return "one of " + ", ".join(self.choices) + extra
         if self.low is not None and self.high is not None:
             lo, hi = "(" if self.low_open else "[", ")" if self.high_open else "]"
             return f"in {lo}{_num(self.low)}, {_num(self.high)}{hi}"
@@ -131,6 +133,9 @@ def check_value(p: Param, value: Any) -> None:
     if p.type is float and not math.isfinite(value):
         raise ConfigError(f"{p.name} must be a finite number, got {value!r}")
     if s.choices is not None and value not in s.choices:
+        check = getattr(s.choices, "check", None)
+        if check is not None:  # choices that parse (a loss sum) name the part that is wrong
+            check(value)
         raise ConfigError(f"{p.name} must be {s.range_text()}, got {value!r}")
     if p.type in (int, float):
         below = s.low is not None and (value <= s.low if s.low_open else value < s.low)

@@ -9,7 +9,14 @@ from sklearn.metrics import f1_score
 from protloc.cli import step_parser
 from protloc.config import TrainConfig
 from protloc.errors import ConfigError
-from protloc.losses import bce_loss, soft_f1_from_probs, soft_f1_loss
+from protloc.losses import (
+    bce_loss,
+    focal_loss,
+    lovasz_loss,
+    make_loss,
+    soft_f1_from_probs,
+    soft_f1_loss,
+)
 from protloc.steps import STEPS
 
 
@@ -65,9 +72,121 @@ def test_a_new_loss_is_one_registered_function(tmp_path):
         assert "`mean_prob_test`: mean predicted probability" in parameters_page()
         probs = np.random.default_rng(0).uniform(0.05, 0.95, (4, 28))
         y = (probs > 0.5).astype(np.uint8)
-        got = evaluate(probs, y, "mean_prob_test")["loss"]
+        got = evaluate(probs, y, make_loss("mean_prob_test"))["loss"]
         assert got == pytest.approx(probs.mean(), rel=1e-6)
     finally:
         LOSSES.unregister("mean_prob_test")
-    with pytest.raises(ConfigError, match="loss must be one of soft_f1, bce"):
+    with pytest.raises(ConfigError, match="loss must be one of soft_f1, bce, focal, lovasz or a"):
         TrainConfig(size=96, batch_size=8, epochs=1, loss="mean_prob_test")
+
+
+def _hard_case(seed: int) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
+    """Targets, logits of margin 1 on the right side (hinge error 0) or 0 (error 1), and which
+    labels are predicted wrong."""
+    rng = np.random.default_rng(seed)
+    y = (rng.random((16, 28)) < 0.15).astype(np.float32)
+    y[3] = 0  # an image without a positive
+    wrong = rng.random((16, 28)) < 0.1
+    wrong[5] = False  # an image predicted right throughout
+    signs = 2 * y - 1
+    logits = np.where(wrong, 0.0, signs).astype(np.float32)
+    return torch.from_numpy(logits), torch.from_numpy(y), wrong
+
+
+def test_focal_against_its_definition_and_gamma_0_is_bce():
+    """Focal loss term by term from its definition, -(1 - p_t)^gamma log p_t, in float64."""
+    logits, targets = torch.randn(6, 28) * 3, (torch.rand(6, 28) < 0.3).float()
+    p = torch.sigmoid(logits.double())
+    p_t = torch.where(targets.bool(), p, 1 - p)
+    for gamma in (0.0, 0.5, 2.0, 5.0):
+        reference = (-((1 - p_t) ** gamma) * torch.log(p_t)).mean()
+        assert float(focal_loss(logits, targets, gamma=gamma)) == pytest.approx(
+            float(reference),
+            rel=1e-5,  # float32 against float64
+        )
+    assert torch.equal(focal_loss(logits, targets, gamma=0.0), bce_loss(logits, targets))
+
+
+def test_lovasz_at_hard_margins_is_each_images_jaccard_loss():
+    """Where every hinge error is 0 or 1 the Lovász extension equals the set function it
+    extends: 1 - |right positives| / (|positives| + |false positives|) per image, with an
+    image that has neither scoring 0."""
+    logits, targets, wrong = _hard_case(0)
+    y = targets.numpy().astype(bool)
+    tp = (y & ~wrong).sum(1)
+    union = y.sum(1) + (~y & wrong).sum(1)
+    jaccard = np.where(union > 0, 1 - tp / np.maximum(union, 1), 0.0)
+    assert float(lovasz_loss(logits, targets)) == pytest.approx(jaccard.mean(), abs=1e-6)
+
+
+def test_lovasz_against_the_lovasz_extension_computed_from_its_definition():
+    """Random logits: sum over the errors sorted decreasing of relu(error) times the Jaccard
+    loss of the first i labels minus that of the first i-1, each prefix's Jaccard loss counted
+    from its set (no cumulative sums)."""
+    rng = np.random.default_rng(1)
+    logits = rng.normal(0, 2, (5, 28))
+    y = rng.random((5, 28)) < 0.2
+    reference = []
+    for z, t in zip(logits, y, strict=True):
+        errors = 1 - z * np.where(t, 1, -1)
+        order = np.argsort(-errors, kind="stable")
+
+        def jaccard_loss(wrong: set[int], t=t) -> float:
+            positives = set(np.flatnonzero(t))
+            union = positives | wrong
+            return 1 - len(positives - wrong) / len(union) if union else 0.0
+
+        value, before = 0.0, 0.0
+        for i in range(len(order)):
+            now = jaccard_loss(set(order[: i + 1].tolist()))
+            value += max(errors[order[i]], 0) * (now - before)
+            before = now
+        reference.append(value)
+    got = lovasz_loss(torch.from_numpy(logits).float(), torch.from_numpy(y).float())
+    assert float(got) == pytest.approx(np.mean(reference), rel=1e-5)  # float32 against float64
+
+
+def test_a_weighted_sum_is_the_sum_of_its_weighted_terms():
+    logits, targets = torch.randn(6, 28), (torch.rand(6, 28) < 0.3).float()
+    got = make_loss("focal:0.5+lovasz:0.25+soft_f1", focal_gamma=1.5)(logits, targets)
+    want = (
+        0.5 * focal_loss(logits, targets, gamma=1.5)
+        + 0.25 * lovasz_loss(logits, targets)
+        + soft_f1_loss(logits, targets)
+    )
+    assert torch.allclose(got, want, rtol=1e-6)
+    assert make_loss("bce") is bce_loss
+    assert TrainConfig(size=96, batch_size=8, epochs=1, loss="focal:0.5+lovasz:0.5").loss
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("dice", r"loss must be one of soft_f1, bce, focal, lovasz or a weighted sum .*'dice'"),
+        ("focal:0.5+dice:1", r"unknown term 'dice'"),
+        ("focal:x", r"focal's weight must be a positive number, got 'x'"),
+        ("focal:-1", r"focal's weight must be a positive number, got '-1'"),
+        ("focal:nan", r"focal's weight must be a positive number, got 'nan'"),
+        ("focal:1+focal:2", r"focal is given twice"),
+        ("", r"unknown term ''"),
+    ],
+)
+def test_a_bad_loss_is_refused_naming_the_term(text, message):
+    with pytest.raises(ConfigError, match=message):
+        TrainConfig(size=96, batch_size=8, epochs=1, loss=text)
+
+
+def test_every_loss_trains_a_step_with_finite_gradients():
+    """Each registered loss, and a sum, gives a finite loss and gradient on a batch with a
+    class never positive and an image without labels."""
+    from protloc.losses import LOSSES
+
+    logits = torch.randn(8, 28, requires_grad=True)
+    targets = (torch.rand(8, 28) < 0.2).float()
+    targets[:, 4], targets[2] = 0, 0
+    for text in [*LOSSES, "focal:0.5+lovasz:0.5"]:
+        logits.grad = None
+        loss = make_loss(text)(logits, targets)
+        loss.backward()
+        assert torch.isfinite(loss) and torch.isfinite(logits.grad).all(), text
+        assert logits.grad.abs().sum() > 0, text

@@ -607,8 +607,8 @@ def test_a_bundle_this_protloc_cannot_apply_is_refused_naming_what_differs(local
 def test_kfp_local_run_with_its_data_and_checkpoints_on_gcs(tiny_data, gs_bucket, tmp_path):
     """The data root and the per-epoch checkpoints (work_root) on the GCS emulator: every task
     reads the data through gcsfs, the train task keeps its checkpoints there, the submission
-    is whole. The run trains another registered network (efficientnet_b0), and predict applies
-    its bundle: the same labels as the submission."""
+    is whole. The run trains another registered network (efficientnet_b0) with a loss sum, and
+    predict applies its bundle: the same labels as the submission."""
     from protloc import storage
     from tests.conftest import run_python
 
@@ -616,7 +616,7 @@ def test_kfp_local_run_with_its_data_and_checkpoints_on_gcs(tiny_data, gs_bucket
     assert storage.upload_dir(tiny_data, data) == sum(p.is_file() for p in tiny_data.rglob("*"))
     base = {"data_root": data, "work_root": work, "rare_below": 0, "workers": 0, "tta": 1}
     # Batches of one image: predict then meets the same float32 sums infer did.
-    base |= {"arch": "efficientnet_b0", "infer_batch_size": 1}
+    base |= {"arch": "efficientnet_b0", "infer_batch_size": 1, "loss": "focal:0.5+lovasz:0.5"}
     summary = pipeline.run_local([Cycle(80, 8, 1)], base, str(tmp_path / "root"))
     assert all(s["ran"] for s in summary["steps"])
     sub = pd.read_csv(summary["submission"], dtype=str)
@@ -624,6 +624,10 @@ def test_kfp_local_run_with_its_data_and_checkpoints_on_gcs(tiny_data, gs_bucket
     assert json.loads((Path(summary["model"]) / "bundle.json").read_text())["arch"] == (
         "efficientnet_b0"
     )
+    run = Path(summary["submission"]).parents[2]
+    metrics = json.loads((run / "train" / "out" / "metrics.json").read_text())
+    assert metrics["config"]["loss"] == "focal:0.5+lovasz:0.5"
+    assert metrics["config"]["focal_gamma"] == 2.0
     proc = run_python(
         ["-m", "components.predict", "--model", summary["model"], "--images",
          str(tiny_data / "test"), "--out", str(tmp_path / "pred"), "--workers", "0",
@@ -638,7 +642,6 @@ def test_kfp_local_run_with_its_data_and_checkpoints_on_gcs(tiny_data, gs_bucket
     assert checkpoints and all(u.startswith(f"{work}/cycle0-80px-") for u in checkpoints)
     # kfp.local keeps its artifacts in a local pipeline root; a step's command line writes its
     # folder on GCS as on a cluster with a gs:// pipeline root
-    run = Path(summary["submission"]).parents[2]
     out = f"{gs_bucket}/runs/thresholds"
     proc = subprocess.run(
         [sys.executable, "-m", "components.thresholds", "--predictions", str(run / "infer" / "out"),

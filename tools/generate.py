@@ -190,7 +190,7 @@ def _registry_lines() -> list[str]:
     seen: set[int] = set()
     for step in STEPS.values():
         for p in step.config.params():
-            reg = p.spec.choices
+            reg = getattr(p.spec.choices, "registry", p.spec.choices)  # a loss sum's names
             if isinstance(reg, Registry) and id(reg) not in seen:
                 seen.add(id(reg))
                 lines += [f"`{p.name}` ({step.name}):", ""]

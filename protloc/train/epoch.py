@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,7 +28,7 @@ from protloc.data.sampling import epoch_indices
 from protloc.data.transforms import normalize
 from protloc.distributed import Dist, lr_scale
 from protloc.errors import ConfigError, ProtlocError
-from protloc.losses import LOSSES, logits_of
+from protloc.losses import logits_of, make_loss
 from protloc.metrics import per_class_scores
 from protloc.model.inference import autocast, predict
 from protloc.progress import eta
@@ -114,7 +115,7 @@ def train_one_epoch(
 ) -> dict[str, Any]:
     """One epoch over a fresh sample list; returns its history entry."""
     d, device = run.d, run.device
-    loss_fn = LOSSES.get(cfg.loss)
+    loss_fn = make_loss(cfg.loss, cfg.focal_gamma)
     mean_t = torch.tensor(run.norm["mean"], device=device)
     std_t = torch.tensor(run.norm["std"], device=device)
     scale = lr_scale(cfg.lr_scaling, d.world)  # the global batch is d.world x batch_size
@@ -192,15 +193,17 @@ def _log_step(
     )
 
 
-def evaluate(probs: np.ndarray, y: np.ndarray, loss: str) -> dict[str, Any]:
-    """Validation loss (the training loss, from the registry), BCE, macro F1 at 0.5 and
+def evaluate(
+    probs: np.ndarray, y: np.ndarray, loss_fn: Callable[[Any, Any], Any]
+) -> dict[str, Any]:
+    """Validation loss (the training loss, ``losses.make_loss``), BCE, macro F1 at 0.5 and
     per-class F1."""
     p = torch.from_numpy(probs.astype(np.float64)).clamp(1e-7, 1 - 1e-7)
     t = torch.from_numpy(y.astype(np.float64))
     bce = float(torch.nn.functional.binary_cross_entropy(p, t))
     scores = per_class_scores(y, probs, 0.5)
     return {
-        "loss": float(LOSSES.get(loss)(logits_of(p), t)),
+        "loss": float(loss_fn(logits_of(p), t)),
         "bce": bce,
         "macro_f1_at_0.5": float(scores["f1"].mean()),
         "per_class_f1": {
@@ -222,7 +225,7 @@ def validate(run: Run, cfg: TrainConfig) -> dict[str, Any]:
         label="validation",
     )
     y_val = labels_to_matrix(run.val_rows.set_index("id").loc[run.val_cache.ids]["labels"])
-    scores = evaluate(probs, y_val, cfg.loss)
+    scores = evaluate(probs, y_val, make_loss(cfg.loss, cfg.focal_gamma))
     log.info(
         "cycle %d validation: loss %.4f, macro F1 at 0.5 %.4f",
         cfg.cycle,
