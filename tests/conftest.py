@@ -134,7 +134,14 @@ def mark_complete(folder: Path) -> Path:
     return folder
 
 
+# The default network, Inception-v3: after 2 epochs at 96 px its outputs depend on the image
+# (efficientnet_b0's are then the same for every image, a blank one included), which the tests
+# of TTA, ranks and thresholds need.
 TINY_CYCLE = {"size": 96, "batch_size": 16, "epochs": 2, "workers": 0, "log_every": 5}
+# The tests of the train step's process (killed, resumed, failing storage, locks) are not about
+# the network: they train the smallest registered one, whose checkpoints (33 MB with the
+# optimizer's state) are a fifth of Inception-v3's (175 MB), each written every epoch.
+TEST_ARCH = "efficientnet_b0"
 
 
 @pytest.fixture(scope="session")
@@ -167,15 +174,9 @@ def cycle0(tiny_data, weighted_split, tmp_path_factory):
     return out, metrics, time.perf_counter() - t0
 
 
-# The tests of the train step's process (killed, resumed, failing storage, locks) are not about
-# the network: they train the smallest registered one, whose checkpoints (33 MB with the
-# optimizer's state) are a fifth of Inception-v3's (175 MB), each written every epoch.
-PROCESS_TESTS_ARCH = "efficientnet_b0"
-
-
 def train_cmd(tiny_data, tiny_split, out, epochs: int = 3) -> list[str]:
     """The train CLI on tiny_data at 80 px, batch 8, no loader workers, the smallest network
-    (:data:`PROCESS_TESTS_ARCH`), as a command line."""
+    (:data:`TEST_ARCH`), as a command line."""
     return [
         sys.executable,
         "-m",
@@ -195,7 +196,7 @@ def train_cmd(tiny_data, tiny_split, out, epochs: int = 3) -> list[str]:
         "--workers",
         "0",
         "--arch",
-        PROCESS_TESTS_ARCH,
+        TEST_ARCH,
     ]
 
 

@@ -16,10 +16,10 @@ from components.task import run_task
 from protloc import process
 from protloc.config import TrainConfig
 from protloc.version import code_version
-from tests.conftest import PROCESS_TESTS_ARCH
+from tests.conftest import TEST_ARCH
 
 CONFIG = {"size": 80, "batch_size": 8, "epochs": 3, "workers": 0, "log_every": 1}
-CONFIG["arch"] = PROCESS_TESTS_ARCH
+CONFIG["arch"] = TEST_ARCH
 
 
 @dataclass

@@ -1,5 +1,6 @@
 import numpy as np
 import pytest
+import torch
 
 from protloc.config import InferConfig, TrainConfig
 from protloc.data.hpa import read_test_ids
@@ -64,11 +65,33 @@ def test_ensemble_predictions_follow_the_contract(
 
 
 @pytest.mark.slow
-def test_tta_averages_d4_transforms(two_snapshots, tiny_data, tiny_split, tmp_path):
-    one = _infer(tiny_split, tiny_data, two_snapshots[:1], tmp_path / "a", tta=1)
-    eight = _infer(tiny_split, tiny_data, two_snapshots[:1], tmp_path / "b", tta=8)
-    a, b = one[list(PROB_COLUMNS)].to_numpy(), eight[list(PROB_COLUMNS)].to_numpy()
-    assert a.shape == b.shape and not np.allclose(a, b)
+def test_tta_averages_the_outputs_over_the_first_tta_transforms(
+    two_snapshots, tiny_data, tiny_split, tmp_path, monkeypatch
+):
+    """tta t: the mean of the model's probabilities over D4 transforms 0..t-1 of each image.
+    Every transform but the identity is replaced by a blank image here (the transforms are
+    test_data.py's), so a tiny model that barely looks at its input still shows the mean:
+    with p the image's and q the blank's probability, tta 1 gives p, 2 gives (p + q) / 2 and
+    8 gives (p + 7 q) / 8 (float32 sums: a few ulps)."""
+    from protloc.model import inference
+
+    seen: set[int] = set()
+
+    def blank_but_identity(x, k):
+        seen.add(k)
+        return x if k == 0 else torch.zeros_like(x)
+
+    monkeypatch.setattr(inference, "d4_torch", blank_but_identity)
+    probs = {
+        t: _infer(tiny_split, tiny_data, two_snapshots[:1], tmp_path / str(t), tta=t)[
+            list(PROB_COLUMNS)
+        ].to_numpy(np.float64)
+        for t in (1, 2, 8)
+    }
+    assert seen == set(range(8))
+    p, q = probs[1], 2 * probs[2] - probs[1]
+    assert np.allclose(probs[8], (p + 7 * q) / 8, rtol=0, atol=1e-6)
+    assert np.abs(p - q).max() > 1e-3  # the blank image is told apart: the check has teeth
     with pytest.raises(ConfigError, match=r"tta must be in \[1, 8\], got 9"):
         InferConfig(tta=9)
 
