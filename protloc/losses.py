@@ -60,8 +60,10 @@ def focal_loss(logits: Any, targets: Any, gamma: float = 2.0) -> Any:
     import torch.nn.functional as F
 
     bce = F.binary_cross_entropy_with_logits(logits.float(), targets.float(), reduction="none")
-    p_t = torch.exp(-bce)
-    return ((1 - p_t) ** gamma * bce).mean()
+    # 1 - p_t without cancellation; floored, because 0 ** gamma has an infinite derivative for
+    # gamma < 1 (a label predicted right by a margin of 17 or more rounds 1 - p_t to 0)
+    hard = (-torch.expm1(-bce)).clamp_min(1e-12)
+    return (hard**gamma * bce).mean()
 
 
 def _lovasz_grad(gt_sorted: Any) -> Any:

@@ -105,6 +105,13 @@ def test_focal_against_its_definition_and_gamma_0_is_bce():
             rel=1e-5,  # float32 against float64
         )
     assert torch.equal(focal_loss(logits, targets, gamma=0.0), bce_loss(logits, targets))
+    # labels predicted right by a wide margin (1 - p_t rounds to 0 in float32): finite
+    # gradients for every gamma, those below 1 included
+    wide = torch.tensor([[30.0, -30.0, 3.0]], requires_grad=True)
+    for gamma in (0.0, 0.5, 2.0):
+        wide.grad = None
+        focal_loss(wide, torch.tensor([[1.0, 0.0, 1.0]]), gamma=gamma).backward()
+        assert torch.isfinite(wide.grad).all(), (gamma, wide.grad)
 
 
 def test_lovasz_at_hard_margins_is_each_images_jaccard_loss():

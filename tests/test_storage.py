@@ -1,4 +1,5 @@
 import hashlib
+import logging
 import os
 import time
 from pathlib import Path
@@ -143,7 +144,7 @@ def test_every_store_names_a_missing_object_and_bucket(any_bucket):
 
 
 @pytest.mark.parametrize("scheme", ["s3", "gs", "az"])
-def test_a_store_that_does_not_answer_is_retried_then_named(scheme, monkeypatch, caplog):
+def test_a_store_that_does_not_answer_is_retried_then_named(scheme, monkeypatch, caplog, tmp_path):
     """An endpoint nobody listens on: retried as PROTLOC_STORAGE_ATTEMPTS says (each call one
     attempt in s3fs, gcsfs and adlfs: gcsfs alone would wait about 31 s over 6), then one error
     naming the URI and the endpoint (S3's without the password in its URL)."""
@@ -171,6 +172,16 @@ def test_a_store_that_does_not_answer_is_retried_then_named(scheme, monkeypatch,
     assert msg.endswith("after 2 attempts to read"), msg
     assert [r.message.split("; ")[0].rsplit(" ", 1)[1] for r in caplog.records
             if "retrying" in r.message] == ["1/2"]  # fmt: skip
+    assert not [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    # a download: every way a library copies a file makes one attempt too
+    start = time.monotonic()
+    with pytest.raises(StorageError, match=rf"{scheme}://b/data/x.png: .*127.0.0.1:{port}"):
+        storage.download_file(f"{scheme}://b/data/x.png", tmp_path / "x.png")
+    assert time.monotonic() - start < 25 and not (tmp_path / "x.png").exists()
+    # a step's output folder: the endpoint named, never "bucket does not exist"
+    with pytest.raises(StorageError, match=rf"{scheme}://b/run/out: .*127.0.0.1:{port}") as err:
+        storage.check_writable_folder(f"{scheme}://b/run/out")
+    assert "does not exist" not in str(err.value)
     # an unanswered check is an error, never "no such object"
     with pytest.raises(
         StorageError, match=rf"{scheme}://b/run/split/timing.json: .*127.0.0.1:{port}"
@@ -193,3 +204,17 @@ def test_retry_settings_are_checked(value, monkeypatch, tmp_path):
         match=f"PROTLOC_STORAGE_ATTEMPTS must be a positive int up to 20, got '{value}'",
     ):
         storage.read_bytes("s3://b/k")
+
+
+def test_the_s3_timeouts_are_checked_where_storage_reads_them(monkeypatch):
+    monkeypatch.setenv("PROTLOC_S3_CONNECT_TIMEOUT_S", "abc")
+    with pytest.raises(ConfigError, match="PROTLOC_S3_CONNECT_TIMEOUT_S must be a positive float"):
+        storage.read_bytes("s3://b/k")
+
+
+def test_a_local_failure_while_downloading_names_the_local_path(bucket, tmp_path):
+    """The local side of a copy failing is said as such, never as the store's fault."""
+    storage.write_bytes(f"{bucket}/d/x.bin", b"abc")
+    (tmp_path / "file").write_text("a file, not a folder")
+    with pytest.raises(StorageError, match=rf"^{tmp_path}/file.*\(copying {bucket}/d/x.bin\)"):
+        storage.download_file(f"{bucket}/d/x.bin", tmp_path / "file" / "x.bin")

@@ -152,7 +152,7 @@ def check_writable_folder(uri: str, what: str = "output folder") -> bool:
     whether it created the folder."""
     if is_remote(uri):
         bucket = fs.path(uri).split("/", 1)[0]
-        if not fs.call(uri, "check", lambda f, _: f.exists(bucket)):
+        if not fs.call(uri, "check", lambda f, _: fs.is_bucket(f, bucket)):
             raise StorageError(
                 f"{what} {uri}: bucket {bucket} does not exist at {fs.endpoint(uri)}"
             )

@@ -23,7 +23,7 @@ import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from protloc.errors import StorageError
+from protloc.errors import ConfigError, StorageError
 from protloc.redact import redact_text, redact_url
 from protloc.storage.retry import retrying
 from protloc.storage.s3 import ENV as S3_ENV
@@ -66,18 +66,28 @@ _filesystems: dict[tuple, Any] = {}
 _lock = threading.Lock()
 
 
+# gcsfs's methods that retry themselves (each request 6 times, about 31 s of waits, fixed when
+# the class is defined): requests, and the two ways a file is downloaded.
+_GCSFS_RETRYING = ("_request", "_get_file_request", "_get_file_concurrent")
+
+
 @functools.cache
 def _one_attempt_gcs() -> type:
-    """gcsfs's filesystem with each request made once: gcsfs retries every request 6 times
-    (about 31 s of waits, fixed when the class is defined), and protloc's own loop, set by
-    ``PROTLOC_STORAGE_ATTEMPTS`` as for S3 and Azure, retries the whole call instead."""
+    """gcsfs's filesystem with each of its retrying methods run once: protloc's own loop, set by
+    ``PROTLOC_STORAGE_ATTEMPTS`` as for S3 and Azure, retries the whole call instead. A gcsfs
+    whose methods look otherwise keeps its own retries (said once in the log)."""
     import gcsfs
-    from gcsfs.retry import retry_request
+    from gcsfs.core import GCSFileSystem  # not the experimental zonal/HNS class that gcsfs
+    from gcsfs.retry import retry_request  # exports: its bucket lookup retries for 60 s
 
-    class OneAttemptGCS(gcsfs.GCSFileSystem):
-        _request = retry_request(retries=1)(gcsfs.GCSFileSystem._request.__wrapped__)
-
-    return OneAttemptGCS
+    once = {}
+    for name in _GCSFS_RETRYING:
+        method = getattr(GCSFileSystem, name, None)
+        if method is not None and hasattr(method, "__wrapped__"):
+            once[name] = retry_request(retries=1)(method.__wrapped__)
+        elif method is not None:
+            log.warning("gcsfs %s: %s retries itself", gcsfs.__version__, name)
+    return type("OneAttemptGCS", (GCSFileSystem,), once)
 
 
 def _create(protocol: str) -> Any:
@@ -93,7 +103,11 @@ def _create(protocol: str) -> Any:
     fs = fsspec.filesystem(protocol, **common)
     # adlfs builds its client with the Azure SDK's ExponentialRetry (3 retries waiting 15, 18
     # and 24 s) and takes no retry setting: one attempt a call, protloc's loop retries the call.
-    fs.service_client._config.retry_policy.total_retries = 0
+    policy = getattr(getattr(fs.service_client, "_config", None), "retry_policy", None)
+    if hasattr(policy, "total_retries"):
+        policy.total_retries = 0
+    else:
+        log.warning("adlfs: the Azure SDK's client retries itself")
     return fs
 
 
@@ -109,8 +123,13 @@ def filesystem(uri: str) -> Any:
         if fs is None:
             # The Azure SDK logs every request's URL and headers at INFO: user info included.
             logging.getLogger("azure").setLevel(logging.WARNING)
+            # gcsfs logs each failed request with its traceback; protloc logs each attempt
+            # and raises one line.
+            logging.getLogger("gcsfs").setLevel(logging.CRITICAL)
             try:
                 fs = _create(protocol)
+            except ConfigError:  # a setting of protloc's (an S3 timeout), named as it is
+                raise
             except ImportError:
                 raise StorageError(
                     f"{uri}: {scheme(uri)}:// needs the {package} package (pip install {package})"
@@ -133,6 +152,11 @@ def path(uri: str) -> str:
 
 def _classify(exc: BaseException, uri: str) -> tuple[bool, StorageError]:
     """(is_transient, the error to raise) for an exception from s3fs, gcsfs or adlfs."""
+    # the local side of a copy (fsspec's own paths are "bucket/key", never absolute)
+    if isinstance(exc, OSError) and str(exc.filename or "").startswith(os.sep):
+        return False, StorageError(
+            f"{exc.filename}: {exc.strerror or type(exc).__name__} (copying {uri})"
+        )
     if scheme(uri) == "s3":
         return s3_classify(exc, uri)
     where = endpoint(uri)
@@ -181,6 +205,16 @@ def is_file(fs: Any, p: str) -> bool:
         return fs.info(p).get("type") == "file"
     except FileNotFoundError:
         return False
+
+
+def is_bucket(fs: Any, bucket: str) -> bool:
+    """Whether ``bucket`` exists; any other failure is raised (s3fs's ``exists`` answers False
+    for a denied request or an endpoint that is down)."""
+    try:
+        fs.info(bucket)
+    except FileNotFoundError:
+        return False
+    return True
 
 
 def remove(fs: Any, p: str) -> None:
