@@ -38,7 +38,7 @@ $(AZURITE): $(STAMP)
 	npm install --silent --no-audit --no-fund --prefix $(VENV)/azurite azurite@$(AZURITE_VERSION)
 	touch $(AZURITE)
 
-test: install $(AZURITE) ## run the whole test suite (about 11 minutes on the 2-vCPU development VM)
+test: install $(AZURITE) ## run the whole test suite (about 12 minutes on the 2-vCPU development VM)
 	$(BIN)/python -m pytest -q
 
 test-fast: install $(AZURITE) ## the inner loop: every module, the slow tests left out
