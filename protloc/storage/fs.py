@@ -25,6 +25,7 @@ from typing import Any, TypeVar
 
 from protloc.errors import ConfigError, StorageError
 from protloc.redact import redact_text, redact_url
+from protloc.storage.local import local_error
 from protloc.storage.retry import retrying
 from protloc.storage.s3 import ENV as S3_ENV
 from protloc.storage.s3 import classify as s3_classify
@@ -154,9 +155,7 @@ def _classify(exc: BaseException, uri: str) -> tuple[bool, StorageError]:
     """(is_transient, the error to raise) for an exception from s3fs, gcsfs or adlfs."""
     # the local side of a copy (fsspec's own paths are "bucket/key", never absolute)
     if isinstance(exc, OSError) and str(exc.filename or "").startswith(os.sep):
-        return False, StorageError(
-            f"{exc.filename}: {exc.strerror or type(exc).__name__} (copying {uri})"
-        )
+        return False, StorageError(f"{local_error(exc.filename, exc)} (copying {uri})")
     if scheme(uri) == "s3":
         return s3_classify(exc, uri)
     where = endpoint(uri)
