@@ -18,7 +18,7 @@ K8S_OVERLAYS := base overlays/standalone
 COMPOSE_SETS := "" "-f containers/compose.gpu.yaml" "-f containers/e2e/compose.e2e.yaml" \
 	"-f containers/compose.gpu.yaml -f containers/e2e/compose.e2e.yaml"
 
-.PHONY: help install test test-fast lint components docs validate check-install demo thresholds compile bench images push demo-docker e2e-docker clean
+.PHONY: help install test test-fast lint components docs validate check-install demo thresholds compile bench gpu-check images push demo-docker e2e-docker clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | \
@@ -83,6 +83,9 @@ compile: install ## write pipeline.yaml for a cluster (the paper's Table 1 sched
 
 bench: install ## every performance case against its yardstick, one table (about 3.5 min on 2 cores)
 	$(BIN)/python -m bench.speed.run --demo-root $(DEMO_ROOT) --json build/bench.json
+
+gpu-check: install ## on a GPU machine, under 10 min: img/s per architecture at 512 px (fp32, bf16), max batch, loader idle, a 2-cycle run
+	bash tools/gpu_check.sh
 
 images: ## build the cpu and gpu images from this tree, tagged with the code version (needs Docker, not the venv)
 	bash containers/build.sh

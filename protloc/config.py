@@ -16,6 +16,7 @@ from protloc.architectures import ARCHITECTURES, MIN_SIZE
 from protloc.errors import ConfigError
 from protloc.losses import LossExpressions
 from protloc.params import StepConfig, param
+from protloc.threshold_methods import ALPHA_HELP, AlphaChoices, MethodChoices
 
 NORM_TYPES = {"l2": 2.0, "l1": 1.0, "inf": math.inf}
 MAX_SEED = 2**32 - 1  # numpy's and iterstrat's seed range
@@ -350,10 +351,11 @@ class PredictConfig(StepConfig):
 
 @dataclass(frozen=True)
 class ThresholdsConfig(StepConfig):
-    """The thresholds step: per-class thresholds with the precision/recall penalty."""
+    """The thresholds step: how the 28 decision thresholds are chosen on the held-out rows."""
 
+    method: str = param("per_class", "how the thresholds are chosen", choices=MethodChoices())
     # Chosen by the 2-fold cross-fit of bench/decisions/threshold_alpha.py (docs/method.md).
-    alpha: float = param(0.1, "penalty on |precision - recall| (0: plain F1)", low=0, high=1)
+    alpha: str = param("0.1", f"per_class's {ALPHA_HELP}", choices=AlphaChoices())
     ensemble: str = param(
         "all",
         "snapshots the ensemble averages: all, last:K (the last K cycles) or cycles:I,J,... "

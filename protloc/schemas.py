@@ -42,24 +42,23 @@ class Ensemble(Artifact):
     snapshots: Annotated[list[Name], Field(min_length=1)]
 
 
-class CrossFit(Artifact):
+class MethodScores(Artifact):
+    """One threshold method's macro F1 on the held-out rows: fitted on them, and cross-fit."""
+
+    fit: Score
     crossfit: Score
-
-
-class Comparison(Artifact):
-    """Each threshold method's scores; the summary reads the per-class method's cross-fit."""
-
-    per_class_alpha: CrossFit
 
 
 class ThresholdsDoc(Artifact):
     """``thresholds.json`` (the thresholds step)."""
 
     thresholds: Thresholds
-    alpha: Annotated[float, Field(ge=0.0)]
+    method: Name
+    alpha: Annotated[float, Field(ge=0.0, le=1.0)]
     macro_f1: Score
     macro_f1_at_0_5: Score = Field(alias="macro_f1_at_0.5")
-    comparison: Comparison
+    macro_f1_crossfit: Score  # the honest estimate: the summary's headline
+    comparison: Annotated[dict[Name, MethodScores], Field(min_length=1)]
     ensemble: Ensemble | None = None
 
 

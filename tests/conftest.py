@@ -294,10 +294,12 @@ def thresholds_doc(values: list) -> dict:
     """A whole thresholds.json (what the thresholds step writes) holding ``values``."""
     return {
         "thresholds": values,
+        "method": "per_class",
         "alpha": 0.1,
         "macro_f1": 0.5,
         "macro_f1_at_0.5": 0.4,
-        "comparison": {"per_class_alpha": {"crossfit": 0.45}},
+        "macro_f1_crossfit": 0.45,
+        "comparison": {"per_class": {"fit": 0.5, "crossfit": 0.45}},
     }
 
 

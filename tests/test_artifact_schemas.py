@@ -206,4 +206,4 @@ def test_what_protloc_writes_its_readers_accept(evaluated_run):
     read_bundle(evaluated_run["bundle"])
     assert len(read_thresholds(str(Path(evaluated_run["thresholds"], "thresholds.json")))) == 28
     summary = run_summary(evaluated_run["infer"], evaluated_run["thresholds"])
-    assert summary["ensemble"]["alpha"] == ThresholdsConfig().alpha
+    assert summary["ensemble"]["alpha"] == float(ThresholdsConfig().alpha)

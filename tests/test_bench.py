@@ -13,7 +13,8 @@ from tests.conftest import ROOT
 @pytest.mark.slow
 def test_gpu_benchmark_code_paths_run_on_the_cpu(tmp_path):
     out = tmp_path / "gpu.json"
-    args = ["--device", "cpu", "--sizes", "80", "--steps", "1", "--workers", "0,1"]
+    args = ["--device", "cpu", "--archs", "efficientnet_b0", "--sizes", "80", "--steps", "1"]
+    args += ["--workers", "0,1"]
     args += ["--batch", "2", "--cache-samples", "8", "--no-compile", "--no-max-batch"]
     proc = subprocess.run(
         [sys.executable, "-m", "bench.speed.gpu", *args, "--json", str(out)],
@@ -25,10 +26,20 @@ def test_gpu_benchmark_code_paths_run_on_the_cpu(tmp_path):
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     (row,) = json.loads(out.read_text())["sizes"]
-    assert row["size"] == 80 and row["batch"] == 2
+    assert row["arch"] == "efficientnet_b0" and row["size"] == 80 and row["batch"] == 2
     assert row["fp32_img_s"] > 0 and row["bf16_cl_img_s"] > 0
     assert set(row["idle_fraction"]) == {"0", "1"}
     assert all(0 <= v <= 1 for v in row["idle_fraction"].values())
+
+
+def test_gpu_check_says_what_it_measures_and_refuses_a_machine_without_cuda(tmp_path):
+    script = str(ROOT / "tools" / "gpu_check.sh")
+    usage = subprocess.run(["bash", script, "--help"], capture_output=True, text=True, check=True)
+    assert "images/s of every registered architecture at 512 px" in usage.stdout
+    env = {"PATH": "/usr/bin:/bin", "PY": sys.executable, "OUT": str(tmp_path / "out")}
+    proc = subprocess.run(["bash", script], capture_output=True, text=True, env=env, check=False)
+    assert proc.returncode == 1 and "gpu-check: no CUDA device" in proc.stderr
+    assert not (tmp_path / "out" / "speed.json").exists()
 
 
 @pytest.mark.slow

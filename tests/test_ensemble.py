@@ -83,7 +83,7 @@ def test_thresholds_and_submit_use_the_chosen_snapshots(run_files, tmp_path):
     folder, snaps, y, n_val = run_files
     out = tmp_path / "thr"
     report = run_thresholds(
-        ThresholdsConfig(alpha=0.1, ensemble="last:1"),
+        ThresholdsConfig(alpha="0.1", ensemble="last:1"),
         str(folder / "predictions.parquet"),
         str(folder / "manifest.parquet"),
         out=str(out),

@@ -140,7 +140,7 @@ def test_local_pipeline_with_two_folds_of_two_ranks(tiny_data, tmp_path, capfd):
     starting 2 gloo ranks on the CPU whose weights agree at the end of the cycle; collect,
     thresholds on out-of-fold predictions of every labelled sample exactly once, a submission
     over both folds."""
-    base = {"data_root": str(tiny_data), "rare_below": 0, "workers": 0, "tta": 1, "alpha": 0.0}
+    base = {"data_root": str(tiny_data), "rare_below": 0, "workers": 0, "tta": 1, "alpha": "0"}
     summary = pipeline.run_local([Cycle(80, 8, 1)], base, str(tmp_path / "root"), folds=2, gpus=2)
     text = "".join(capfd.readouterr())
     assert text.count("launching 2 ranks on this node") == 4  # train and infer of each fold

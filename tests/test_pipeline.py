@@ -134,8 +134,8 @@ def test_compiled_dag(compiled):
         (["--schedule", "128:8:1,96:8:1"], "sizes must increase"),
         (["--schedule", "96:0:1"], r"schedule cycle 1: batch_size must be in \[2, 4096\], got 0"),
         (["--schedule", "64:8:1"], r"size must be in \[75, 4096\], got 64"),
-        (["--alpha", "-0.1"], r"alpha must be in \[0, 1\], got -0.1"),
-        (["--alpha", "nan"], "alpha must be a finite number"),
+        (["--alpha", "-0.1"], r"alpha must be a number in \[0, 1\] or auto, got '-0.1'"),
+        (["--alpha", "nan"], r"alpha must be a number in \[0, 1\] or auto, got 'nan'"),
         (["--schedule", ""], "schedule is empty"),
         (["--tta", "0"], r"tta must be in \[1, 8\], got 0"),
         (["--val-fraction", "1.5"], r"val_fraction must be in \(0, 1\)"),
@@ -226,13 +226,13 @@ def local_runs(tiny_data, tmp_path_factory):
     root = tmp_path_factory.mktemp("kfp-root")
     schedule = [Cycle(80, 8, 1), Cycle(96, 8, 1)]
     # Batches of one image: predict (below) then meets the same float32 sums infer did.
-    base = {"data_root": str(data), "rare_below": 0, "workers": 0, "tta": 2, "alpha": 0.0}
+    base = {"data_root": str(data), "rare_below": 0, "workers": 0, "tta": 2, "alpha": "0"}
     base["infer_batch_size"] = 1
     first = pipeline.run_local(schedule, base, str(root))
-    second = pipeline.run_local(schedule, {**base, "alpha": 0.5}, str(root))
+    second = pipeline.run_local(schedule, {**base, "alpha": "0.5"}, str(root))
     changed = sorted((data / "train").glob("*_green.png"))[0]
     Image.fromarray(np.zeros((96, 96), np.uint8)).save(changed)
-    third = pipeline.run_local(schedule, {**base, "alpha": 0.5}, str(root))
+    third = pipeline.run_local(schedule, {**base, "alpha": "0.5"}, str(root))
     return first, second, third
 
 
@@ -402,7 +402,7 @@ def test_submit_passes_namespace_account_root_and_placement_to_kfp(
     assert run["experiment_id"] == "exp-1" and run["service_account"] == "protloc-runner"
     # Caching as compiled (every task but the fingerprint): a run-level setting would cache it
     assert run["pipeline_root"] == "s3://bucket/protloc" and run["enable_caching"] is None
-    assert run["params"]["alpha"] == 0.3 and "data_fingerprint" not in run["params"]
+    assert run["params"]["alpha"] == "0.3" and "data_fingerprint" not in run["params"]
     spec, platform = list(yaml.safe_load_all(run["yaml"]))[:2]
     images = {e["container"]["image"] for e in spec["deploymentSpec"]["executors"].values()}
     tag = code_version().replace("+", "-")
@@ -497,7 +497,8 @@ def test_pages_and_summary_reach_the_ui(local_runs):
         assert f"<td>{c['val_macro_f1_at_0.5']:.4f}</td>" in pages["train-2"]
     assert f"{c2['val_macro_f1_at_0.5']:.4f}" not in pages["train"]
     e = first["ensemble"]
-    assert f"{e['macro_f1_at_thresholds']:.4f} at the fitted thresholds" in pages["thresholds"]
+    assert f"{e['crossfit_macro_f1']:.4f} when fitted on one half" in pages["thresholds"]
+    assert f"{e['macro_f1_at_thresholds']:.4f} fitted and scored on the same" in pages["thresholds"]
     assert pages["split"].count("<tr>") == 1 + 28  # header + one row per class
     summary = (run / "submit" / "summary").read_text()
     assert summary == (run / "submit" / "out" / "summary.md").read_text()
@@ -506,9 +507,10 @@ def test_pages_and_summary_reach_the_ui(local_runs):
             f"| {c['cycle']} | {c['size']} | {c['epochs']} | {c['val_macro_f1_at_0.5']:.4f} |"
             in summary
         )
-    assert (
-        f"**{e['macro_f1_at_0.5']:.4f}** at 0.5, **{e['macro_f1_at_thresholds']:.4f}**" in summary
-    )
+    # The headline is the cross-fit (honest) figure; the in-sample one is labelled as such.
+    assert f"macro F1 **{e['crossfit_macro_f1']:.4f}** with thresholds fitted on one half" in summary
+    assert f"{e['macro_f1_at_thresholds']:.4f} in-sample" in summary
+    assert f"{e['macro_f1_at_0.5']:.4f} at 0.5." in summary
     assert [Path(p).name for p in first["pages"]] == ["report.html"] * 3
 
 

@@ -93,7 +93,7 @@ def test_killed_step_leaves_its_folder_unmarked_and_readers_refuse_it(
 ):
     out = tmp_path / "thr"
     thresholds_step(
-        ThresholdsConfig(alpha=0.0),
+        ThresholdsConfig(alpha="0"),
         split=str(scored["split"]),
         predictions=str(scored["infer"]),
         out=str(out),
@@ -108,7 +108,7 @@ def test_killed_step_leaves_its_folder_unmarked_and_readers_refuse_it(
     monkeypatch.setattr(plot_worker.BackgroundPlots, "render", killed)
     with pytest.raises(KeyboardInterrupt):
         thresholds_step(
-            ThresholdsConfig(alpha=0.5),
+            ThresholdsConfig(alpha="0.5"),
             split=str(scored["split"]),
             predictions=str(scored["infer"]),
             out=str(out),

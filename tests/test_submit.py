@@ -38,7 +38,7 @@ def test_upload_twice_one_pipeline_two_versions_and_a_reused_one(kfp_api):
     assert len(runs) == 3
     ids = [r["pipeline_version_reference"]["pipeline_version_id"] for r in runs]
     assert ids[0] == ids[2] != ids[1]
-    assert all(r["runtime_config"]["parameters"]["alpha"] == 0.1 for r in runs)
+    assert all(r["runtime_config"]["parameters"]["alpha"] == "0.1" for r in runs)
 
 
 def test_login_token_and_cookies_reach_the_api(kfp_api):

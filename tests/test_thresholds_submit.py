@@ -10,14 +10,10 @@ from protloc.data.hpa import read_test_ids
 from protloc.errors import ArtifactError, ConfigError
 from protloc.evaluate import predictions
 from protloc.evaluate.submission import make_submission, run_submit, validate_submission
-from protloc.evaluate.thresholds import (
-    fit_thresholds,
-    grid_search_class,
-    read_thresholds,
-    search_class,
-)
+from protloc.evaluate.thresholds import read_thresholds
 from protloc.metrics import macro_f1, per_class_scores
 from protloc.synthetic.predictions import structured_predictions
+from protloc.threshold_methods import fit_thresholds, grid_search_class, search_class
 from tests.conftest import mark_complete, run_python, thresholds_doc
 
 
@@ -99,7 +95,7 @@ def test_thresholds_cli_on_real_validation_size_writes_the_contract(real_size_in
     doc = json.loads((tmp_path / "thresholds.json").read_text())
     assert len(doc["thresholds"]) == 28 and doc["alpha"] == 0.1 and doc["n_val"] == 4661
     assert doc["macro_f1"] >= doc["macro_f1_at_0.5"]
-    assert {"0.5", "global", "per_class_alpha_0", "per_class_alpha"} <= set(doc["comparison"])
+    assert set(doc["comparison"]) == {"0.5", "global", "per_class", "proportion"}
     assert all(set(v) >= {"fit", "crossfit"} for v in doc["comparison"].values())
     assert len(doc["classes"]) == 28 and {"precision", "recall", "f1"} <= set(doc["classes"][0])
     for png in ("threshold_curves.png", "per_class_f1.png"):
@@ -117,7 +113,7 @@ def test_predictions_not_matching_manifest_refused(real_size_inputs, tmp_path):
         ArtifactError, match=r"does not match the held-out rows .* 1 validation ids missing"
     ):
         run_thresholds(
-            ThresholdsConfig(alpha=0.1),
+            ThresholdsConfig(alpha="0.1"),
             str(tmp_path / "p.parquet"),
             str(real_size_inputs / "manifest.parquet"),
             out=str(tmp_path),

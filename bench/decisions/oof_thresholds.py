@@ -33,8 +33,8 @@ import numpy as np
 from protloc.data.hpa import labels_to_matrix
 from protloc.data.manifest import read_manifest
 from protloc.evaluate.predictions import probabilities, read_predictions, select
-from protloc.evaluate.thresholds import fit_thresholds
 from protloc.metrics import macro_f1
+from protloc.threshold_methods import fit_thresholds
 
 
 def compare(

@@ -27,8 +27,15 @@ import numpy as np
 
 from protloc.evaluate.thresholds import compare
 from protloc.synthetic.predictions import structured_predictions
+from protloc.threshold_methods import Setting
 
 VAL_ROWS = 4661  # the real split's validation fold
+
+
+def _compare(seed: int, alpha: float) -> dict:
+    """Every method's fit and cross-fit on prediction set ``seed``, per_class at ``alpha``."""
+    probs, y = structured_predictions(VAL_ROWS, seed=seed)
+    return compare(probs, y, Setting(alpha, y.mean(axis=0)))
 
 
 def main() -> None:
@@ -43,16 +50,13 @@ def main() -> None:
     )
     print(f"{'alpha':>6} {'fit macro F1':>13} {'cross-fit macro F1':>19} {'mean |P-R|':>11}")
     for alpha in map(float, args.alphas.split(",")):
-        rows = [
-            compare(*structured_predictions(VAL_ROWS, seed=s), alpha)["per_class_alpha"]
-            for s in range(args.draws)
-        ]
+        rows = [_compare(s, alpha)["per_class"] for s in range(args.draws)]
         print(
             f"{alpha:>6.2f} {np.mean([r['fit'] for r in rows]):>13.4f} {np.mean([r['crossfit'] for r in rows]):>19.4f} "
             f"{np.mean([r['mean_abs_p_minus_r'] for r in rows]):>11.4f}",
             flush=True,
         )
-    base = [compare(*structured_predictions(VAL_ROWS, seed=s), 0.0) for s in range(args.draws)]
+    base = [_compare(s, 0.0) for s in range(args.draws)]
     for name in ("0.5", "global"):
         print(
             f"{name:>6} {np.mean([b[name]['fit'] for b in base]):>13.4f} {np.mean([b[name]['crossfit'] for b in base]):>19.4f} "

@@ -1,6 +1,7 @@
 """GPU benchmark of the train step (run it on a CUDA machine; ~5 min on one H200).
 
-For every Table 1 size it measures, side by side in one run:
+For every registered architecture (``--archs``, default Inception-v3) and every Table 1 size it
+measures, side by side in one run:
   1. training images/s in fp32 against bf16 autocast + channels_last (protloc's default on CUDA),
      and bf16 + channels_last + torch.compile (with its compile time);
   2. the largest batch (powers of two, then bisection) whose training step fits in memory;
@@ -8,8 +9,8 @@ For every Table 1 size it measures, side by side in one run:
      workers, the share of wall time the GPU waits for the next batch (idle fraction).
 Each step is the real one: protloc's model, soft-F1 loss, SGD, normalisation on the device.
 
-    python -m bench.speed.gpu [--sizes 221,256,296,320,384,440,512] [--steps 20] [--workers 2,4,8]
-        [--json results.json]
+    python -m bench.speed.gpu [--archs inception_v3,densenet121 | all]
+        [--sizes 221,256,296,320,384,440,512] [--steps 20] [--workers 2,4,8] [--json results.json]
     python -m bench.speed.gpu --device cpu --sizes 80 --steps 2 --workers 0 --no-compile
         --no-max-batch
         # a smoke run of the same code paths without a GPU (what the test suite does)
@@ -30,6 +31,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
+from protloc.architectures import ARCHITECTURES
 from protloc.classes import NUM_CLASSES
 from protloc.data.cache import build_cache
 from protloc.data.dataset import CachedImages
@@ -47,6 +49,7 @@ MEAN, STD = torch.full((4,), 0.08), torch.full((4,), 0.12)
 
 @dataclass
 class SizeFigures:
+    arch: str
     size: int
     batch: int
     fp32_img_s: float = 0.0
@@ -80,8 +83,8 @@ def _step_fn(model, optimizer, device: torch.device, bf16_cl: bool):
     return step
 
 
-def _model(device: torch.device, bf16_cl: bool, compiled: bool = False):
-    model = create_model().to(device)
+def _model(arch: str, device: torch.device, bf16_cl: bool, compiled: bool = False):
+    model = create_model(arch).to(device)
     if bf16_cl:
         model = model.to(memory_format=torch.channels_last)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
@@ -89,9 +92,9 @@ def _model(device: torch.device, bf16_cl: bool, compiled: bool = False):
     return net, optimizer
 
 
-def train_rate(size, batch, steps, device, bf16_cl, compiled=False) -> tuple[float, float]:
+def train_rate(arch, size, batch, steps, device, bf16_cl, compiled=False) -> tuple[float, float]:
     """(images/s over ``steps`` steps after warm-up, seconds of the warm-up steps)."""
-    net, optimizer = _model(device, bf16_cl, compiled)
+    net, optimizer = _model(arch, device, bf16_cl, compiled)
     step = _step_fn(net, optimizer, device, bf16_cl)
     images = torch.randint(0, 256, (batch, 4, size, size), dtype=torch.uint8, device=device)
     targets = (torch.rand(batch, NUM_CLASSES, device=device) < 0.1).float()
@@ -107,12 +110,12 @@ def train_rate(size, batch, steps, device, bf16_cl, compiled=False) -> tuple[flo
     return batch * steps / (time.perf_counter() - t0), warm
 
 
-def max_batch(size: int, device: torch.device, cap: int = 2048) -> int:
+def max_batch(arch: str, size: int, device: torch.device, cap: int = 2048) -> int:
     """The largest batch whose bf16 + channels_last training step fits (doubling, then bisection)."""
 
     def fits(batch: int) -> bool:
         try:
-            train_rate(size, batch, 1, device, bf16_cl=True)
+            train_rate(arch, size, batch, 1, device, bf16_cl=True)
             return True
         except torch.OutOfMemoryError:
             return False
@@ -129,9 +132,9 @@ def max_batch(size: int, device: torch.device, cap: int = 2048) -> int:
     return lo
 
 
-def idle_fraction(cache, batch, steps, device, workers: int) -> float:
+def idle_fraction(arch, cache, batch, steps, device, workers: int) -> float:
     """Share of wall time the training loop waits for the loader (GPU idle), from the cache."""
-    net, optimizer = _model(device, bf16_cl=device.type == "cuda")
+    net, optimizer = _model(arch, device, bf16_cl=device.type == "cuda")
     step = _step_fn(net, optimizer, device, bf16_cl=device.type == "cuda")
     n = len(cache)
     y = (np.random.default_rng(0).random((n, NUM_CLASSES)) < 0.1).astype(np.float32)
@@ -168,7 +171,9 @@ def run(args: argparse.Namespace) -> dict:
     torch.backends.cudnn.benchmark = True
     batches = dict(PAPER_TABLE_1)
     sizes = [int(s) for s in args.sizes.split(",")]
-    workers = [int(w) for w in args.workers.split(",")]
+    archs = list(ARCHITECTURES) if args.archs == "all" else args.archs.split(",")
+    for arch in archs:
+        ARCHITECTURES.get(arch)  # an unknown name is refused before anything runs
     out: dict = {
         "device": torch.cuda.get_device_name() if device.type == "cuda" else platform.processor(),
         "torch": torch.__version__,
@@ -180,32 +185,41 @@ def run(args: argparse.Namespace) -> dict:
         n = args.cache_samples
         generate(SyntheticSpec(n, 0, 512, seed=0, temper=0.5), f"{tmp}/data", workers=4)
         ids = list(read_labels(f"{tmp}/data/train.csv")["id"])
-        for size in sizes:
-            batch = args.batch or batches.get(size, 16)
-            f = SizeFigures(size, batch)
-            f.fp32_img_s, _ = train_rate(size, batch, args.steps, device, bf16_cl=False)
-            f.bf16_cl_img_s, _ = train_rate(size, batch, args.steps, device, bf16_cl=True)
-            if args.compile:
-                f.compiled_img_s, f.compile_s = train_rate(
-                    size, batch, args.steps, device, bf16_cl=True, compiled=True
-                )
-            if args.max_batch and device.type == "cuda":
-                f.max_batch = max_batch(size, device)
-            cache = build_cache(
-                DataListing(f"{tmp}/data"), "train", ids, size, f"{tmp}/cache", workers=8
-            )
-            for w in workers:
-                f.idle_fraction[str(w)] = idle_fraction(cache, batch, args.steps, device, w)
-            out["sizes"].append(asdict(f))
-            print(_row(f), flush=True)
+        caches = {}
+        for arch in archs:
+            for size in sizes:
+                if size not in caches:
+                    caches[size] = build_cache(
+                        DataListing(f"{tmp}/data"), "train", ids, size, f"{tmp}/cache", workers=8
+                    )
+                f = measure(arch, size, args.batch or batches.get(size, 16), caches[size], args)
+                out["sizes"].append(asdict(f))
+                print(_row(f), flush=True)
     return out
+
+
+def measure(arch: str, size: int, batch: int, cache, args: argparse.Namespace) -> SizeFigures:
+    """Every figure of one architecture at one size."""
+    device = torch.device(args.device)
+    f = SizeFigures(arch, size, batch)
+    f.fp32_img_s, _ = train_rate(arch, size, batch, args.steps, device, bf16_cl=False)
+    f.bf16_cl_img_s, _ = train_rate(arch, size, batch, args.steps, device, bf16_cl=True)
+    if args.compile:
+        f.compiled_img_s, f.compile_s = train_rate(
+            arch, size, batch, args.steps, device, bf16_cl=True, compiled=True
+        )
+    if args.max_batch and device.type == "cuda":
+        f.max_batch = max_batch(arch, size, device)
+    for w in (int(w) for w in args.workers.split(",")):
+        f.idle_fraction[str(w)] = idle_fraction(arch, cache, batch, args.steps, device, w)
+    return f
 
 
 def _row(f: SizeFigures) -> str:
     compiled = f"{f.compiled_img_s:8.0f} ({f.compile_s:.0f} s)" if f.compiled_img_s else "     n/a"
     idle = " ".join(f"{w}w:{v:.0%}" for w, v in f.idle_fraction.items())
     return (
-        f"{f.size:>5} {f.batch:>5} {f.fp32_img_s:>9.1f} {f.bf16_cl_img_s:>12.1f} "
+        f"{f.arch:>15} {f.size:>5} {f.batch:>5} {f.fp32_img_s:>9.1f} {f.bf16_cl_img_s:>12.1f} "
         f"{f.bf16_cl_img_s / f.fp32_img_s:>6.2f}x {compiled:>16} {f.max_batch or '-':>9}  {idle}"
     )
 
@@ -213,6 +227,7 @@ def _row(f: SizeFigures) -> str:
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--device", default="cuda")
+    p.add_argument("--archs", default="inception_v3", help="registered names, or all")
     p.add_argument("--sizes", default=",".join(str(s) for s, _ in PAPER_TABLE_1))
     p.add_argument("--batch", type=int, default=0, help="default: Table 1's batch per size")
     p.add_argument("--steps", type=int, default=20)
@@ -224,7 +239,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     print(
-        f"{'size':>5} {'batch':>5} {'fp32 img/s':>9} {'bf16+CL img/s':>12} {'ratio':>7} "
+        f"{'arch':>15} {'size':>5} {'batch':>5} {'fp32 img/s':>9} {'bf16+CL img/s':>12} {'ratio':>7} "
         f"{'compiled img/s':>16} {'max batch':>9}  loader idle share by workers"
     )
     out = run(args)

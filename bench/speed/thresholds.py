@@ -27,8 +27,8 @@ from bench import ROOT
 from protloc.classes import NUM_CLASSES
 from protloc.data.manifest import write_manifest
 from protloc.evaluate import predictions
-from protloc.evaluate.thresholds import fit_thresholds, grid_search_class
 from protloc.synthetic.predictions import structured_predictions
+from protloc.threshold_methods import fit_thresholds, grid_search_class
 
 GRID = np.linspace(0.0, 1.0, 101)
 

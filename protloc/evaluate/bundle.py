@@ -2,7 +2,7 @@
 
 ```
 bundle.json              format version, architecture, class names, code version, the decision
-                         rule, TTA, thresholds (and alpha, the ensemble choice), and per snapshot:
+                         rule, TTA, thresholds (and their method, alpha, the ensemble choice), and per snapshot:
                          its file, image size, normalisation, cycle, fold, SHA-256
 snapshots/{name}.pt      each chosen snapshot's final checkpoint, byte for byte
 ```
@@ -96,9 +96,11 @@ def write_bundle(
         "tta": tta,
         "decision": DECISION,
         "thresholds": thresholds_doc["thresholds"],
+        "threshold_method": thresholds_doc["method"],
         "alpha": thresholds_doc["alpha"],
         "ensemble": thresholds_doc.get("ensemble") or {"choice": "all"},
-        "val_macro_f1": thresholds_doc["macro_f1"],
+        "val_macro_f1": thresholds_doc["macro_f1"],  # in-sample; the cross-fit is the estimate
+        "val_macro_f1_crossfit": thresholds_doc["macro_f1_crossfit"],
         "snapshots": entries,
     }
     schemas.write(BundleDoc, storage.join(out, BUNDLE), doc)

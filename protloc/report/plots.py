@@ -115,7 +115,10 @@ def per_class_f1(report: dict[str, Any]) -> bytes:
     ax.set_yticks(y, [f"{c['index']} {c['name']}" for c in classes], fontsize=8)
     ax.set_xlim(0, 1)
     ax.set_xlabel("validation F1")
-    ax.set_title(f"Per-class F1 (alpha {report['alpha']:g})")
+    method = report["method"]
+    if method == "per_class":
+        method += f", alpha {report['alpha']:g}"
+    ax.set_title(f"Per-class F1 (thresholds: {method})")
     ax.legend(loc="lower right", fontsize=8)
     return _png(fig)
 

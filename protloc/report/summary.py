@@ -71,11 +71,18 @@ def run_summary(predictions: str, thresholds: str) -> dict[str, Any]:
         "ensemble": {
             "macro_f1_at_0.5": thr["macro_f1_at_0.5"],
             "macro_f1_at_thresholds": thr["macro_f1"],
+            "method": thr["method"],
             "alpha": thr["alpha"],
-            "crossfit_macro_f1": thr["comparison"]["per_class_alpha"]["crossfit"],
+            "crossfit_macro_f1": thr["macro_f1_crossfit"],
         },
         "steps": steps,
     }
+
+
+def _method(e: dict[str, Any]) -> str:
+    """'per_class, alpha 0.1' or 'proportion' (alpha only counts for per_class)."""
+    method = e.get("method", "per_class")
+    return f"{method}, alpha {e['alpha']:g}" if method == "per_class" else method
 
 
 def format_summary(s: dict[str, Any]) -> str:
@@ -98,9 +105,10 @@ def format_summary(s: dict[str, Any]) -> str:
     out += [
         "",
         f"Ensemble of {len(s['cycles'])} snapshots, scored {scored}: macro F1 "
-        f"**{e['macro_f1_at_0.5']:.4f}** at "
-        f"0.5, **{e['macro_f1_at_thresholds']:.4f}** at the fitted thresholds (alpha "
-        f"{e['alpha']:g}; 2-fold cross-fit {e['crossfit_macro_f1']:.4f}).",
+        f"**{e['crossfit_macro_f1']:.4f}** with thresholds fitted on one half of these rows "
+        f"and scored on the other (2-fold cross-fit; thresholds {_method(e)}); "
+        f"{e['macro_f1_at_thresholds']:.4f} in-sample, fitted and scored on the same rows "
+        f"(optimistic); {e['macro_f1_at_0.5']:.4f} at 0.5.",
         "",
     ]
     known = all("ran" in st for st in s["steps"])

@@ -231,7 +231,7 @@ STEPS: dict[str, Step] = {
         ),
         Step(
             "thresholds",
-            "Per-class thresholds on the ensemble's validation predictions.",
+            "Decision thresholds on the ensemble's held-out predictions, every method compared.",
             ThresholdsConfig,
             (_SPLIT, _PREDICTIONS),
             False,
