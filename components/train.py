@@ -44,6 +44,7 @@ def train(
     clip_norm: float = 10.0,
     clip_norm_type: str = "l2",
     arch: str = "inception_v3",
+    pool: str = "avg",
     loss: str = "soft_f1",
     focal_gamma: float = 2.0,
     seed: int = 0,
@@ -80,6 +81,7 @@ def train(
         clip_norm: gradient clipping threshold (0: off); in [0, 1000000]; default 10.0.
         clip_norm_type: norm the clipping threshold applies to; one of l2, l1, inf; default 'l2'.
         arch: network; one of inception_v3, densenet121, resnet50, efficientnet_b0, efficientnet_b1, efficientnet_b2, efficientnet_b3; default 'inception_v3'.
+        pool: global pooling before the classifier; one of avg, avgmax; default 'avg'.
         loss: training loss; one of soft_f1, bce, focal, lovasz, or a weighted sum of them such as focal:0.5+lovasz:0.5; default 'soft_f1'.
         focal_gamma: focal loss's gamma (0: BCE); in [0, 10]; default 2.0.
         seed: random seed of the split, sampling, augmentation and initialisation; in [0, 4294967295]; default 0.

@@ -40,3 +40,18 @@ for _name, _help in (
     ("efficientnet_b3", "torchvision EfficientNet-B3"),
 ):
     ARCHITECTURES.register(_name, _help)(Network(_name))
+
+
+@dataclass(frozen=True)
+class Pooling:
+    """A global pooling before the classifier: ``width`` features per channel of the body."""
+
+    width: int
+
+
+# ``pool`` in the train config; every network takes either (protloc.model.pooling builds it).
+POOLINGS = Registry("pooling")
+POOLINGS.register("avg", "global average pooling (the paper's)")(Pooling(1))
+POOLINGS.register(
+    "avgmax", "global average and max pooling, concatenated (the 2018 winner's head)"
+)(Pooling(2))

@@ -12,7 +12,7 @@ import math
 import re
 from dataclasses import dataclass
 
-from protloc.architectures import ARCHITECTURES, MIN_SIZE
+from protloc.architectures import ARCHITECTURES, MIN_SIZE, POOLINGS
 from protloc.errors import ConfigError
 from protloc.losses import LossExpressions
 from protloc.params import StepConfig, param
@@ -255,6 +255,7 @@ class TrainConfig(StepConfig):
         "l2", "norm the clipping threshold applies to", choices=tuple(NORM_TYPES)
     )
     arch: str = param("inception_v3", "network", choices=ARCHITECTURES)
+    pool: str = param("avg", "global pooling before the classifier", choices=POOLINGS)
     loss: str = param("soft_f1", "training loss", choices=LossExpressions())
     focal_gamma: float = param(2.0, "focal loss's gamma (0: BCE)", low=0, high=10)
     seed: int = _seed()

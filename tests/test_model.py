@@ -127,3 +127,41 @@ def test_every_architecture_takes_rgby_and_imagenet_weights(arch, tmp_path):
 def test_an_unknown_architecture_is_refused_naming_the_known_ones():
     with pytest.raises(ConfigError, match=r"architecture must be one of inception_v3, .*got 'vgg'"):
         create_model("vgg")
+
+
+def test_avgmax_pooling_concatenates_the_average_and_the_max():
+    from protloc.model.pooling import make_pool
+
+    x = torch.randn(3, 5, 7, 6)
+    pool, width = make_pool("avgmax")
+    want = torch.cat([x.mean(dim=(2, 3)), x.amax(dim=(2, 3))], dim=1)
+    assert width == 2 and torch.equal(pool(x).flatten(1), want)
+
+
+@pytest.mark.parametrize("arch", ["inception_v3", "densenet121", "resnet50", "efficientnet_b0"])
+def test_every_family_takes_the_avgmax_head(arch):
+    """The classifier sees twice the features, the average's then the max's, of the same body."""
+    torch.manual_seed(0)
+    avg = create_model(arch, dropout=0.0).eval()
+    both = create_model(arch, dropout=0.0, pool="avgmax").eval()
+    assert both.fc.in_features == 2 * avg.fc.in_features
+    both.load_state_dict(
+        {k: v for k, v in avg.state_dict().items() if not k.startswith("fc.")}, strict=False
+    )
+    n = avg.fc.in_features
+    with torch.no_grad():  # the max half's weights zeroed: the avgmax network is the avg one
+        both.fc.weight.zero_()
+        both.fc.weight[:, :n] = avg.fc.weight
+        both.fc.bias.copy_(avg.fc.bias)
+        x = torch.rand(2, 4, 96, 96)
+        assert torch.allclose(both(x), avg(x), atol=1e-5)
+
+
+def test_a_checkpoint_of_an_unknown_pooling_is_refused(tmp_path):
+    state = {"arch": "inception_v3", "pool": "median", "num_classes": 28, "model": {}}
+    state |= {"size": 96, "config": {}, "norm": {}, "epochs_done": 1, "complete": True}
+    save_checkpoint(state, str(tmp_path / "c.pt"))
+    with pytest.raises(
+        ArtifactError, match=r"c\.pt: checkpoint pools with 'median'; .* avg, avgmax"
+    ):
+        load_checkpoint(str(tmp_path / "c.pt"))

@@ -508,7 +508,9 @@ def test_pages_and_summary_reach_the_ui(local_runs):
             in summary
         )
     # The headline is the cross-fit (honest) figure; the in-sample one is labelled as such.
-    assert f"macro F1 **{e['crossfit_macro_f1']:.4f}** with thresholds fitted on one half" in summary
+    assert (
+        f"macro F1 **{e['crossfit_macro_f1']:.4f}** with thresholds fitted on one half" in summary
+    )
     assert f"{e['macro_f1_at_thresholds']:.4f} in-sample" in summary
     assert f"{e['macro_f1_at_0.5']:.4f} at 0.5." in summary
     assert [Path(p).name for p in first["pages"]] == ["report.html"] * 3
@@ -609,9 +611,11 @@ def test_a_bundle_this_protloc_cannot_apply_is_refused_naming_what_differs(local
 def test_kfp_local_run_with_its_data_and_checkpoints_on_gcs(tiny_data, gs_bucket, tmp_path):
     """The data root and the per-epoch checkpoints (work_root) on the GCS emulator: every task
     reads the data through gcsfs, the train task keeps its checkpoints there, the submission
-    is whole. The run trains another registered network (efficientnet_b0) with a loss sum, and
-    predict applies its bundle: the same labels as the submission."""
+    is whole. The run trains another registered network (efficientnet_b0) with the winner's head
+    (average + max pooling) and a loss sum, and predict applies its bundle: the same labels as
+    the submission."""
     from protloc import storage
+    from protloc.model.checkpoint import load_checkpoint
     from tests.conftest import run_python
 
     data, work = f"{gs_bucket}/hpa", f"{gs_bucket}/work"
@@ -619,17 +623,19 @@ def test_kfp_local_run_with_its_data_and_checkpoints_on_gcs(tiny_data, gs_bucket
     base = {"data_root": data, "work_root": work, "rare_below": 0, "workers": 0, "tta": 1}
     # Batches of one image: predict then meets the same float32 sums infer did.
     base |= {"arch": "efficientnet_b0", "infer_batch_size": 1, "loss": "focal:0.5+lovasz:0.5"}
+    base["pool"] = "avgmax"
     summary = pipeline.run_local([Cycle(80, 8, 1)], base, str(tmp_path / "root"))
     assert all(s["ran"] for s in summary["steps"])
     sub = pd.read_csv(summary["submission"], dtype=str)
     assert list(sub["Id"]) == read_test_ids(str(tiny_data / "sample_submission.csv"))
-    assert json.loads((Path(summary["model"]) / "bundle.json").read_text())["arch"] == (
-        "efficientnet_b0"
-    )
+    bundle = json.loads((Path(summary["model"]) / "bundle.json").read_text())
+    assert (bundle["arch"], bundle["pool"]) == ("efficientnet_b0", "avgmax")
     run = Path(summary["submission"]).parents[2]
     metrics = json.loads((run / "train" / "out" / "metrics.json").read_text())
     assert metrics["config"]["loss"] == "focal:0.5+lovasz:0.5"
     assert metrics["config"]["focal_gamma"] == 2.0
+    snapshot = load_checkpoint(str(Path(summary["model"]) / bundle["snapshots"][0]["file"]))
+    assert snapshot["pool"] == "avgmax" and snapshot["model"]["fc.weight"].shape == (28, 2 * 1280)
     proc = run_python(
         ["-m", "components.predict", "--model", summary["model"], "--images",
          str(tiny_data / "test"), "--out", str(tmp_path / "pred"), "--workers", "0",

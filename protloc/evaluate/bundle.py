@@ -87,9 +87,11 @@ def write_bundle(
                 "val_macro_f1_at_0.5": metrics.get("val", {}).get("macro_f1_at_0.5"),
             }
         )
+    arch, pool = _network(snapshots)
     doc = {
         "format": FORMAT,
-        "arch": _architecture(snapshots),
+        "arch": arch,
+        "pool": pool,
         "class_names": list(CLASS_NAMES),
         "protloc_version": __version__,
         "code_version": code_version(),
@@ -114,20 +116,22 @@ def write_bundle(
     return doc
 
 
-def _architecture(snapshots: dict[str, tuple[str, dict[str, Any]]]) -> str:
-    """The one registered network the snapshots' cycles trained (their metrics' config)."""
-    archs = set()
+def _network(snapshots: dict[str, tuple[str, dict[str, Any]]]) -> tuple[str, str]:
+    """(architecture, pooling) of the one registered network the snapshots' cycles trained
+    (their metrics' config; a config without ``pool`` was trained with average pooling)."""
+    networks = set()
     for uri, metrics in snapshots.values():
-        arch = (metrics.get("config") or {}).get("arch")
+        config = metrics.get("config") or {}
+        arch = config.get("arch")
         if arch not in ARCHITECTURES:
             raise ArtifactError(
                 f"{uri}: its cycle's metrics name no architecture this protloc builds "
                 f"(config.arch {arch!r}); retrain it to bundle it"
             )
-        archs.add(arch)
-    if len(archs) != 1:
-        raise ArtifactError(f"the snapshots are of several architectures ({sorted(archs)})")
-    return archs.pop()
+        networks.add((arch, config.get("pool", "avg")))
+    if len(networks) != 1:
+        raise ArtifactError(f"the snapshots are of several networks ({sorted(networks)})")
+    return networks.pop()
 
 
 def read_bundle(uri: str) -> Bundle:

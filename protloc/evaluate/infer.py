@@ -27,7 +27,7 @@ from protloc.errors import ArtifactError, ConfigError
 from protloc.evaluate import predictions
 from protloc.evaluate.ensemble import snapshot_name
 from protloc.folders import PREDICTIONS
-from protloc.model.checkpoint import load_checkpoint
+from protloc.model.checkpoint import load_checkpoint, pooling
 from protloc.model.inference import predict
 from protloc.model.network import create_model, load_weights
 from protloc.storage import join
@@ -83,7 +83,7 @@ def predict_share(
     device = device_for(d)
     mine: dict[tuple[str, str], np.ndarray] = {}
     for name, state in zip(names, states, strict=True):
-        model = create_model(state["arch"])
+        model = create_model(state["arch"], pool=pooling(state))
         load_weights(model, state["model"], name)
         model.to(device)
         if device.type == "cuda":

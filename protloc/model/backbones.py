@@ -1,8 +1,9 @@
-"""torchvision classification networks as protloc networks: 4-channel input, torchvision's own
-global pooling, then dropout and a linear layer to the classes (``fc``, as Inception-v3's).
+"""torchvision classification networks as protloc networks: 4-channel input, the registered
+global pooling (``protloc.model.pooling``), then dropout and a linear layer to the classes
+(``fc``, as Inception-v3's).
 
-The torchvision model is kept whole as ``body`` (its classifier replaced by an identity), so its
-ImageNet state dict loads key for key under ``body.``.
+The torchvision model is kept whole as ``body`` (its classifier replaced by an identity, its
+pooling by ours), so its ImageNet state dict loads key for key under ``body.``.
 """
 
 from __future__ import annotations
@@ -10,16 +11,20 @@ from __future__ import annotations
 import torch
 import torchvision
 from torch import nn
+from torch.nn import functional as F
 
-# Where each family keeps its first convolution and its classifier (attribute paths).
+from protloc.model.pooling import make_pool
+
+# Where each family keeps its first convolution, its classifier and its global pooling
+# (attribute paths; DenseNet pools in its forward, so protloc runs its features, then pools).
 _FAMILIES = {
-    "resnet": ("conv1", "fc"),
-    "densenet": ("features.conv0", "classifier"),
-    "efficientnet": ("features.0.0", "classifier"),
+    "resnet": ("conv1", "fc", "avgpool"),
+    "densenet": ("features.conv0", "classifier", ""),
+    "efficientnet": ("features.0.0", "classifier", "avgpool"),
 }
 
 
-def _family(name: str) -> tuple[str, str]:
+def _family(name: str) -> tuple[str, str, str]:
     return next(v for k, v in _FAMILIES.items() if name.startswith(k))
 
 
@@ -41,9 +46,16 @@ def _set(module: nn.Module, path: str, new: nn.Module) -> None:
 class Backbone(nn.Module):
     """A torchvision network ``name`` for ``in_chans`` channels and ``num_classes`` logits."""
 
-    def __init__(self, name: str, num_classes: int, in_chans: int = 4, dropout: float = 0.5):
+    def __init__(
+        self,
+        name: str,
+        num_classes: int,
+        in_chans: int = 4,
+        dropout: float = 0.5,
+        pool: str = "avg",
+    ):
         super().__init__()
-        first, head = _family(name)
+        first, head, pooling = _family(name)
         body = getattr(torchvision.models, name)(weights=None)
         conv = _get(body, first)
         _set(
@@ -61,15 +73,23 @@ class Backbone(nn.Module):
         classifier = _get(body, head)
         linear = classifier if isinstance(classifier, nn.Linear) else classifier[-1]
         _set(body, head, nn.Identity())
+        module, width = make_pool(pool)
+        self.pool = None if pooling else module  # None: the body pools (with ours)
+        if pooling:
+            _set(body, pooling, module)
         self.body = body
         self.first_conv = f"body.{first}.weight"
         self.dropout = nn.Dropout(dropout)
-        self.fc = nn.Linear(linear.in_features, num_classes)
+        self.fc = nn.Linear(linear.in_features * width, num_classes)
         self.num_classes = num_classes
         self.in_chans = in_chans
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(self.dropout(self.body(x)))
+        if self.pool is None:
+            features = self.body(x)
+        else:  # DenseNet: its features and final ReLU, then our pooling
+            features = torch.flatten(self.pool(F.relu(self.body.features(x))), 1)
+        return self.fc(self.dropout(features))
 
     @staticmethod
     def torchvision_key(key: str) -> str | None:

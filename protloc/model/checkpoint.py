@@ -1,6 +1,6 @@
 """The checkpoint contract: ``torch.save`` of a plain dict, loadable with ``weights_only=True``.
 
-Keys: ``arch``, ``num_classes``, ``class_names``, ``model`` (state dict), ``cycle``, ``size``,
+Keys: ``arch``, ``pool`` (absent: ``avg``, the only pooling before it was recorded), ``num_classes``, ``class_names``, ``model`` (state dict), ``cycle``, ``size``,
 ``config`` (the resolved train config), ``norm`` (per-channel mean and std), ``epochs_done``,
 ``complete``, ``val_metrics``; while a cycle is running also ``optimizer`` (for resuming).
 """
@@ -15,11 +15,17 @@ from typing import Any
 import torch
 
 from protloc import storage
-from protloc.architectures import ARCHITECTURES
+from protloc.architectures import ARCHITECTURES, POOLINGS
 from protloc.classes import CLASS_NAMES, NUM_CLASSES
 from protloc.errors import ArtifactError, StorageError
 
 REQUIRED = ("arch", "num_classes", "model", "size", "config", "norm", "epochs_done", "complete")
+
+
+def pooling(state: dict[str, Any]) -> str:
+    """The global pooling a checkpoint's network uses (``avg`` when it records none: a
+    checkpoint written before pooling could be chosen, when average pooling was the only one)."""
+    return state.get("pool", "avg")
 
 
 def save_checkpoint(state: dict[str, Any], uri: str) -> None:
@@ -62,6 +68,11 @@ def parse_checkpoint(data: bytes, uri: str) -> dict[str, Any]:
         raise ArtifactError(
             f"{uri}: checkpoint is a {state['arch']!r} model; this protloc builds "
             f"{', '.join(ARCHITECTURES)}"
+        )
+    if pooling(state) not in POOLINGS:
+        raise ArtifactError(
+            f"{uri}: checkpoint pools with {pooling(state)!r}; this protloc builds "
+            f"{', '.join(POOLINGS)}"
         )
     if state["num_classes"] != NUM_CLASSES or list(state.get("class_names", CLASS_NAMES)) != list(
         CLASS_NAMES

@@ -24,6 +24,7 @@ from protloc import storage
 from protloc.architectures import ARCHITECTURES, MIN_SIZE
 from protloc.classes import NUM_CLASSES
 from protloc.errors import ArtifactError, ConfigError
+from protloc.model.pooling import make_pool
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +47,13 @@ BLOCKS: tuple[tuple[str, int], ...] = (
 class InceptionV3BN(nn.Module):
     """Inception-v3 (no aux logits) with a BatchNorm after every Inception block."""
 
-    def __init__(self, num_classes: int = NUM_CLASSES, in_chans: int = 4, dropout: float = 0.5):
+    def __init__(
+        self,
+        num_classes: int = NUM_CLASSES,
+        in_chans: int = 4,
+        dropout: float = 0.5,
+        pool: str = "avg",
+    ):
         super().__init__()
         base = Inception3(num_classes=1000, aux_logits=False, init_weights=True)
         base.Conv2d_1a_3x3 = BasicConv2d(in_chans, 32, kernel_size=3, stride=2)
@@ -62,9 +69,9 @@ class InceptionV3BN(nn.Module):
         self.blocks = nn.Sequential(
             *[nn.Sequential(getattr(base, name), nn.BatchNorm2d(ch)) for name, ch in BLOCKS]
         )
-        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.pool, width = make_pool(pool)
         self.dropout = nn.Dropout(dropout)
-        self.fc = nn.Linear(2048, num_classes)
+        self.fc = nn.Linear(2048 * width, num_classes)
         self.num_classes = num_classes
         self.in_chans = in_chans
         self.first_conv = "stem.0.conv.weight"
@@ -163,8 +170,10 @@ def create_model(
     in_chans: int = 4,
     pretrained: str | Path | None = None,
     dropout: float = 0.5,
+    pool: str = "avg",
 ) -> nn.Module:
-    """The registered network ``arch``, optionally from ImageNet weights (local or a bucket)."""
+    """The registered network ``arch`` with the registered global ``pool``ing, optionally from
+    ImageNet weights (local or a bucket)."""
     if num_classes < 1 or in_chans < 1:
         raise ConfigError(f"num_classes and in_chans must be >= 1, got {num_classes}, {in_chans}")
     if not 0.0 <= dropout < 1.0:
@@ -173,10 +182,10 @@ def create_model(
     if network.torchvision:
         from protloc.model.backbones import Backbone
 
-        model = Backbone(network.torchvision, num_classes, in_chans, dropout)
+        model = Backbone(network.torchvision, num_classes, in_chans, dropout, pool)
     else:
-        model = InceptionV3BN(num_classes, in_chans, dropout)
-    model.arch = arch
+        model = InceptionV3BN(num_classes, in_chans, dropout, pool)
+    model.arch, model.pool_name = arch, pool
     if pretrained:
         load_pretrained(model, pretrained)
     return model

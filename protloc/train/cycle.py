@@ -36,7 +36,7 @@ from protloc.distributed import (
 )
 from protloc.errors import ConfigError
 from protloc.folders import CHECKPOINT, METRICS
-from protloc.model.checkpoint import load_checkpoint, save_checkpoint
+from protloc.model.checkpoint import load_checkpoint, pooling, save_checkpoint
 from protloc.model.network import create_model, init_head, load_weights
 from protloc.schemas import CycleMetrics
 from protloc.train.epoch import (
@@ -238,17 +238,18 @@ def _model(
     torch.manual_seed(cfg.seed)
     first = state is None and not init  # pretrained weights only start a chain
     model = create_model(
-        cfg.arch, dropout=cfg.dropout, pretrained=cfg.pretrained if first else None
+        cfg.arch, dropout=cfg.dropout, pretrained=cfg.pretrained if first else None, pool=cfg.pool
     )
     if state is not None:
         load_weights(model, state["model"], ckpt_uri)
         return model, state["norm"]
     if init:
         warm = load_checkpoint(init)
-        if warm["arch"] != cfg.arch:
+        if (warm["arch"], pooling(warm)) != (cfg.arch, cfg.pool):
             raise ConfigError(
-                f"arch: cycle {cfg.cycle} is a {cfg.arch} but starts from {init}, "
-                f"a {warm['arch']}: a chain keeps one architecture"
+                f"arch, pool: cycle {cfg.cycle} is a {cfg.arch} with {cfg.pool} pooling but "
+                f"starts from {init}, a {warm['arch']} with {pooling(warm)} pooling: a chain "
+                "keeps one network"
             )
         load_weights(model, warm["model"], init)
         log.info("warm start from %s (cycle %s at %s px)", init, warm.get("cycle"), warm["size"])

@@ -74,6 +74,7 @@ def checkpoint_state(
     given, resumable while ``optimizer_state`` is."""
     state = {
         "arch": cfg.arch,
+        "pool": cfg.pool,
         "num_classes": NUM_CLASSES,
         "class_names": list(CLASS_NAMES),
         "model": model_state,
