@@ -74,9 +74,9 @@ check-install: ## a fresh venv with a plain `pip install .` runs compile, submit
 demo: install ## the whole pipeline on synthetic HPA data through kfp.local, then a summary
 	$(BIN)/python pipeline.py local --root $(DEMO_ROOT)
 
-thresholds: install ## rerun the demo with ALPHA=A: only fingerprint, thresholds, submit and bundle execute
-	@test -n "$(ALPHA)" || { echo "make thresholds needs ALPHA=A (e.g. ALPHA=0.3)"; exit 2; }
-	$(BIN)/python pipeline.py local --root $(DEMO_ROOT) --alpha $(ALPHA)
+thresholds: install ## rerun the demo with ALPHA=A and/or METHOD=M: only fingerprint, thresholds, submit and bundle execute
+	@test -n "$(ALPHA)$(METHOD)" || { echo "make thresholds needs ALPHA=A and/or METHOD=M (e.g. ALPHA=0.3, METHOD=auto)"; exit 2; }
+	$(BIN)/python pipeline.py local --root $(DEMO_ROOT) $(if $(ALPHA),--alpha $(ALPHA)) $(if $(METHOD),--method $(METHOD))
 
 compile: install ## write pipeline.yaml for a cluster (the paper's Table 1 schedule)
 	$(BIN)/python pipeline.py compile -o pipeline.yaml

@@ -65,7 +65,7 @@ class Registry:
         return iter(self._entries)
 
     def __contains__(self, name: object) -> bool:
-        return name in self._entries
+        return isinstance(name, str) and name in self._entries  # a list read from JSON: False
 
     def __len__(self) -> int:
         return len(self._entries)

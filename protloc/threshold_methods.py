@@ -181,7 +181,7 @@ def global_(probs: np.ndarray, y: np.ndarray, target: np.ndarray, s: Setting) ->
 
 @THRESHOLD_METHODS.register(
     "proportion",
-    "each class positive on its training share of the rows predicted (uses no held-out label)",
+    "each class positive on its share of the training labels, counted on the rows predicted",
 )
 def proportion(probs: np.ndarray, y: np.ndarray, target: np.ndarray, s: Setting) -> np.ndarray:
     return proportion_thresholds(target, s.prior)

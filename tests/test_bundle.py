@@ -38,7 +38,12 @@ def test_predict_with_the_bundle_gives_the_submissions_labels(evaluated_run, tin
 def test_the_bundle_records_what_predict_needs(evaluated_run):
     bundle = read_bundle(evaluated_run["bundle"])
     doc = bundle.doc
-    assert doc["format"] == 1 and doc["tta"] == 2 and len(doc["thresholds"]) == 28
+    assert (
+        doc["format"] == 2
+        and doc["pool"] == "avg"
+        and doc["tta"] == 2
+        and len(doc["thresholds"]) == 28
+    )
     assert [s["size"] for s in doc["snapshots"]] == [96] and len(bundle.snapshots) == 1
     thresholds = json.loads(Path(evaluated_run["thresholds"], "thresholds.json").read_text())
     assert doc["thresholds"] == thresholds["thresholds"]

@@ -551,7 +551,7 @@ def test_the_bundle_applied_to_images_gives_the_runs_labels(local_runs, tiny_dat
     shutil.copytree(tiny_data / "test", images)
     write_hpav18(ROOT / "tests" / "data" / "hpa", images, "hpav18-sample", size=192)
     bundle = json.loads((Path(first["model"]) / "bundle.json").read_text())
-    assert bundle["format"] == 1 and [s["size"] for s in bundle["snapshots"]] == [80, 96]
+    assert bundle["format"] == 2 and [s["size"] for s in bundle["snapshots"]] == [80, 96]
     assert bundle["tta"] == 2 and len(bundle["class_names"]) == 28
     out = tmp_path / "pred"
     proc = run_python(

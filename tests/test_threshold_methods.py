@@ -98,6 +98,7 @@ def test_the_report_uses_the_method_it_was_told_and_its_cross_fit_is_the_headlin
     if method != "auto":  # auto's headline is nested: the choice remade inside each half
         assert report["macro_f1_crossfit"] == cmp[method]["crossfit"]
     in_sample = method_fit(used, setting)(probs, y, probs)
+    assert report["held_out_thresholds"] == list(in_sample)  # where P/R/F1 were measured
     assert report["macro_f1"] == pytest.approx(macro_f1(y, probs, in_sample), abs=1e-12)
 
 
@@ -106,6 +107,30 @@ def test_alpha_auto_in_the_report_records_the_alpha_it_chose(preds):
     report = thresholds_report(probs, y, ThresholdsConfig(alpha="auto"), prior, target)
     assert report["alpha"] == choose_alpha(probs, y) and report["alpha_choice"] == "auto"
     assert report["thresholds"] == list(fit_thresholds(probs, y, report["alpha"])[0])
+    # per_class's cross-fit is nested (alpha chosen inside each half), not the grid's best
+    nested = cross_fit(probs, y, method_fit("per_class", Setting(None, prior)))
+    assert report["comparison"]["per_class"]["crossfit"] == nested == report["macro_f1_crossfit"]
+
+
+def test_the_prior_is_the_training_rows_of_a_holdout_and_every_row_of_k_folds():
+    import pandas as pd
+
+    from protloc.data.manifest import COMPETITION, Manifest
+    from protloc.evaluate.thresholds import _training_prior
+
+    frame = pd.DataFrame(
+        {
+            "id": ["a", "b", "c", "d"],
+            "labels": [[0], [0, 2], [1], [1]],
+            "fold": ["train", "train", "val", "val"],
+            "fold_index": [-1, -1, -1, -1],
+            "source": [COMPETITION, COMPETITION, COMPETITION, "ext"],
+        }
+    )
+    prior = _training_prior(Manifest(frame, {}))
+    assert prior[0] == 1.0 and prior[1] == 0.0 and prior[2] == 0.5  # the held-out rows unseen
+    kfold = frame.assign(fold_index=[0, 0, 1, 1])
+    assert list(_training_prior(Manifest(kfold, {}))[:3]) == [2 / 3, 1 / 3, 1 / 3]
 
 
 @pytest.mark.parametrize(

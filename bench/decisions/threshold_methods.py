@@ -2,7 +2,7 @@
 
 For each prediction set: the macro F1 of thresholds fitted on one half of the held-out rows and
 applied to the other, both ways (what the thresholds step reports as ``crossfit``), for 0.5
-everywhere, one global threshold, ``proportion`` (training prior; it uses no held-out label),
+everywhere, one global threshold, ``proportion`` (the training prior),
 ``per_class`` at each alpha, ``per_class`` with alpha auto and the method auto (both nested:
 the choice is remade inside each half). Reported: the mean and the standard deviation over the
 prediction sets, and each method's mean difference from the default (per_class, alpha 0.1)
@@ -68,8 +68,9 @@ def run_sets(folders: list[str]) -> list[tuple[str, np.ndarray, np.ndarray, np.n
         every = read_predictions(str(pred))
         rows = ensemble_rows(every, "val", snapshot_names(every))
         truth = manifest.held_out().set_index("id")["labels"]
-        frame = manifest.frame
-        prior = labels_to_matrix(frame.loc[frame["source"] == COMPETITION, "labels"]).mean(0)
+        frame = manifest.frame  # the training rows' prior, as the thresholds step takes it
+        rows = (frame["source"] == COMPETITION) & (frame["fold"] == "train")
+        prior = labels_to_matrix(frame.loc[rows, "labels"]).mean(0)
         out.append((run.name, probabilities(rows), labels_to_matrix(truth.loc[rows["id"]]), prior))
     return out
 

@@ -21,17 +21,19 @@ from dataclasses import dataclass
 from typing import Any
 
 from protloc import __version__, schemas, storage
-from protloc.architectures import ARCHITECTURES
+from protloc.architectures import ARCHITECTURES, POOLINGS
 from protloc.classes import CLASS_NAMES, NUM_CLASSES
 from protloc.config import BundleConfig
 from protloc.errors import ArtifactError
-from protloc.folders import BUNDLE
+from protloc.folders import BUNDLE, METRICS
 from protloc.schemas import BundleDoc
 from protloc.version import code_version
 
 log = logging.getLogger(__name__)
 
-FORMAT = 1  # raise when bundle.json changes in a way format-1 readers cannot follow
+# Raise when bundle.json changes in a way older readers cannot follow (2: the network's pooling,
+# which a format-1 reader would build as average pooling).
+FORMAT = 2
 DECISION = "a class is predicted when its probability is above its threshold; an image with none above gets its most probable class"
 
 
@@ -84,7 +86,7 @@ def write_bundle(
                 "cycle": int(metrics["cycle"]),
                 "fold": int(metrics.get("fold", -1)),
                 "sha256": hashlib.sha256(data).hexdigest(),
-                "val_macro_f1_at_0.5": metrics.get("val", {}).get("macro_f1_at_0.5"),
+                "val_macro_f1_at_0.5": _val_f1(uri, metrics),
             }
         )
     arch, pool = _network(snapshots)
@@ -116,19 +118,37 @@ def write_bundle(
     return doc
 
 
+def _val_f1(uri: str, metrics: dict[str, Any]) -> Any:
+    """The cycle's validation macro F1 at 0.5 (None when it was not measured)."""
+    val = metrics.get("val", {})
+    if not isinstance(val, dict):
+        where = storage.join(uri.rsplit("/", 1)[0], METRICS)
+        raise ArtifactError(f"{where}: val must be an object, got {val!r}")
+    return val.get("macro_f1_at_0.5")
+
+
 def _network(snapshots: dict[str, tuple[str, dict[str, Any]]]) -> tuple[str, str]:
     """(architecture, pooling) of the one registered network the snapshots' cycles trained
     (their metrics' config; a config without ``pool`` was trained with average pooling)."""
     networks = set()
     for uri, metrics in snapshots.values():
         config = metrics.get("config") or {}
+        if not isinstance(config, dict):
+            where = storage.join(uri.rsplit("/", 1)[0], METRICS)
+            raise ArtifactError(f"{where}: config must be an object, got {config!r}")
         arch = config.get("arch")
         if arch not in ARCHITECTURES:
             raise ArtifactError(
                 f"{uri}: its cycle's metrics name no architecture this protloc builds "
                 f"(config.arch {arch!r}); retrain it to bundle it"
             )
-        networks.add((arch, config.get("pool", "avg")))
+        pool = config.get("pool", "avg")
+        if pool not in POOLINGS:
+            raise ArtifactError(
+                f"{uri}: its cycle's metrics name no pooling this protloc builds "
+                f"(config.pool {pool!r}); retrain it to bundle it"
+            )
+        networks.add((arch, pool))
     if len(networks) != 1:
         raise ArtifactError(f"the snapshots are of several networks ({sorted(networks)})")
     return networks.pop()

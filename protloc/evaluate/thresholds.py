@@ -77,11 +77,12 @@ def thresholds_report(
     used = alpha if alpha is not None else choose_alpha(probs, y)
     fit = method_fit(method, Setting(used, prior))
     thresholds = fit(probs, y, target)
-    own = fit(probs, y, probs)  # the same as thresholds, but for proportion (its target rows)
+    own = fit(probs, y, probs)  # the held-out rows' own: the same but for proportion
     scores = per_class_scores(y, probs, own)
     no_positive = [c for c in range(NUM_CLASSES) if scores["support"][c] == 0]
     return {
         "thresholds": [float(t) for t in thresholds],  # exact: rounding would move decisions
+        "held_out_thresholds": [float(t) for t in own],  # where the P/R/F1 below were measured
         "method": method,
         "method_choice": cfg.method,
         "alpha": used,
@@ -107,7 +108,8 @@ def thresholds_report(
             }
             for c in range(NUM_CLASSES)
         ],
-        "comparison": compare(probs, y, Setting(used, prior)),
+        # with alpha auto, per_class's row is nested too (not the best of the grid's cross-fits)
+        "comparison": compare(probs, y, setting),
     }
 
 
@@ -173,7 +175,7 @@ def run_thresholds(
         probs = probabilities(rows)
         test = ensemble_rows(every, "test", chosen)
         target = probabilities(test) if len(test) else probs
-        report = thresholds_report(probs, y, cfg, _training_prior(manifest.frame), target)
+        report = thresholds_report(probs, y, cfg, _training_prior(manifest), target)
         report["ensemble"] = {"choice": cfg.ensemble, "snapshots": chosen}
         truth = val.set_index("id")["labels"]
         report["snapshots"] = snapshot_scores(every, truth, snapshot_names(every), report["alpha"])
@@ -183,7 +185,7 @@ def run_thresholds(
             storage.join(out, THRESHOLD_CURVES),
             probs,
             y,
-            np.array(report["thresholds"]),
+            np.array(report["held_out_thresholds"]),
         )
         figures.render("per_class_f1", storage.join(out, PER_CLASS_F1), report)
         figures.close()
@@ -192,13 +194,18 @@ def run_thresholds(
     return report
 
 
-def _training_prior(frame: pd.DataFrame) -> np.ndarray:
-    """Each class's share of positives among the competition's labelled images (external data,
-    unlike the test images, may be drawn otherwise)."""
+def _training_prior(manifest: Manifest) -> np.ndarray:
+    """Each class's share of positives among the competition's training images (external data,
+    unlike the test images, may be drawn otherwise). With K folds every labelled image is held
+    out by some fold, so the prior is that of all of them."""
     from protloc.data.hpa import labels_to_matrix
     from protloc.data.manifest import COMPETITION
 
-    return labels_to_matrix(frame.loc[frame["source"] == COMPETITION, "labels"]).mean(axis=0)
+    frame = manifest.frame
+    rows = frame["source"] == COMPETITION
+    if not manifest.kfold:
+        rows &= frame["fold"] == "train"
+    return labels_to_matrix(frame.loc[rows, "labels"]).mean(axis=0)
 
 
 def _fitting_rows(

@@ -106,7 +106,8 @@ def thresholds_page(report: dict[str, Any], out: str) -> str:
     label = {
         "0.5": "0.5 for every class",
         "global": f"global: one threshold ({cmp['global']['threshold']:.2f})",
-        "per_class": f"per_class, alpha {report['alpha']:g}",
+        "per_class": f"per_class, alpha {report['alpha']:g}"
+        + (" (auto, chosen inside each half)" if report["alpha_choice"] == "auto" else ""),
     }
     comparison = Table(
         "Macro F1 by threshold method (the run uses the one marked)",
@@ -123,11 +124,20 @@ def thresholds_page(report: dict[str, Any], out: str) -> str:
     )
     per_class = Table(
         "Per class",
-        ["class", "threshold", "precision", "recall", "F1", "validation positives"],
+        [
+            "class",
+            "threshold applied",
+            "threshold on the held-out rows",
+            "precision",
+            "recall",
+            "F1",
+            "validation positives",
+        ],
         [
             (
                 f"{c['index']} {c['name']}",
                 float(c["threshold"]),
+                float(report["held_out_thresholds"][c["index"]]),
                 float(c["precision"]),
                 float(c["recall"]),
                 float(c["f1"]),

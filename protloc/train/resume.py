@@ -41,6 +41,7 @@ def check_resumable(
                 )
         return
     saved = {**state["config"], "init": state.get("init", state["config"].get("init") or "")}
+    saved.setdefault("pool", "avg")  # written before the pooling could be chosen: average
     for key, value in {**cfg.result_fields(), "init": init}.items():
         if saved.get(key) != value:
             raise ArtifactError(
