@@ -580,11 +580,13 @@ def test_a_bundle_this_protloc_cannot_apply_is_refused_naming_what_differs(local
     import shutil
 
     from protloc.errors import ArtifactError
-    from protloc.evaluate.bundle import read_bundle, snapshot_bytes
+    from protloc.evaluate.bundle import FORMAT, read_bundle, snapshot_bytes
 
     first, _, _ = local_runs
+    newer = FORMAT + 1
     for change, message in [
-        ({"format": 2}, r"bundle format 2 was written by a newer protloc .* reads formats up to 1"),
+        ({"format": newer},
+         rf"bundle format {newer} was written by a newer protloc .* reads formats up to {FORMAT}"),
         ({"arch": "resnet18"}, r"architecture is 'resnet18', this protloc applies inception_v3, "),
         ({"class_names": ["Nucleoplasm", "Mitochondria", *["x"] * 26]},
          r"class 1 is 'Mitochondria' in the bundle, 'Nuclear membrane' here"),

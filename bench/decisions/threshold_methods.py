@@ -69,8 +69,8 @@ def run_sets(folders: list[str]) -> list[tuple[str, np.ndarray, np.ndarray, np.n
         rows = ensemble_rows(every, "val", snapshot_names(every))
         truth = manifest.held_out().set_index("id")["labels"]
         frame = manifest.frame  # the training rows' prior, as the thresholds step takes it
-        rows = (frame["source"] == COMPETITION) & (frame["fold"] == "train")
-        prior = labels_to_matrix(frame.loc[rows, "labels"]).mean(0)
+        training = (frame["source"] == COMPETITION) & (frame["fold"] == "train")
+        prior = labels_to_matrix(frame.loc[training, "labels"]).mean(0)
         out.append((run.name, probabilities(rows), labels_to_matrix(truth.loc[rows["id"]]), prior))
     return out
 

@@ -102,6 +102,29 @@ def _fmt(value: float | None, digits: int) -> str:
 def thresholds_page(report: dict[str, Any], out: str) -> str:
     """Macro F1 by threshold method (fit and 2-fold cross-fit), per-class thresholds and F1, and
     the figures (``threshold_curves.png``, ``per_class_f1.png`` in ``out``)."""
+    lead = (
+        f"{report['n_val']} held-out images; thresholds by {_used(report)}: macro F1 "
+        f"{report['macro_f1_crossfit']:.4f} when fitted on one half and scored on the other "
+        f"(the estimate for new images), {report['macro_f1']:.4f} fitted and scored on the same "
+        f"rows, {report['macro_f1_at_0.5']:.4f} at 0.5."
+    )
+    curves = "Precision, recall and F1 against the threshold"
+    return write_page(
+        out,
+        "protloc thresholds",
+        lead,
+        [
+            _methods_table(report),
+            _snapshots_table(report),
+            figure(curves, storage.join(out, THRESHOLD_CURVES)),
+            figure("Per-class F1", storage.join(out, PER_CLASS_F1)),
+            _per_class_table(report),
+        ],
+    )
+
+
+def _methods_table(report: dict[str, Any]) -> Table:
+    """Every threshold method's fitted and cross-fit macro F1; the one used marked."""
     cmp = report["comparison"]
     label = {
         "0.5": "0.5 for every class",
@@ -109,7 +132,7 @@ def thresholds_page(report: dict[str, Any], out: str) -> str:
         "per_class": f"per_class, alpha {report['alpha']:g}"
         + (" (auto, chosen inside each half)" if report["alpha_choice"] == "auto" else ""),
     }
-    comparison = Table(
+    return Table(
         "Macro F1 by threshold method (the run uses the one marked)",
         ["method", "fit on the held-out rows (in-sample)", "2-fold cross-fit", "mean |P - R|"],
         [
@@ -122,7 +145,11 @@ def thresholds_page(report: dict[str, Any], out: str) -> str:
             for name, c in cmp.items()
         ],
     )
-    per_class = Table(
+
+
+def _per_class_table(report: dict[str, Any]) -> Table:
+    """Per class: the applied and the held-out threshold, precision, recall, F1, support."""
+    return Table(
         "Per class",
         [
             "class",
@@ -144,25 +171,6 @@ def thresholds_page(report: dict[str, Any], out: str) -> str:
                 c["support"],
             )
             for c in report["classes"]
-        ],
-    )
-    lead = (
-        f"{report['n_val']} held-out images; thresholds by {_used(report)}: macro F1 "
-        f"{report['macro_f1_crossfit']:.4f} when fitted on one half and scored on the other "
-        f"(the estimate for new images), {report['macro_f1']:.4f} fitted and scored on the same "
-        f"rows, {report['macro_f1_at_0.5']:.4f} at 0.5."
-    )
-    curves = "Precision, recall and F1 against the threshold"
-    return write_page(
-        out,
-        "protloc thresholds",
-        lead,
-        [
-            comparison,
-            _snapshots_table(report),
-            figure(curves, storage.join(out, THRESHOLD_CURVES)),
-            figure("Per-class F1", storage.join(out, PER_CLASS_F1)),
-            per_class,
         ],
     )
 
