@@ -9,13 +9,13 @@ the field with the same function below, and the contract test checks they agree.
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass
 
 from protloc.architectures import ARCHITECTURES, MIN_SIZE, POOLINGS
 from protloc.errors import ConfigError
 from protloc.losses import LossExpressions
 from protloc.params import StepConfig, param
+from protloc.setting_lists import check_ensemble_spec, external_roots
 from protloc.threshold_methods import ALPHA_HELP, AlphaChoices, MethodChoices
 
 NORM_TYPES = {"l2": 2.0, "l1": 1.0, "inf": math.inf}
@@ -162,18 +162,6 @@ class SplitConfig(StepConfig):
         external_roots(self.external)
 
 
-def external_roots(text: str) -> list[str]:
-    """The data roots of an ``external`` setting (empty entries refused, duplicates too)."""
-    if not text.strip():
-        return []
-    roots = [r.strip().rstrip("/") for r in text.split(",")]
-    if any(not r for r in roots):
-        raise ConfigError(f"external has an empty entry: {text!r}")
-    if len(set(roots)) != len(roots):
-        raise ConfigError(f"external names a data root twice: {text!r}")
-    return roots
-
-
 @dataclass(frozen=True)
 class PrepareConfig(StepConfig):
     """The prepare step: every labelled and test sample decoded once into the store."""
@@ -262,6 +250,21 @@ class TrainConfig(StepConfig):
     dropout: float = param(0.5, "dropout before the classifier", low=0, high=1, high_open=True)
     jitter: float = param(
         0.1, "intensity jitter per channel (+- share)", low=0, high=1, high_open=True
+    )
+    crop: float = param(
+        1.0,
+        "train on random crops of the cycle's size cut from the samples at crop x its size "
+        "(capped at the store's size, the schedule's largest); 1: whole samples (the paper); "
+        "validation and inference always see whole samples",
+        low=1,
+        high=4,
+    )
+    crop_jitter: float = param(
+        0.0,
+        "scale jitter of the training crops: a window's side is the cycle's size times a factor "
+        "drawn in [1 - j, 1 + j] (capped at the sample), resized to the cycle's size",
+        low=0,
+        high=0.5,
     )
     pretrained: str = param(
         "",
@@ -365,17 +368,6 @@ class ThresholdsConfig(StepConfig):
 
     def check(self) -> None:
         check_ensemble_spec(self.ensemble)
-
-
-ENSEMBLE_SPEC = re.compile(r"^(all|last:[1-9]\d{0,3}|cycles:[1-9]\d{0,3}(,[1-9]\d{0,3})*)$")
-
-
-def check_ensemble_spec(spec: str) -> None:
-    """Refuse a malformed ensemble choice, naming the parameter."""
-    if not ENSEMBLE_SPEC.match(spec):
-        raise ConfigError(
-            f"ensemble must be all, last:K or cycles:I,J,... (cycle numbers from 1), got {spec!r}"
-        )
 
 
 @dataclass(frozen=True)

@@ -165,9 +165,17 @@ def _readers(run: dict, folder: Path):
     }
 
 
+# thresholds.json's and metrics.json's readers include the bundle step, which copies the
+# snapshots for every mutant it accepts (about 15 s each): left to `make test`.
 @pytest.mark.parametrize(
     "artifact",
-    ["thresholds.json", "bundle.json", "snapshots.json", "train snapshots.json", "metrics.json"],
+    [
+        pytest.param("thresholds.json", marks=pytest.mark.slow),
+        "bundle.json",
+        "snapshots.json",
+        "train snapshots.json",
+        pytest.param("metrics.json", marks=pytest.mark.slow),
+    ],
 )
 def test_every_json_artifact_reader_refuses_seeded_mutants_in_one_line(
     artifact, evaluated_run, cycle0, tmp_path

@@ -7,6 +7,7 @@ import torch
 from torch.utils.data import Dataset
 
 from protloc.data.cache import ImageCache
+from protloc.data.crops import Crop, random_crop
 from protloc.data.transforms import D4_SIZE, d4
 
 
@@ -14,7 +15,8 @@ class CachedImages(Dataset):
     """Samples ``rows`` of an image cache as (uint8 image, float target) pairs.
 
     With ``augment``, each item gets a random D4 transform drawn from (seed, epoch, position), so
-    an epoch's augmentations are reproducible whatever the number of workers.
+    an epoch's augmentations are reproducible whatever the number of workers; with ``crop``
+    also a random window (``protloc.data.crops``), drawn from the same generator.
     """
 
     def __init__(
@@ -25,6 +27,7 @@ class CachedImages(Dataset):
         augment: bool = False,
         seed: int = 0,
         epoch: int = 0,
+        crop: Crop | None = None,
     ):
         self.cache = cache
         self.rows = np.asarray(rows, dtype=np.int64)
@@ -32,6 +35,7 @@ class CachedImages(Dataset):
         self.augment = augment
         self.seed = seed
         self.epoch = epoch
+        self.crop = crop
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -40,7 +44,10 @@ class CachedImages(Dataset):
         row = int(self.rows[i])
         x = self.cache.array[row]
         if self.augment:
-            k = int(np.random.default_rng([self.seed, self.epoch, i]).integers(D4_SIZE))
+            rng = np.random.default_rng([self.seed, self.epoch, i])
+            k = int(rng.integers(D4_SIZE))  # drawn first: without a crop, the same as ever
+            if self.crop is not None:
+                x = random_crop(x, self.crop, rng)
             x = d4(x, k)  # a new array
         else:
             x = np.array(x)  # a writable copy out of the read-only memmap

@@ -105,7 +105,7 @@ def file_digest(uri: str) -> str:
 
 def external_fingerprint(external: str) -> str:
     """One hash of the :func:`data_fingerprint` of every external data root ('' for none)."""
-    from protloc.config import external_roots
+    from protloc.setting_lists import external_roots
 
     roots = external_roots(external)
     if not roots:

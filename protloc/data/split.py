@@ -227,8 +227,8 @@ def read_all_labels(labels_uri: str, params: SplitConfig) -> tuple[pd.DataFrame,
     """The data root's labels and each external root's (``source``: '' or that root), the data
     root's raw bytes, and each external labels file's SHA-256. An Id in two sources is refused,
     naming both files."""
-    from protloc.config import external_roots
     from protloc.data.hpa import labels_uri as labels_of
+    from protloc.setting_lists import external_roots
 
     raw = storage.read_bytes(labels_uri)
     frames = [parse_labels(raw, source=str(labels_uri)).assign(source=COMPETITION)]

@@ -12,9 +12,9 @@ import re
 import numpy as np
 import pandas as pd
 
-from protloc.config import check_ensemble_spec
 from protloc.errors import ArtifactError, ConfigError
 from protloc.evaluate import predictions as P
+from protloc.setting_lists import check_ensemble_spec
 
 _NAME_RE = re.compile(r"^(?:fold(\d+)_)?cycle(\d+)_(\d+)px$")
 

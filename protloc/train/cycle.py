@@ -19,6 +19,7 @@ import torch
 from protloc import schemas, storage
 from protloc.config import TrainConfig
 from protloc.data.cache import ImageCache, build_cache
+from protloc.data.crops import source_size
 from protloc.data.hpa import labels_to_matrix, labels_uri
 from protloc.data.identity import DataListing
 from protloc.data.manifest import check_labels, read_manifest, require_store_for_external
@@ -152,6 +153,13 @@ def _log_start(cfg: TrainConfig, run: Run, n_epoch: int, steps: int) -> None:
         run.device.type,
         run.d.world,
     )
+    if run.train_cache.size != cfg.size or cfg.crop_jitter > 0:
+        log.info(
+            "training on random %d-px crops of %d-px samples, window side +- %g",
+            cfg.size,
+            run.train_cache.size,
+            cfg.crop_jitter,
+        )
 
 
 def setup(
@@ -171,8 +179,11 @@ def setup(
     manifest = manifest.chain(cfg.fold)
     require_store_for_external(manifest, store)
     train_rows, val_rows = manifest.fold("train"), manifest.fold("val")
-    train_cache = _cache(cfg, d, data, list(train_rows["id"]), store)
-    val_cache = _cache(cfg, d, data, list(val_rows["id"]), store) if len(val_rows) else None
+    # Training crops are cut from samples at crop x the cycle's size; validation sees whole ones.
+    side = source_size(cfg.size, cfg.crop, store.size if store else None)
+    train_cache = _cache(cfg, d, data, list(train_rows["id"]), store, side)
+    val_ids = list(val_rows["id"])
+    val_cache = _cache(cfg, d, data, val_ids, store, cfg.size) if val_ids else None
     # Rows of the caches (bad samples left out) and their targets and weights.
     kept = train_rows.set_index("id").loc[train_cache.ids]
     y_train = labels_to_matrix(kept["labels"])
@@ -205,17 +216,22 @@ def setup(
 
 
 def _cache(
-    cfg: TrainConfig, d: Dist, data: DataListing, ids: list[str], store: Store | None
+    cfg: TrainConfig,
+    d: Dist,
+    data: DataListing,
+    ids: list[str],
+    store: Store | None,
+    size: int,
 ) -> ImageCache:
-    """The image cache of ``ids`` at the cycle's size, built once per node: local rank 0
-    builds it, the other ranks then open what it built."""
+    """The image cache of ``ids`` at ``size`` px, built once per node: local rank 0 builds it,
+    the other ranks then open what it built."""
     return node_first(
         d,
         lambda: build_cache(
             data,
             "train",
             ids,
-            cfg.size,
+            size,
             cfg.cache_dir,
             workers=max(cfg.workers, 2),
             skip_bad=cfg.skip_bad,

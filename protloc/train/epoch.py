@@ -22,6 +22,7 @@ from torch.utils.data import DataLoader
 from protloc.classes import CLASS_NAMES
 from protloc.config import NORM_TYPES, TrainConfig
 from protloc.data.cache import ImageCache
+from protloc.data.crops import Crop
 from protloc.data.dataset import CachedImages
 from protloc.data.hpa import labels_to_matrix
 from protloc.data.sampling import epoch_indices
@@ -84,8 +85,12 @@ def epoch_rows(weights: np.ndarray, cfg: TrainConfig, epoch: int, n: int, d: Dis
 
 def _loader(run: Run, cfg: TrainConfig, epoch: int, n_epoch: int) -> DataLoader:
     rows = epoch_rows(run.weights, cfg, epoch, n_epoch, run.d)
+    # Windows of the cycle's size wherever the cache holds larger samples (crop > 1) or the
+    # window's scale is jittered; else whole samples, as the cache holds them.
+    cropped = run.train_cache.size != cfg.size or cfg.crop_jitter > 0
+    crop = Crop(cfg.size, cfg.crop_jitter) if cropped else None
     data = CachedImages(
-        run.train_cache, rows, run.y_train, augment=True, seed=cfg.seed, epoch=epoch
+        run.train_cache, rows, run.y_train, augment=True, seed=cfg.seed, epoch=epoch, crop=crop
     )
     return DataLoader(
         data,

@@ -41,7 +41,8 @@ def check_resumable(
                 )
         return
     saved = {**state["config"], "init": state.get("init", state["config"].get("init") or "")}
-    saved.setdefault("pool", "avg")  # written before the pooling could be chosen: average
+    # Written before these could be chosen: average pooling, whole samples.
+    saved = {"pool": "avg", "crop": 1.0, "crop_jitter": 0.0, **saved}
     for key, value in {**cfg.result_fields(), "init": init}.items():
         if saved.get(key) != value:
             raise ArtifactError(
