@@ -79,3 +79,40 @@ def test_resampling_table_on_the_real_labels():
     assert rows["25 Cytosol"][5].strip() == "-21%" and rows["25 Cytosol"][7].strip() == "-50%"
     for rare in ("8 Peroxisomes", "27 Rods & rings"):
         assert rows[rare][5].strip() == rows[rare][7].strip() == "+0%"
+
+
+def test_levers_pairs_each_arm_with_the_baseline_seed_by_seed(tmp_path, capsys):
+    """bench.decisions.levers: the paired difference is taken seed by seed (an arm whose runs
+    are the baseline's in another order differs though its mean is the same), and a folder
+    without a finished run's summary is named."""
+    from bench.decisions import levers
+
+    def runs(name: str, figures: list[float]) -> str:
+        folders = []
+        for i, f in enumerate(figures):
+            folder = tmp_path / f"{name}{i}"
+            folder.mkdir()
+            doc = {"ensemble": {"crossfit_macro_f1": f, "macro_f1_at_0.5": f / 2}}
+            (folder / "last_summary.json").write_text(json.dumps(doc))
+            folders.append(str(folder))
+        return ",".join(folders)
+
+    base = runs("b", [0.10, 0.20, 0.30])
+    better = runs("x", [0.12, 0.21, 0.29])
+    shuffled = runs("s", [0.30, 0.10, 0.20])
+    assert (
+        levers.main(["--arm", f"base={base}", "--arm", f"x={better}", "--arm", f"s={shuffled}"])
+        == 0
+    )
+    rows = {
+        line.split("|")[1].strip(): line.split("|") for line in capsys.readouterr().out.splitlines()
+    }
+    assert rows["base"][2].strip() == "0.2000 +- 0.1000" and rows["base"][3].strip() == "0"
+    assert rows["x"][3].strip() == "+0.0067 +- 0.0153" and rows["x"][4].strip() == "2 of 3"
+    mean, sd = rows["s"][3].split("+-")
+    assert rows["s"][2].strip() == "0.2000 +- 0.1000" and abs(float(mean)) < 1e-4
+    assert sd.strip() == "0.1732"  # seed by seed: +0.2, -0.1, -0.1
+    assert rows["x"][5].strip() == "0.1033 +- 0.0425"
+    (tmp_path / "b1" / "last_summary.json").write_text("{}")
+    with pytest.raises(SystemExit, match=r"b1/last_summary.json: not a finished run's summary"):
+        levers.main(["--arm", f"base={base}"])

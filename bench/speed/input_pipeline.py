@@ -25,6 +25,7 @@ from bench import ROOT
 from bench.speed.train_speed import DecodedImages  # the decode-every-time dataset
 from protloc.classes import CHANNELS, NUM_CLASSES
 from protloc.data.cache import build_cache
+from protloc.data.crops import Crop
 from protloc.data.dataset import CachedImages
 from protloc.data.identity import DataListing
 from protloc.data.transforms import normalize
@@ -32,6 +33,7 @@ from protloc.data.transforms import normalize
 REAL = ROOT / "tests" / "data" / "hpa" / "real_channels"
 LABELLED = 31_072  # samples in the Kaggle train.csv
 MEAN, STD = torch.full((4,), 0.08), torch.full((4,), 0.12)
+CROP, CROP_JITTER = 1.5, 0.1
 
 
 def real_root(tmp: str) -> tuple[str, list[str]]:
@@ -67,6 +69,7 @@ class InputFigures:
     decode_per_s: float  # yardstick: decode + resize + D4 + normalise, per sample
     cache_per_s: float  # ours: cache row + D4 + normalise
     cache_uint8_per_s: float  # ours as the GPU loader delivers it (normalised on the GPU)
+    crop_uint8_per_s: float  # random crops (crop 1.5, jitter 0.1) of the same cache, uint8
     build_per_s: float  # cache build, samples/s on one thread
     bytes_per_sample: int
 
@@ -88,11 +91,17 @@ def measure(root: str, ids: list[str], size: int, cache_dir: str, seconds: float
     def cached(i: int) -> torch.Tensor:
         return normalize(data[i][None], MEAN, STD)
 
+    # The 2018 winner's ratio: 1024-px crops of 1536-px samples, each window resized (jitter).
+    crops = CachedImages(
+        cache, np.arange(len(ids)), augment=True, crop=Crop(round(size / CROP), CROP_JITTER)
+    )
+
     return InputFigures(
         size=size,
         decode_per_s=decode_per_s,
         cache_per_s=rate(cached, len(ids), seconds),
         cache_uint8_per_s=rate(data.__getitem__, len(ids), seconds),
+        crop_uint8_per_s=rate(crops.__getitem__, len(ids), seconds),
         build_per_s=build,
         bytes_per_sample=cache.path.stat().st_size // len(cache),
     )
@@ -111,13 +120,14 @@ def main() -> None:
     args = p.parse_args()
     print(
         f"{'size':>5} {'decode/s':>9} {'cache/s':>8} {'ratio':>7} {'cache uint8/s':>14} "
-        f"{'build/s':>8} {'GB for 31,072':>14}"
+        f"{'build/s':>8} {'GB for 31,072':>14} {'crops uint8/s':>14}"
     )
     for f in run([int(s) for s in args.sizes.split(",")], args.seconds):
         print(
             f"{f.size:>5} {f.decode_per_s:>9.1f} {f.cache_per_s:>8.1f} "
             f"{f.cache_per_s / f.decode_per_s:>6.1f}x {f.cache_uint8_per_s:>14.1f} "
-            f"{f.build_per_s:>8.1f} {f.bytes_per_sample * LABELLED / 1e9:>14.2f}"
+            f"{f.build_per_s:>8.1f} {f.bytes_per_sample * LABELLED / 1e9:>14.2f} "
+            f"{f.crop_uint8_per_s:>14.1f}"
         )
 
 

@@ -75,6 +75,14 @@ def input_rows(seconds: float) -> tuple[list[Row], float]:
                 _goal(delivered),
             ),
             Row(
+                f"input {f.size} px: random crops of {round(f.size / input_pipeline.CROP)} px "
+                f"(crop {input_pipeline.CROP:g}, jitter {input_pipeline.CROP_JITTER:g}), uint8",
+                f"{f.cache_uint8_per_s:,.1f} (whole samples)",
+                f"{f.crop_uint8_per_s:,.1f}",
+                _x(f.crop_uint8_per_s / f.cache_uint8_per_s),
+                "the crops' cost per core",
+            ),
+            Row(
                 f"cache build {f.size} px, samples/s per core; disk for 31,072 samples",
                 f"{f.decode_per_s:,.1f} (decoding alone)",
                 f"{f.build_per_s:,.1f}; {f.bytes_per_sample * input_pipeline.LABELLED / 1e9:.2f} GB",
