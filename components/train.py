@@ -89,7 +89,7 @@ def train(
         seed: random seed of the split, sampling, augmentation and initialisation; in [0, 4294967295]; default 0.
         dropout: dropout before the classifier; in [0, 1); default 0.5.
         jitter: intensity jitter per channel (+- share); in [0, 1); default 0.1.
-        crop: train on random crops of the cycle's size cut from the samples at crop x its size (capped at the store's size, the schedule's largest); 1: whole samples (the paper); validation and inference always see whole samples; in [1, 4]; default 1.0.
+        crop: train on random crops of the cycle's size cut from the samples at crop x its size (capped at the store's size, the schedule's largest; above 1 needs a store); 1: whole samples (the paper); validation and inference always see whole samples; in [1, 4]; default 1.0.
         crop_jitter: scale jitter of the training crops: a window's side is the cycle's size times a factor drawn in [1 - j, 1 + j] (capped at the sample), resized to the cycle's size; in [0, 0.5]; default 0.0.
         pretrained: torchvision ImageNet state dict of the arch (local or a bucket URI) for the first cycle; empty: from scratch; default ''.
         workers: data loader and image-decoding processes (0: decode in the main process); in [0, 256]; default 8.

@@ -254,8 +254,8 @@ class TrainConfig(StepConfig):
     crop: float = param(
         1.0,
         "train on random crops of the cycle's size cut from the samples at crop x its size "
-        "(capped at the store's size, the schedule's largest); 1: whole samples (the paper); "
-        "validation and inference always see whole samples",
+        "(capped at the store's size, the schedule's largest; above 1 needs a store); 1: whole "
+        "samples (the paper); validation and inference always see whole samples",
         low=1,
         high=4,
     )

@@ -13,6 +13,7 @@ from protloc.data.cache import ImageCache
 from protloc.data.crops import Crop, random_crop, source_size
 from protloc.data.dataset import CachedImages
 from protloc.data.transforms import D4_SIZE, d4
+from protloc.errors import ConfigError
 
 
 def _sample(side: int, seed: int = 0) -> np.ndarray:
@@ -69,8 +70,17 @@ def test_the_source_size_is_crop_times_the_size_capped_at_the_store():
     assert source_size(80, 1.5, 128) == 120
     assert source_size(96, 1.5, 128) == 128
     assert source_size(128, 1.5, 128) == 128
-    assert source_size(80, 2.0, None) == 160
     assert source_size(80, 1.0, 128) == 80
+    assert source_size(80, 1.0, None) == 80
+    # A store below the cycle's size is not a cap: the store refuses the size where it is read.
+    assert source_size(512, 1.0, 256) == 512
+    assert source_size(512, 1.25, 256) == 512
+
+
+def test_a_crop_without_a_store_is_refused_naming_the_setting():
+    """Decoding at crop x size would upscale past the images' own size where a store stops."""
+    with pytest.raises(ConfigError, match=r"crop 1\.5 .*pass a store, or set crop 1"):
+        source_size(80, 1.5, None)
 
 
 def _cache(tmp_path, side: int, n: int = 6) -> ImageCache:
@@ -105,23 +115,29 @@ def test_items_cropped_from_a_larger_cache_are_the_size_and_reproducible(tmp_pat
 def test_a_cycle_with_crops_trains_on_windows_of_larger_samples(
     tiny_data, tiny_split, tmp_path, cache_dir, caplog
 ):
-    """crop 1.2 at 80 px: the training cache holds 96-px samples, validation 80-px ones, and
-    the cycle trains and validates to finite figures."""
-    from protloc.config import TrainConfig
+    """crop 1.5 at 80 px from a 96-px store: the windows come from 96-px samples (120 capped at
+    the store), validation sees 80-px ones, and the cycle trains and validates to finite
+    figures."""
+    from protloc.config import PrepareConfig, TrainConfig
     from protloc.data.identity import DataListing
+    from protloc.data.store import open_store
+    from protloc.steps.data import prepare_step
     from protloc.train.cycle import train_cycle
 
     from .conftest import TEST_ARCH
 
+    prepare_step(PrepareConfig(store_size=96, extra_sizes="80", workers=2),
+                 data_root=str(tiny_data), split=str(tiny_split), out=str(tmp_path / "store"))  # fmt: skip
     cfg = TrainConfig(
-        size=80, batch_size=8, epochs=1, workers=0, arch=TEST_ARCH, crop=1.2, crop_jitter=0.2
+        size=80, batch_size=8, epochs=1, workers=0, arch=TEST_ARCH, crop=1.5, crop_jitter=0.2
     )
     with caplog.at_level(logging.INFO, logger="protloc"):
         metrics = train_cycle(
             cfg,
             str(tiny_split / "manifest.parquet"),
             DataListing(str(tiny_data)),
-            out=str(tmp_path),
+            store=open_store(str(tmp_path / "store")),
+            out=str(tmp_path / "cycle"),
         )
     assert "random 80-px crops of 96-px samples, window side +- 0.2" in caplog.text
     caches = [json.loads(p.read_text()) for p in cache_dir.glob("*.json")]
@@ -130,3 +146,40 @@ def test_a_cycle_with_crops_trains_on_windows_of_larger_samples(
     n_val = int((manifest["fold"] == "val").sum())
     assert sizes == [(80, n_val), (96, len(manifest) - n_val)]
     assert np.isfinite(metrics["history"][0]["loss"])
+
+
+def test_a_checkpoint_is_resumed_only_with_the_crop_it_was_trained_with():
+    """Crops change what a cycle trains on: a checkpoint of other crop settings is refused, and
+    one written before crops existed counts as crop 1, no jitter."""
+    from protloc.config import TrainConfig
+    from protloc.errors import ArtifactError
+    from protloc.train.resume import check_resumable
+
+    def cfg(**kw):
+        return TrainConfig(size=80, batch_size=8, epochs=1, **kw)
+
+    old = cfg().to_dict()
+    for key in ("crop", "crop_jitter", "pool"):
+        old.pop(key)
+    state = {"config": old, "init": ""}
+    check_resumable(state, cfg(), "", None, "ck.pt")  # the defaults: the same cycle
+    with pytest.raises(ArtifactError, match=r"ck\.pt holds a cycle with crop=1\.0, .* crop=1\.25"):
+        check_resumable(state, cfg(crop=1.25), "", None, "ck.pt")
+    with pytest.raises(ArtifactError, match=r"crop_jitter=0\.0, this run asks crop_jitter=0\.1"):
+        check_resumable(state, cfg(crop_jitter=0.1), "", None, "ck.pt")
+
+
+def test_each_rank_draws_the_transform_one_process_gives_the_same_draw(tmp_path):
+    """Rank r holds every world-th draw from r on; its i-th item is draw i x world + r, with that
+    draw's D4 transform and window, not the i-th item's of every other rank."""
+    cache = _cache(tmp_path, 24, n=8)
+    rows = np.arange(8)
+    crop = Crop(16, 0.2)
+    one = CachedImages(cache, rows, augment=True, seed=3, epoch=1, crop=crop)
+    ranks = [
+        CachedImages(cache, rows[r::2], augment=True, seed=3, epoch=1, crop=crop, rank=r, world=2)
+        for r in range(2)
+    ]
+    for r in range(2):
+        for i in range(4):
+            assert np.array_equal(ranks[r][i].numpy(), one[i * 2 + r].numpy())

@@ -16,6 +16,7 @@ import numpy as np
 from PIL import Image
 
 from protloc.data.hpa import resize_channel
+from protloc.errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -28,9 +29,20 @@ class Crop:
 
 def source_size(size: int, crop: float, store_size: int | None) -> int:
     """The side of the samples a cycle at ``size`` px with ``crop`` cuts its windows from:
-    round(crop x size), capped at the store's size where a store serves them."""
-    side = round(crop * size)
-    return min(side, store_size) if store_size is not None else side
+    round(crop x size), capped at the store's size (never below ``size``: a store smaller than
+    the cycle is refused where it is read, not upscaled here).
+
+    Without a store, ``crop`` above 1 is refused: decoding the images at crop x size would
+    upscale them past their own size where a store stops, so training would depend on
+    whether a store is used."""
+    if store_size is None:
+        if crop > 1:
+            raise ConfigError(
+                f"crop {crop:g} cuts windows from samples larger than the cycle's {size} px, "
+                "which come from a prepared store: pass a store, or set crop 1"
+            )
+        return size
+    return min(round(crop * size), max(size, store_size))
 
 
 def random_crop(x: np.ndarray, crop: Crop, rng: np.random.Generator) -> np.ndarray:

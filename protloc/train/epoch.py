@@ -2,8 +2,8 @@
 
 SGD with momentum, the learning rate annealed per optimizer step (cosine, ``lr_max`` ->
 ``lr_min`` over the whole cycle), gradient clipping by the configured norm, a fresh per-epoch
-sample list from the manifest's weights, D4 augmentation and intensity jitter. On CUDA: bf16
-autocast and channels_last.
+sample list from the manifest's weights, D4 augmentation (and random crops, ``crop`` > 1 or
+``crop_jitter`` > 0) and intensity jitter. On CUDA: bf16 autocast and channels_last.
 """
 
 from __future__ import annotations
@@ -90,7 +90,15 @@ def _loader(run: Run, cfg: TrainConfig, epoch: int, n_epoch: int) -> DataLoader:
     cropped = run.train_cache.size != cfg.size or cfg.crop_jitter > 0
     crop = Crop(cfg.size, cfg.crop_jitter) if cropped else None
     data = CachedImages(
-        run.train_cache, rows, run.y_train, augment=True, seed=cfg.seed, epoch=epoch, crop=crop
+        run.train_cache,
+        rows,
+        run.y_train,
+        augment=True,
+        seed=cfg.seed,
+        epoch=epoch,
+        crop=crop,
+        rank=run.d.rank,
+        world=run.d.world,
     )
     return DataLoader(
         data,
