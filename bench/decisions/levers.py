@@ -11,7 +11,9 @@ run of the same position (seed), in how many seeds it is ahead, and macro F1 at 
 
 Result (docs/method.md, "Crops and pooling"; three seeds of the demo, 2 vCPUs, no GPU,
 2026-12-03): defaults 0.1588 +- 0.0333; crop 1.25 with jitter 0.1 -0.0175 +- 0.0223 and pool
-avgmax -0.0249 +- 0.0261 against them, each ahead in 1 of 3. No default changed.
+avgmax -0.0249 +- 0.0261 against them, each ahead in 1 of 3; on the same CPU, 2026-12-04
+("Architectures"), efficientnet_b0 -0.0017 +- 0.0163 (1 of 3) and densenet121 +0.0368 +- 0.0417
+(2 of 3). No default changed.
 """
 
 from __future__ import annotations
