@@ -2,8 +2,10 @@
 
     split -> prepare -> train cycle 1 -> ... -> train cycle K -> infer -> thresholds -> submit
     with --folds F: split -> prepare -> F x (train cycles -> infer) -> collect -> thresholds -> submit
+    with --recipes FILE: split -> prepare -> R x (the chain, or F folds and collect) -> compare
+                         -> thresholds -> submit (the best recipes' ensemble)
 
-python pipeline.py compile [-o pipeline.yaml] [--schedule 221:48:6,...]
+python pipeline.py compile [-o pipeline.yaml] [--schedule 221:48:6,...] [--recipes FILE]
 python pipeline.py local   [--data-root URI] [--alpha A] [--schedule ...] [--root runs/local]
                            [--runner subprocess|docker]
 python pipeline.py submit  --host URL --data-root s3://... [--experiment NAME] [--namespace NS]
@@ -36,6 +38,7 @@ from protloc.errors import ConfigError, ProtlocError
 from protloc.folders import ERROR, PAGE, SUBMISSION
 from protloc.params import Param
 from protloc.process import exit_on_sigterm, setup_logging
+from protloc.recipes import Recipe, read_recipes
 from protloc.redact import redact_url
 from protloc.report.summary import format_summary, run_summary, step_time
 from protloc.steps import (
@@ -52,6 +55,7 @@ ROOT = Path(__file__).resolve().parent
 # Ranks per train and infer task: fixed at compile time like the schedule (the pods' GPU
 # request), defined once in the train config.
 GPUS = next(p for p in TrainConfig.params() if p.name == "gpus")
+TRAIN_ARCH = next(p for p in TrainConfig.params() if p.name == "arch")
 # K-fold chains (1: the holdout), fixed at compile time like the schedule: the DAG's shape.
 FOLDS = next(p for p in SplitConfig.params() if p.name == "folds")
 # The embedded default's small data: rare = under 10 samples, no loader processes on a laptop's
@@ -100,28 +104,22 @@ def build_pipeline(
     folds: int = 1,
     parallel: int = 0,
     cache: bool = True,
+    recipes: list[Recipe] | None = None,
 ):
     """The pipeline function for this schedule, with ``gpus`` ranks in each train and infer
     task and ``folds`` chains of cycles (1: the holdout; F: a ParallelFor over the folds, then
-    collect). ``placement`` (a cluster's settings) adds the Kubernetes settings (GPUs, node
-    selector, toleration, /dev/shm, S3 secret, pull secret, retries), which kfp.local would only
-    warn about; None: for kfp.local."""
+    collect); with ``recipes``, a ParallelFor over them (each its chain or folds), then
+    compare, whose best recipes' ensemble the last steps read. ``placement`` (a cluster's
+    settings) adds the Kubernetes settings (GPUs, node selector, toleration, /dev/shm, S3
+    secret, pull secret, retries), which kfp.local would only warn about; None: for kfp.local."""
     from kfp import dsl
-    from kfp.dsl import Artifact, Dataset, Model
 
     img = cluster.images((placement or cluster.Placement()).image)
     version = code_version()
     ops = {n: component(n, img["gpu" if s.gpu else "cpu"]) for n, s in STEPS.items()}
     # In the GPU image: the check that it runs this code happens before any GPU pod starts.
     fingerprint_op = component("fingerprint", img["gpu"])
-    params = pipeline_params()
-    kinds = {"Artifact": Artifact, "Dataset": Dataset, "Model": Model}
-    gather = "infer" if folds == 1 else "collect"
-    producers = ("split", "prepare", gather, "thresholds", "submit", "bundle")  # Outputs' order
-    returns = NamedTuple(
-        "Outputs",
-        [(f, kinds[STEPS[p].output]) for f, p in zip(Outputs._fields, producers, strict=True)],
-    )
+    params = run_params(recipes)
 
     def place(task, name: str, display: str):
         step = STEPS[name]
@@ -156,7 +154,7 @@ def build_pipeline(
         )
         place(store, "prepare", "prepare: decode every sample once (stored at every size)")
 
-        def chain(fold: Any, where: str, inside: dict[str, Any]):
+        def chain(fold: Any, where: str, inside: dict[str, Any], recipe: Any):
             """One chain of cycles and its infer task (of one fold, or of the holdout)."""
             previous = None
             for i, c in enumerate(schedule):
@@ -166,6 +164,7 @@ def build_pipeline(
                     **_settings("train", v),
                     cycle=i,
                     fold=fold,
+                    recipe=recipe,
                     gpus=gpus,
                     **c.to_dict(),
                     **({"previous": previous.outputs["out"]} if previous is not None else {}),
@@ -180,65 +179,151 @@ def build_pipeline(
                 **inside,
                 **_settings("infer", v),
                 fold=fold,
+                recipe=recipe,
                 gpus=gpus,
             )
             return place(p, "infer", f"infer: ensemble of {len(schedule)} snapshots{where}")
 
-        if folds == 1:
-            p = chain(-1, "", common)
-        else:
-            # kfp.local (2.17) hands a ParallelFor's tasks the loop item in place of an outer
-            # task's output parameter: there the chains get no fingerprint to check (their
-            # inputs, split's and prepare's artifacts, still change with the data, so the
-            # cache is keyed right); a cluster's backend passes it.
-            inside = common if placement is not None else {**common, "data_fingerprint": ""}
-            at_once = parallel or cluster.parallel_folds(gpus)
+        # kfp.local (2.17) hands a ParallelFor's tasks the loop item in place of an outer
+        # task's output parameter: there the chains get no fingerprint to check (their
+        # inputs, split's and prepare's artifacts, still change with the data, so the
+        # cache is keyed right); a cluster's backend passes it.
+        in_loop = common if placement is not None else {**common, "data_fingerprint": ""}
+        at_once = parallel or cluster.parallel_folds(gpus)
+        _, recipes_at_once = chains_at_once(folds, len(recipes or []), at_once)
+
+        def predictions(recipe: Any, where: str):
+            """The chain of the holdout, or the folds' chains and collect."""
+            if folds == 1:
+                return chain(-1, where, in_loop if recipes else common, recipe)
             with dsl.ParallelFor(items=list(range(folds)), parallelism=at_once) as fold:
-                per_fold = chain(fold, ", one fold", inside)
-            p = ops["collect"](
+                per_fold = chain(fold, f"{where}, one fold", in_loop, recipe)
+            c = ops["collect"](
                 split=s.outputs["out"],
                 predictions=dsl.Collected(per_fold.outputs["out"]),
                 code_version=version,
             )
-            place(p, "collect", f"collect: {folds} folds' out-of-fold and test predictions")
-        th = ops["thresholds"](
-            split=s.outputs["out"],
-            predictions=p.outputs["out"],
-            code_version=version,
-            **_settings("thresholds", v),
-        )
-        place(th, "thresholds", "thresholds")
-        sub = ops["submit"](predictions=p.outputs["out"], thresholds=th.outputs["out"], **common)
-        place(sub, "submit", "submit")
-        model = ops["bundle"](
-            predictions=p.outputs["out"], thresholds=th.outputs["out"], code_version=version
-        )
-        place(model, "bundle", "bundle: the model to apply to new images")
+            return place(c, "collect", f"collect: {folds} folds' out-of-fold and test predictions")
+
+        if not recipes:
+            p = predictions("", "")
+        else:
+            items = [r.to_json() for r in recipes]
+            with dsl.ParallelFor(items=items, parallelism=recipes_at_once) as r:
+                per_recipe = predictions(r, ", one recipe")
+            p = ops["compare"](
+                split=s.outputs["out"],
+                predictions=dsl.Collected(per_recipe.outputs["out"]),
+                code_version=version,
+                **_settings("compare", v),
+            )
+            place(p, "compare", f"compare: {len(recipes)} recipes, the best ones' ensemble")
+        th, sub, model = _last_steps(ops, place, s, p, common, _settings("thresholds", v))
         return Outputs(*(t.outputs["out"] for t in (s, store, p, th, sub, model)))
 
-    protloc.__signature__ = _signature(params, returns)
+    gather = "compare" if recipes else "infer" if folds == 1 else "collect"
+    protloc.__signature__ = _signature(params, _returns(gather))
     shape = format_schedule(schedule) + (f", {folds} folds" if folds > 1 else "")
+    shape += f", recipes {', '.join(r.name for r in recipes)}" if recipes else ""
     protloc.__doc__ = f"protloc {__version__}: {shape}\n\nArgs:\n" + "\n".join(
         f"    {p.name}: {p.description()}" for p in params
     )
     return dsl.pipeline(name=PIPELINE_NAME, description=f"protloc {__version__}: {shape}")(protloc)
 
 
+def _last_steps(
+    ops: dict[str, Any], place: Any, split: Any, p: Any, common: dict[str, Any], settings: dict
+) -> tuple[Any, Any, Any]:
+    """Thresholds, submit and bundle on the predictions task ``p`` (infer, collect or
+    compare)."""
+    version = common["code_version"]
+    th = ops["thresholds"](
+        split=split.outputs["out"], predictions=p.outputs["out"], code_version=version, **settings
+    )
+    place(th, "thresholds", "thresholds")
+    sub = ops["submit"](predictions=p.outputs["out"], thresholds=th.outputs["out"], **common)
+    place(sub, "submit", "submit")
+    model = ops["bundle"](
+        predictions=p.outputs["out"], thresholds=th.outputs["out"], code_version=version
+    )
+    place(model, "bundle", "bundle: the model to apply to new images")
+    return th, sub, model
+
+
+def _returns(gather: str) -> Any:
+    """The pipeline's outputs as KFP reads them: Outputs' fields, each typed by its producer's
+    output (``gather``: the step whose predictions the last steps read)."""
+    from kfp.dsl import Artifact, Dataset, Model
+
+    kinds = {"Artifact": Artifact, "Dataset": Dataset, "Model": Model}
+    producers = ("split", "prepare", gather, "thresholds", "submit", "bundle")  # Outputs' order
+    return NamedTuple(
+        "Outputs",
+        [(f, kinds[STEPS[p].output]) for f, p in zip(Outputs._fields, producers, strict=True)],
+    )
+
+
 # ----------------------------------------------------------------------------- compile, local, submit
 
 
+# Pipeline parameters only a --recipes run has (the compare step's own).
+RECIPE_PARAMS = ("best",)
+
+
+def run_params(recipes: list[Recipe] | None) -> list:
+    """The pipeline's parameters: every one, less the compare step's without recipes."""
+    return [p for p in pipeline_params() if recipes or p.name not in RECIPE_PARAMS]
+
+
+def chains_at_once(folds: int, recipes: int, at_once: int) -> tuple[int, int]:
+    """(fold chains of one recipe, recipes) that run at once within ``at_once`` chains: every
+    fold loop takes up to ``at_once`` folds, the recipes share what is left."""
+    per_recipe = min(folds, at_once) if folds > 1 else 1
+    return per_recipe, max(1, min(recipes, at_once // per_recipe))
+
+
+def check_pretrained(values: dict[str, Any], recipes: list[Recipe]) -> None:
+    """Refuse a recipe that changes the network of a run that starts from ImageNet weights:
+    the weights are the run's arch's (a recipe cannot set its own)."""
+    if not values.get("pretrained"):
+        return
+    run_arch = values.get("arch", TRAIN_ARCH.default)
+    for r in recipes:
+        if r.settings.get("arch", run_arch) != run_arch:
+            raise ConfigError(
+                f"{r.source}: recipe {r.name!r} sets arch {r.settings['arch']}, but the run "
+                f"starts from --pretrained {values['pretrained']}, weights of its arch: a "
+                "recipe cannot set pretrained, so a recipe that changes the network trains "
+                "from scratch (run it without --pretrained, or as its own run)"
+            )
+
+
 def arguments(
-    values: dict[str, Any], schedule: list[Cycle], gpus: int = 1, folds: int = 1
+    values: dict[str, Any],
+    schedule: list[Cycle],
+    gpus: int = 1,
+    folds: int = 1,
+    recipes: list[Recipe] | None = None,
 ) -> dict[str, Any]:
     """Every pipeline parameter's value (defaults filled in), checked by the steps' configs
-    before anything runs; a bad value is a ConfigError naming it. The data fingerprint is not
-    one: the DAG's first task takes it where the data is read."""
-    step_configs(
-        values,
-        [{**c.to_dict(), "cycle": i, "gpus": gpus} for i, c in enumerate(schedule)],
-        folds,
-    )
-    return {p.name: values.get(p.name, p.default) for p in pipeline_params()}
+    before anything runs, with each recipe's settings too; a bad value is a ConfigError naming
+    it (and the recipe). The data fingerprint is not one: the DAG's first task takes it where
+    the data is read."""
+    cycles = [{**c.to_dict(), "cycle": i, "gpus": gpus} for i, c in enumerate(schedule)]
+    step_configs(values, cycles, folds)
+    for r in recipes or []:
+        try:
+            step_configs({**values, **r.settings}, cycles, folds)
+        except ConfigError as exc:
+            raise ConfigError(f"{r.source}: recipe {r.name!r}: {exc}") from None
+    best = values.get("best", 1)
+    if recipes and best > len(recipes):
+        source = recipes[0].source
+        raise ConfigError(f"--best {best}: the recipes file {source} has {len(recipes)} recipes")
+    if not recipes and "best" in values:
+        raise ConfigError("--best chooses among the recipes of --recipes FILE; give the file")
+    check_pretrained(values, recipes or [])
+    return {p.name: values.get(p.name, p.default) for p in run_params(recipes)}
 
 
 def compile_pipeline(
@@ -249,9 +334,10 @@ def compile_pipeline(
     folds: int = 1,
     parallel: int = 0,
     cache: bool = True,
+    recipes: list[Recipe] | None = None,
 ) -> str:
     """Write the cluster pipeline's IR YAML (``placement``: default GPU settings if None;
-    ``gpus`` per train and infer task; ``folds`` chains)."""
+    ``gpus`` per train and infer task; ``folds`` chains; ``recipes`` compared)."""
     from kfp import compiler
 
     try:
@@ -259,7 +345,9 @@ def compile_pipeline(
     except OSError as exc:
         raise ConfigError(f"-o {path}: cannot create its folder ({exc.strerror})") from None
     compiler.Compiler().compile(
-        build_pipeline(schedule, placement or cluster.Placement(), gpus, folds, parallel, cache),
+        build_pipeline(
+            schedule, placement or cluster.Placement(), gpus, folds, parallel, cache, recipes
+        ),
         package_path=path,
     )
     return path
@@ -276,13 +364,14 @@ def run_local(
     gpus: int = 1,
     folds: int = 1,
     parallel: int = 0,
+    recipes: list[Recipe] | None = None,
 ) -> dict:
     """Run the whole DAG through kfp.local, cache on: each task a process in this environment
     (``subprocess``), or in the project's images (``docker``, what a cluster runs); returns the
     summary (also written to ``{root}/last_summary.json``)."""
     from kfp import local
 
-    args = arguments(values, schedule, gpus=gpus, folds=folds)
+    args = arguments(values, schedule, gpus=gpus, folds=folds, recipes=recipes)
     root_path = Path(root).resolve()
     try:
         root_path.mkdir(parents=True, exist_ok=True)
@@ -292,7 +381,10 @@ def run_local(
         raise ConfigError(f"--root {root}: cannot create it ({exc.strerror})") from None
     before = {p.name for p in root_path.iterdir()}
     # The folds' tasks run at once on this machine: each sizes its threads to its share.
-    at_once = min(folds, parallel or cluster.parallel_folds(gpus)) if folds > 1 else 1
+    per_recipe, recipes_at_once = chains_at_once(
+        folds, len(recipes or []), parallel or cluster.parallel_folds(gpus)
+    )
+    at_once = per_recipe * (recipes_at_once if recipes else 1)
     before_env = os.environ.get(TASKS_ENV)
     os.environ[TASKS_ENV] = str(at_once)
     label = ""  # the docker runner's containers carry it; stopped if the run ends early
@@ -311,7 +403,7 @@ def run_local(
     )
     t0 = time.perf_counter()
     try:
-        task = build_pipeline(schedule, None, gpus, folds, parallel)(**args)
+        task = build_pipeline(schedule, None, gpus, folds, parallel, recipes=recipes)(**args)
     except RuntimeError as exc:  # kfp.local: "... Inner task failed: 'train-2'."
         new = [root_path / p for p in {p.name for p in root_path.iterdir()} - before]
         raise _step_failure(str(exc), new) from None
@@ -349,6 +441,8 @@ def local_summary(outputs: dict[str, Path], new_runs: list[Path], wall: float) -
         st["ran"] = any(st["folder"].startswith(str(run)) for run in new_runs)
     # The last cycle's page shows the curves of the whole chain.
     folders = (outputs["split"], Path(summary["cycles"][-1]["folder"]), outputs["thresholds"])
+    # a --recipes run's compare step has a page too (infer and collect have none)
+    folders += (outputs["predictions"],) if (outputs["predictions"] / PAGE).is_file() else ()
     return {
         **summary,
         "steps": steps,
@@ -382,13 +476,14 @@ def submit_run(
     gpus: int = 1,
     folds: int = 1,
     parallel: int = 0,
+    recipes: list[Recipe] | None = None,
 ) -> str:
     """Compile the DAG and start a run of it on the KFP backend ``remote`` names (login,
     upload, caching, run name: ``components.remote``); returns the run's id. Nothing of the
     data is read here: the run's first task takes the data fingerprint in the cluster."""
     import tempfile
 
-    args = arguments(values, schedule, gpus=gpus, folds=folds)
+    args = arguments(values, schedule, gpus=gpus, folds=folds, recipes=recipes)
     with tempfile.TemporaryDirectory(prefix="protloc-submit-") as tmp:
         path = compile_pipeline(
             schedule,
@@ -398,6 +493,7 @@ def submit_run(
             folds,
             parallel,
             cache=remote.cache,
+            recipes=recipes,
         )
         return start_remote(remote, path, args)
 
@@ -606,6 +702,14 @@ def parser() -> argparse.ArgumentParser:
             continue
         add_param(q, GPUS)
         q.add_argument(
+            "--recipes",
+            default="",
+            metavar="FILE",
+            help="a YAML list of named recipes, each the train and infer settings it changes "
+            "(docs/recipes.md): each trains its own chain (or folds), a compare step ranks them "
+            "by cross-fit macro F1, and the ensemble of the best --best is the run's",
+        )
+        q.add_argument(
             "--max-parallel-folds",
             type=int,
             default=0,
@@ -660,6 +764,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"--max-parallel-folds must be in [1, {int(FOLDS.spec.high)}] (0: the default), "
                 f"got {parallel}"
             )
+        recipes = read_recipes(args.recipes) if args.recipes else None
         placement = None
         if args.command in ("compile", "submit"):
             placement = cluster.Placement.from_flags(
@@ -672,11 +777,18 @@ def main(argv: list[str] | None = None) -> int:
                 args.scratch_storage_class,
             )
         if args.command == "compile":
-            path = compile_pipeline(schedule, args.output, placement, gpus, folds, parallel)
+            path = compile_pipeline(
+                schedule, args.output, placement, gpus, folds, parallel, recipes=recipes
+            )
             print(f"wrote {path} ({format_schedule(schedule)})")
         elif args.command == "local":
             # Every value is checked before the demo data is made or anything runs.
-            arguments({**given, "data_root": args.data_root or "(demo)"}, schedule, folds=folds)
+            arguments(
+                {**given, "data_root": args.data_root or "(demo)"},
+                schedule,
+                folds=folds,
+                recipes=recipes,
+            )
             if args.data_root is None:
                 given = demo_values(given)
                 given["data_root"] = ensure_demo_data(
@@ -684,7 +796,9 @@ def main(argv: list[str] | None = None) -> int:
                 )
             else:
                 given["data_root"] = args.data_root
-            summary = run_local(schedule, given, args.root, args.runner, gpus, folds, parallel)
+            summary = run_local(
+                schedule, given, args.root, args.runner, gpus, folds, parallel, recipes
+            )
             print(format_summary(summary))
         else:
             remote = Remote(
@@ -708,6 +822,7 @@ def main(argv: list[str] | None = None) -> int:
                 gpus,
                 folds,
                 parallel,
+                recipes,
             )
             print(
                 f"started run {run_id} in experiment {args.experiment!r} on {redact_url(args.host)}"

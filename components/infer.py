@@ -33,6 +33,7 @@ def infer(
     data_fingerprint: str = "",
     tta: int = 8,
     fold: int = -1,
+    recipe: str = "",
     infer_batch_size: int = 64,
     workers: int = 8,
     cache_dir: str = "",
@@ -48,6 +49,7 @@ def infer(
         data_fingerprint: fingerprint of the data root's labels and image listing (and of the external roots' and the pretrained weights' bytes), the output of the DAG's fingerprint task (empty: not checked); part of every data-reading task's cache key, so data or weights changed under the same URI are never served from cache; default ''.
         tta: D4 transforms averaged per image; in [1, 8]; default 8.
         fold: the fold this chain of cycles holds out and predicts (K-fold runs: 0..F-1, set by the DAG); -1: the split's holdout; in [-1, 19]; default -1.
+        recipe: the recipe this task runs, as JSON {name, settings} (set by the DAG of a `--recipes` run: its settings replace the run's); empty: the run's settings; default ''.
         infer_batch_size: images per forward pass; in [1, 4096]; default 64.
         workers: data loader and image-decoding processes (0: decode in the main process); in [0, 256]; default 8.
         cache_dir: image cache folder; empty: $PROTLOC_CACHE_DIR, else a temporary folder; default ''.

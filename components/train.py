@@ -37,6 +37,7 @@ def train(
     data_fingerprint: str = "",
     cycle: int = 0,
     fold: int = -1,
+    recipe: str = "",
     lr_max: float = 0.2,
     lr_min: float = 0.0005,
     momentum: float = 0.9,
@@ -76,6 +77,7 @@ def train(
         epochs: epochs of this cycle (one cosine annealing); in [1, 10000].
         cycle: index of this cycle in the schedule (0 = first); in [0, 1000]; default 0.
         fold: the fold this chain of cycles holds out and predicts (K-fold runs: 0..F-1, set by the DAG); -1: the split's holdout; in [-1, 19]; default -1.
+        recipe: the recipe this task runs, as JSON {name, settings} (set by the DAG of a `--recipes` run: its settings replace the run's); empty: the run's settings; default ''.
         lr_max: learning rate at the start of each cycle; in (0, 10]; default 0.2.
         lr_min: learning rate at the end of each cycle (<= lr_max); in [0, 10]; default 0.0005.
         momentum: SGD momentum; in [0, 1); default 0.9.

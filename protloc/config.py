@@ -2,8 +2,9 @@
 
 No torch, no kfp: the pipeline reads these at compile time. CLI flags, KFP component inputs and
 pipeline parameters are derived from them (see ``protloc.params``). A name used by two steps
-(``seed``, ``workers``, ``cache_dir``, ``gpus``) is one concept and one pipeline parameter: both steps build
-the field with the same function below, and the contract test checks they agree.
+(``seed``, ``workers``, ``cache_dir``, ``gpus``, ``method``) is one concept and one pipeline
+parameter: both steps build the field with the same function (``protloc.fields``), and the
+contract test checks they agree.
 """
 
 from __future__ import annotations
@@ -11,83 +12,18 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from protloc import fields as F
 from protloc.architectures import ARCHITECTURES, MIN_SIZE, POOLINGS
 from protloc.errors import ConfigError
 from protloc.losses import LossExpressions
 from protloc.params import StepConfig, param
 from protloc.setting_lists import check_ensemble_spec, external_roots
-from protloc.threshold_methods import ALPHA_HELP, AlphaChoices, MethodChoices
 
 NORM_TYPES = {"l2": 2.0, "l1": 1.0, "inf": math.inf}
-MAX_SEED = 2**32 - 1  # numpy's and iterstrat's seed range
 
 MAX_SIZE = 4096
-
-
-def _seed():
-    return param(
-        0,
-        "random seed of the split, sampling, augmentation and initialisation",
-        low=0,
-        high=MAX_SEED,
-    )
-
-
-def _workers():
-    return param(
-        8,
-        "data loader and image-decoding processes (0: decode in the main process)",
-        low=0,
-        high=256,
-        result=False,
-    )
-
-
-def _gpus():
-    return param(
-        1,
-        "processes this task runs, one per GPU of its node (on a machine without GPUs: gloo "
-        "ranks on the CPU); a compile-time setting (`pipeline.py compile --gpus N`)",
-        low=1,
-        high=16,
-        scope="task",
-    )
-
-
-MAX_FOLDS = 20
-
-
-def _fold():
-    return param(
-        -1,
-        "the fold this chain of cycles holds out and predicts (K-fold runs: 0..F-1, set by the "
-        "DAG); -1: the split's holdout",
-        low=-1,
-        high=MAX_FOLDS - 1,
-        scope="task",
-    )
-
-
-def _infer_batch_size():
-    return param(64, "images per forward pass", low=1, high=4096)
-
-
 LR_SCALINGS = ("none", "linear", "sqrt")
 RESAMPLINGS = ("class", "sample")
-
-
-def _skip_bad():
-    return param(
-        False,
-        "leave unreadable samples out (listed in the step's output) instead of stopping",
-        result=False,
-    )
-
-
-def _cache_dir():
-    return param(
-        "", "image cache folder; empty: $PROTLOC_CACHE_DIR, else a temporary folder", result=False
-    )
 
 
 @dataclass(frozen=True)
@@ -102,7 +38,7 @@ class SplitConfig(StepConfig):
         low_open=True,
         high_open=True,
     )
-    seed: int = _seed()
+    seed: int = F.seed_field()
     folds: int = param(
         1,
         "1: a stratified holdout of val_fraction (the paper); F >= 2: every labelled sample in "
@@ -110,7 +46,7 @@ class SplitConfig(StepConfig):
         "thresholds on the out-of-fold predictions; a compile-time setting "
         "(`pipeline.py compile --folds F`)",
         low=1,
-        high=MAX_FOLDS,
+        high=F.MAX_FOLDS,
         scope="task",
     )
     external: str = param(
@@ -181,8 +117,8 @@ class PrepareConfig(StepConfig):
     # 512 samples at 512 px are 512 MiB: a pod holds a few while it resizes, and a test set of
     # 11,702 samples is 23 shards to fetch in parallel.
     shard_samples: int = param(512, "samples per store shard", low=1, high=10**6)
-    workers: int = _workers()
-    skip_bad: bool = _skip_bad()
+    workers: int = F.workers_field()
+    skip_bad: bool = F.skip_bad_field()
 
     def sizes(self) -> tuple[int, ...]:
         """The extra sizes as numbers (checked when the config is made)."""
@@ -225,7 +161,8 @@ class TrainConfig(StepConfig):
     cycle: int = param(
         0, "index of this cycle in the schedule (0 = first)", low=0, high=1000, scope="task"
     )
-    fold: int = _fold()
+    fold: int = F.fold_field()
+    recipe: str = F.recipe_field()
     # measured: bench/decisions/learnability.py, soft F1 (docs/method.md)
     lr_max: float = param(
         0.2, "learning rate at the start of each cycle", low=0, high=10, low_open=True
@@ -246,7 +183,7 @@ class TrainConfig(StepConfig):
     pool: str = param("avg", "global pooling before the classifier", choices=POOLINGS)
     loss: str = param("soft_f1", "training loss", choices=LossExpressions())
     focal_gamma: float = param(2.0, "focal loss's gamma (0: BCE)", low=0, high=10)
-    seed: int = _seed()
+    seed: int = F.seed_field()
     dropout: float = param(0.5, "dropout before the classifier", low=0, high=1, high_open=True)
     jitter: float = param(
         0.1, "intensity jitter per channel (+- share)", low=0, high=1, high_open=True
@@ -271,9 +208,9 @@ class TrainConfig(StepConfig):
         "torchvision ImageNet state dict of the arch (local or a bucket URI) for the first "
         "cycle; empty: from scratch",
     )
-    workers: int = _workers()
-    cache_dir: str = _cache_dir()
-    gpus: int = _gpus()
+    workers: int = F.workers_field()
+    cache_dir: str = F.cache_dir_field()
+    gpus: int = F.gpus_field()
     # With N ranks the global batch is N x batch_size. sqrt by default: the SGDR cycles restart
     # at lr_max with no warm-up, and the linear rule (Goyal et al. 2017) needs one at large N.
     lr_scaling: str = param(
@@ -295,7 +232,7 @@ class TrainConfig(StepConfig):
         high=10_000,
         result=False,
     )
-    skip_bad: bool = _skip_bad()
+    skip_bad: bool = F.skip_bad_field()
     work_root: str = param(
         "",
         "durable folder (s3://, gs://, az://) for per-epoch checkpoints so a retried pod resumes; "
@@ -316,16 +253,32 @@ class InferConfig(StepConfig):
     """The infer step: snapshot ensemble with test-time augmentation."""
 
     tta: int = param(8, "D4 transforms averaged per image", low=1, high=8)
-    fold: int = _fold()
-    infer_batch_size: int = _infer_batch_size()
-    workers: int = _workers()
-    cache_dir: str = _cache_dir()
-    gpus: int = _gpus()
+    fold: int = F.fold_field()
+    recipe: str = F.recipe_field()
+    infer_batch_size: int = F.infer_batch_size_field()
+    workers: int = F.workers_field()
+    cache_dir: str = F.cache_dir_field()
+    gpus: int = F.gpus_field()
 
 
 @dataclass(frozen=True)
 class CollectConfig(StepConfig):
     """The collect step (K-fold runs) has no settings: it gathers the folds' predictions."""
+
+
+@dataclass(frozen=True)
+class CompareConfig(StepConfig):
+    """The compare step of a ``--recipes`` run: the recipes ranked, the best ones' ensemble."""
+
+    method: str = F.method_field()
+    alpha: str = F.alpha_field()
+    best: int = param(
+        1,
+        "recipes whose ensemble the thresholds, submission and bundle use: the best by "
+        "cross-fit macro F1 (a `--recipes` run)",
+        low=1,
+        high=64,
+    )
 
 
 @dataclass(frozen=True)
@@ -348,18 +301,17 @@ class PredictConfig(StepConfig):
         "in the images folder",
         scope="task",
     )
-    infer_batch_size: int = _infer_batch_size()
-    workers: int = _workers()
-    cache_dir: str = _cache_dir()
+    infer_batch_size: int = F.infer_batch_size_field()
+    workers: int = F.workers_field()
+    cache_dir: str = F.cache_dir_field()
 
 
 @dataclass(frozen=True)
 class ThresholdsConfig(StepConfig):
     """The thresholds step: how the 28 decision thresholds are chosen on the held-out rows."""
 
-    method: str = param("per_class", "how the thresholds are chosen", choices=MethodChoices())
-    # Chosen by the 2-fold cross-fit of bench/decisions/threshold_alpha.py (docs/method.md).
-    alpha: str = param("0.1", f"per_class's {ALPHA_HELP}", choices=AlphaChoices())
+    method: str = F.method_field()
+    alpha: str = F.alpha_field()
     ensemble: str = param(
         "all",
         "snapshots the ensemble averages: all, last:K (the last K cycles) or cycles:I,J,... "
@@ -381,6 +333,7 @@ CONFIGS: dict[str, type[StepConfig]] = {
     "train": TrainConfig,
     "infer": InferConfig,
     "collect": CollectConfig,
+    "compare": CompareConfig,
     "thresholds": ThresholdsConfig,
     "submit": SubmitConfig,
     "bundle": BundleConfig,

@@ -38,6 +38,8 @@ SNAPSHOTS = "snapshots.json"  # also infer's and collect's: the snapshots behind
 CURVES = "training_curves.png"
 # infer, collect, predict
 PREDICTIONS = "predictions.parquet"
+# compare (a --recipes run; its predictions.parquet and snapshots.json are those of infer)
+COMPARE = "compare.json"
 # thresholds
 THRESHOLDS = "thresholds.json"
 THRESHOLD_CURVES = "threshold_curves.png"
@@ -50,7 +52,7 @@ BUNDLE = "bundle.json"
 # predict
 LABELS = "labels.csv"
 # every step
-PAGE = "report.html"  # a step's result page (split, train, thresholds)
+PAGE = "report.html"  # a step's result page (split, train, compare, thresholds)
 TIMING = "timing.json"  # written last: the completion marker
 ERROR = "error.txt"  # a failed KFP task's one-line error
 LOCK = ".protloc.lock"

@@ -69,6 +69,8 @@ class Norm(Artifact):
 
 class BundleSnapshot(Artifact):
     name: Name
+    arch: Name | None = None  # format 3; formats 1 and 2: the bundle's arch and pool
+    pool: Name | None = None
     file: Annotated[str, Field(pattern=r"^snapshots/[^/]+\.pt$")]
     size: Annotated[int, Field(gt=0)]
     norm: Norm
@@ -81,7 +83,7 @@ class BundleDoc(Artifact):
     """``bundle.json`` (the bundle step; read by predict)."""
 
     format: Annotated[int, Field(ge=1)]
-    arch: Name
+    arch: Name | None = None  # formats 1 and 2 (format 3 records it per snapshot)
     class_names: list[str]
     tta: Tta
     thresholds: Thresholds
@@ -95,12 +97,44 @@ class CycleSnapshots(Artifact):
     snapshots: Annotated[list[Name], Field(min_length=1)]
 
 
+class RecipeDoc(Artifact):
+    """A recipe of a ``--recipes`` run (``protloc.recipes``): its name and the settings it sets."""
+
+    name: Name
+    settings: dict[str, Any]
+
+
+class RankedRecipe(Artifact):
+    name: Name
+    rank: Annotated[int, Field(ge=1)]
+    chosen: bool
+    settings: dict[str, Any]
+    macro_f1_crossfit: Score
+    macro_f1_at_0_5: Score = Field(alias="macro_f1_at_0.5")
+    per_class_f1: Annotated[list[Score], Field(min_length=NUM_CLASSES, max_length=NUM_CLASSES)]
+
+
+class CompareEnsemble(Artifact):
+    recipes: Annotated[list[Name], Field(min_length=1)]
+    macro_f1_crossfit: Score
+
+
+class CompareDoc(Artifact):
+    """``compare.json`` (the compare step of a ``--recipes`` run): the recipes, best first."""
+
+    method: Name
+    best: Annotated[int, Field(ge=1)]
+    recipes: Annotated[list[RankedRecipe], Field(min_length=1)]
+    ensemble: CompareEnsemble
+
+
 class PredictionSnapshots(CycleSnapshots):
     """Infer's and collect's ``snapshots.json``: the snapshots behind the predictions."""
 
     val_macro_f1_at_0_5: dict[str, Score] = Field(default_factory=dict, alias="val_macro_f1_at_0.5")
     tta: Tta | None = None
     infer_folders: list[Name] | None = None
+    recipe: RecipeDoc | None = None  # the recipe of a --recipes run's chain (or its folds)
 
 
 class CycleMetrics(Artifact):

@@ -167,7 +167,7 @@ def test_local_tells_its_tasks_how_many_run_at_once(tmp_path, monkeypatch):
     monkeypatch.setenv(cpus.TASKS_ENV, "1")  # recorded, so restored after the test
     seen = {}
 
-    def fake_build(schedule, placement, gpus, folds, parallel, cache=True):
+    def fake_build(schedule, placement, gpus, folds, parallel, cache=True, recipes=None):
         seen["env"] = __import__("os").environ.get(cpus.TASKS_ENV)
         raise RuntimeError("stop here")
 

@@ -551,7 +551,7 @@ def test_the_bundle_applied_to_images_gives_the_runs_labels(local_runs, tiny_dat
     shutil.copytree(tiny_data / "test", images)
     write_hpav18(ROOT / "tests" / "data" / "hpa", images, "hpav18-sample", size=192)
     bundle = json.loads((Path(first["model"]) / "bundle.json").read_text())
-    assert bundle["format"] == 2 and [s["size"] for s in bundle["snapshots"]] == [80, 96]
+    assert bundle["format"] == 3 and [s["size"] for s in bundle["snapshots"]] == [80, 96]
     assert bundle["tta"] == 2 and len(bundle["class_names"]) == 28
     out = tmp_path / "pred"
     proc = run_python(
@@ -584,18 +584,22 @@ def test_a_bundle_this_protloc_cannot_apply_is_refused_naming_what_differs(local
 
     first, _, _ = local_runs
     newer = FORMAT + 1
+
+    def network(doc: dict) -> dict:  # the first snapshot's, which format 3 records
+        return {"snapshots": [{**doc["snapshots"][0], "arch": "resnet18"}, *doc["snapshots"][1:]]}
+
     for change, message in [
-        ({"format": newer},
+        (lambda doc: {"format": newer},
          rf"bundle format {newer} was written by a newer protloc .* reads formats up to {FORMAT}"),
-        ({"arch": "resnet18"}, r"architecture is 'resnet18', this protloc applies inception_v3, "),
-        ({"class_names": ["Nucleoplasm", "Mitochondria", *["x"] * 26]},
+        (network, r"architecture is 'resnet18', this protloc applies inception_v3, "),
+        (lambda doc: {"class_names": ["Nucleoplasm", "Mitochondria", *["x"] * 26]},
          r"class 1 is 'Mitochondria' in the bundle, 'Nuclear membrane' here"),
-        ({"class_names": ["a"] * 19}, "the bundle has 19 classes, this protloc has 28"),
+        (lambda doc: {"class_names": ["a"] * 19}, "the bundle has 19 classes, this protloc has 28"),
     ]:  # fmt: skip
         folder = tmp_path / f"b{len(list(tmp_path.iterdir()))}"
         shutil.copytree(first["model"], folder)
         doc = json.loads((folder / "bundle.json").read_text())
-        (folder / "bundle.json").write_text(json.dumps({**doc, **change}))
+        (folder / "bundle.json").write_text(json.dumps({**doc, **change(doc)}))
         with pytest.raises(ArtifactError, match=message):
             read_bundle(str(folder))
     folder = tmp_path / "tampered"
@@ -631,7 +635,7 @@ def test_kfp_local_run_with_its_data_and_checkpoints_on_gcs(tiny_data, gs_bucket
     sub = pd.read_csv(summary["submission"], dtype=str)
     assert list(sub["Id"]) == read_test_ids(str(tiny_data / "sample_submission.csv"))
     bundle = json.loads((Path(summary["model"]) / "bundle.json").read_text())
-    assert (bundle["arch"], bundle["pool"]) == ("efficientnet_b0", "avgmax")
+    assert {(e["arch"], e["pool"]) for e in bundle["snapshots"]} == {("efficientnet_b0", "avgmax")}
     run = Path(summary["submission"]).parents[2]
     metrics = json.loads((run / "train" / "out" / "metrics.json").read_text())
     assert metrics["config"]["loss"] == "focal:0.5+lovasz:0.5"

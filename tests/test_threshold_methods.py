@@ -116,7 +116,7 @@ def test_the_prior_is_the_training_rows_of_a_holdout_and_every_row_of_k_folds():
     import pandas as pd
 
     from protloc.data.manifest import COMPETITION, Manifest
-    from protloc.evaluate.thresholds import _training_prior
+    from protloc.evaluate.thresholds import training_prior
 
     frame = pd.DataFrame(
         {
@@ -127,10 +127,10 @@ def test_the_prior_is_the_training_rows_of_a_holdout_and_every_row_of_k_folds():
             "source": [COMPETITION, COMPETITION, COMPETITION, "ext"],
         }
     )
-    prior = _training_prior(Manifest(frame, {}))
+    prior = training_prior(Manifest(frame, {}))
     assert prior[0] == 1.0 and prior[1] == 0.0 and prior[2] == 0.5  # the held-out rows unseen
     kfold = frame.assign(fold_index=[0, 0, 1, 1])
-    assert list(_training_prior(Manifest(kfold, {}))[:3]) == [2 / 3, 1 / 3, 1 / 3]
+    assert list(training_prior(Manifest(kfold, {}))[:3]) == [2 / 3, 1 / 3, 1 / 3]
 
 
 @pytest.mark.parametrize(

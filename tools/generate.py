@@ -186,16 +186,17 @@ def _registry_lines() -> list[str]:
     """Each registry a setting draws its choices from, with every entry's help."""
     from protloc.registry import Registry
 
-    lines: list[str] = []
-    seen: set[int] = set()
+    users: dict[int, tuple[str, Registry, list[str]]] = {}  # registry -> setting, steps
     for step in STEPS.values():
         for p in step.config.params():
             reg = getattr(p.spec.choices, "registry", p.spec.choices)  # a loss sum's names
-            if isinstance(reg, Registry) and id(reg) not in seen:
-                seen.add(id(reg))
-                lines += [f"`{p.name}` ({step.name}):", ""]
-                lines += [f"- `{e.name}`: {e.help}" for e in reg.entries()]
-                lines.append("")
+            if isinstance(reg, Registry):
+                users.setdefault(id(reg), (p.name, reg, []))[2].append(step.name)
+    lines: list[str] = []
+    for name, reg, steps in users.values():
+        lines += [f"`{name}` ({', '.join(steps)}):", ""]
+        lines += [f"- `{e.name}`: {e.help}" for e in reg.entries()]
+        lines.append("")
     return lines
 
 

@@ -1,16 +1,18 @@
 """The model bundle: everything needed to apply a trained run to new images, in one folder.
 
 ```
-bundle.json              format version, architecture, class names, code version, the decision
-                         rule, TTA, thresholds (and their method, alpha, the ensemble choice), and per snapshot:
-                         its file, image size, normalisation, cycle, fold, SHA-256
+bundle.json              format version, class names, code version, the decision rule, TTA,
+                         thresholds (and their method, alpha, the ensemble choice), and per
+                         snapshot: its file, network (architecture and pooling), image size,
+                         normalisation, cycle, fold, SHA-256
 snapshots/{name}.pt      each chosen snapshot's final checkpoint, byte for byte
 ```
 
 Writing a bundle needs no torch (the bundle step runs on the CPU image): sizes and
 normalisation come from each cycle's ``metrics.json``. Reading one checks what this protloc
-can apply: a format it knows (older formats stay readable), its architecture and its class list,
-each named when it differs, and each snapshot file's SHA-256.
+can apply: a format it knows (older formats stay readable), its architectures and its class
+list, each named when it differs, and each snapshot file's SHA-256. The snapshots may be of
+several networks (a ``--recipes`` run's best recipes).
 """
 
 from __future__ import annotations
@@ -32,8 +34,8 @@ from protloc.version import code_version
 log = logging.getLogger(__name__)
 
 # Raise when bundle.json changes in a way older readers cannot follow (2: the network's pooling,
-# which a format-1 reader would build as average pooling).
-FORMAT = 2
+# which a format-1 reader would build as average pooling; 3: the network per snapshot).
+FORMAT = 3
 DECISION = "a class is predicted when its probability is above its threshold; an image with none above gets its most probable class"
 
 
@@ -69,6 +71,7 @@ def write_bundle(
     and write bundle.json."""
     entries = []
     for name, (uri, metrics) in snapshots.items():
+        arch, pool = _network(uri, metrics)
         if not metrics.get("norm"):
             raise ArtifactError(
                 f"{uri}: its cycle's metrics have no normalisation (a cycle trained by an older "
@@ -80,6 +83,8 @@ def write_bundle(
         entries.append(
             {
                 "name": name,
+                "arch": arch,
+                "pool": pool,
                 "file": file,
                 "size": int(metrics["size"]),
                 "norm": metrics["norm"],
@@ -89,11 +94,8 @@ def write_bundle(
                 "val_macro_f1_at_0.5": _val_f1(uri, metrics),
             }
         )
-    arch, pool = _network(snapshots)
     doc = {
         "format": FORMAT,
-        "arch": arch,
-        "pool": pool,
         "class_names": list(CLASS_NAMES),
         "protloc_version": __version__,
         "code_version": code_version(),
@@ -109,9 +111,9 @@ def write_bundle(
     }
     schemas.write(BundleDoc, storage.join(out, BUNDLE), doc)
     log.info(
-        "bundle of %d snapshot(s) (%s px), TTA %d, in %s",
+        "bundle of %d snapshot(s) (%s), TTA %d, in %s",
         len(entries),
-        ", ".join(str(e["size"]) for e in entries),
+        ", ".join(f"{e['arch']} {e['size']} px" for e in entries),
         tta,
         out,
     )
@@ -127,31 +129,26 @@ def _val_f1(uri: str, metrics: dict[str, Any]) -> Any:
     return val.get("macro_f1_at_0.5")
 
 
-def _network(snapshots: dict[str, tuple[str, dict[str, Any]]]) -> tuple[str, str]:
-    """(architecture, pooling) of the one registered network the snapshots' cycles trained
-    (their metrics' config; a config without ``pool`` was trained with average pooling)."""
-    networks = set()
-    for uri, metrics in snapshots.values():
-        config = metrics.get("config") or {}
-        if not isinstance(config, dict):
-            where = storage.join(uri.rsplit("/", 1)[0], METRICS)
-            raise ArtifactError(f"{where}: config must be an object, got {config!r}")
-        arch = config.get("arch")
-        if arch not in ARCHITECTURES:
-            raise ArtifactError(
-                f"{uri}: its cycle's metrics name no architecture this protloc builds "
-                f"(config.arch {arch!r}); retrain it to bundle it"
-            )
-        pool = config.get("pool", "avg")
-        if pool not in POOLINGS:
-            raise ArtifactError(
-                f"{uri}: its cycle's metrics name no pooling this protloc builds "
-                f"(config.pool {pool!r}); retrain it to bundle it"
-            )
-        networks.add((arch, pool))
-    if len(networks) != 1:
-        raise ArtifactError(f"the snapshots are of several networks ({sorted(networks)})")
-    return networks.pop()
+def _network(uri: str, metrics: dict[str, Any]) -> tuple[str, str]:
+    """(architecture, pooling) of the registered network a snapshot's cycle trained (its
+    metrics' config; a config without ``pool`` was trained with average pooling)."""
+    config = metrics.get("config") or {}
+    if not isinstance(config, dict):
+        where = storage.join(uri.rsplit("/", 1)[0], METRICS)
+        raise ArtifactError(f"{where}: config must be an object, got {config!r}")
+    arch = config.get("arch")
+    if arch not in ARCHITECTURES:
+        raise ArtifactError(
+            f"{uri}: its cycle's metrics name no architecture this protloc builds "
+            f"(config.arch {arch!r}); retrain it to bundle it"
+        )
+    pool = config.get("pool", "avg")
+    if pool not in POOLINGS:
+        raise ArtifactError(
+            f"{uri}: its cycle's metrics name no pooling this protloc builds "
+            f"(config.pool {pool!r}); retrain it to bundle it"
+        )
+    return arch, pool
 
 
 def read_bundle(uri: str) -> Bundle:
@@ -169,11 +166,16 @@ def read_bundle(uri: str) -> Bundle:
             f"({doc.get('protloc_version', '?')}); this protloc {__version__} reads formats up "
             f"to {FORMAT}"
         )
-    if doc.get("arch") not in ARCHITECTURES:
-        raise ArtifactError(
-            f"{where}: the bundle's architecture is {doc.get('arch')!r}, this protloc applies "
-            f"{', '.join(ARCHITECTURES)}"
-        )
+    entries = doc.get("snapshots") if isinstance(doc.get("snapshots"), list) else []
+    archs = (
+        [doc.get("arch")] if fmt < 3 else [e.get("arch") for e in entries if isinstance(e, dict)]
+    )
+    for arch in archs:
+        if arch not in ARCHITECTURES:
+            raise ArtifactError(
+                f"{where}: the bundle's architecture is {arch!r}, this protloc applies "
+                f"{', '.join(ARCHITECTURES)}"
+            )
     names = doc.get("class_names")
     if not isinstance(names, list) or names != list(CLASS_NAMES):
         if not isinstance(names, list) or len(names) != NUM_CLASSES:

@@ -8,6 +8,7 @@ folds x snapshots (fold -1). The thresholds and submit steps read it like a hold
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any
 
@@ -141,7 +142,12 @@ def run_collect(
         )
     scores[P.ENSEMBLE] = f1
     tta = {doc.get("tta") for doc in chains.values()}
+    recipes = {json.dumps(doc.get("recipe"), sort_keys=True) for doc in chains.values()}
+    if len(recipes) > 1:
+        raise ArtifactError(f"the folds' chains are of different recipes: {sorted(recipes)}")
+    recipe = json.loads(recipes.pop())
     return {
+        **({"recipe": recipe} if recipe else {}),
         "snapshots": snapshots,
         "val_macro_f1_at_0.5": scores,
         "tta": tta.pop() if len(tta) == 1 else None,

@@ -1,4 +1,5 @@
-"""Which snapshots the ensemble averages (no torch): ``all``, ``last:K`` or ``cycles:I,J,...``.
+"""Which snapshots the ensemble averages (no torch): ``all``, ``last:K`` or ``cycles:I,J,...``
+(with recipes, those cycles of every recipe).
 
 Infer keeps every snapshot's predictions, so choosing the ensemble is a cheap last step: the
 thresholds step averages the chosen snapshots' rows, fits on them and records the choice in
@@ -16,20 +17,22 @@ from protloc.errors import ArtifactError, ConfigError
 from protloc.evaluate import predictions as P
 from protloc.setting_lists import check_ensemble_spec
 
-_NAME_RE = re.compile(r"^(?:fold(\d+)_)?cycle(\d+)_(\d+)px$")
+_NAME_RE = re.compile(r"^(?:[a-z][a-z0-9-]*\.)?(?:fold(\d+)_)?cycle(\d+)_(\d+)px$")
 
 
-def snapshot_name(cycle: int, size: int, fold: int = -1) -> str:
-    """'cycle{I}_{S}px' (a holdout run), 'fold{F}_cycle{I}_{S}px' (a chain of a K-fold run):
-    unique within a run; ``cycle`` counts from 0 as the train step's does."""
-    return f"{f'fold{fold}_' if fold >= 0 else ''}cycle{cycle}_{size}px"
+def snapshot_name(cycle: int, size: int, fold: int = -1, recipe: str = "") -> str:
+    """'cycle{I}_{S}px' (a holdout run), 'fold{F}_cycle{I}_{S}px' (a chain of a K-fold run),
+    each after '{recipe}.' in a ``--recipes`` run: unique within a run; ``cycle`` counts from 0
+    as the train step's does."""
+    fold_part = f"fold{fold}_" if fold >= 0 else ""
+    return f"{f'{recipe}.' if recipe else ''}{fold_part}cycle{cycle}_{size}px"
 
 
 def cycle_of(name: str) -> int:
-    """The 1-based cycle number of a snapshot name ('fold0_cycle2_128px' -> 3)."""
+    """The 1-based cycle number of a snapshot name ('dense.fold0_cycle2_128px' -> 3)."""
     found = _NAME_RE.match(name)
     if not found:
-        raise ArtifactError(f"snapshot name {name!r} is not [fold<k>_]cycle<i>_<size>px")
+        raise ArtifactError(f"snapshot name {name!r} is not [<recipe>.][fold<k>_]cycle<i>_<size>px")
     return int(found.group(2)) + 1
 
 

@@ -30,6 +30,7 @@ from protloc.folders import PREDICTIONS
 from protloc.model.checkpoint import load_checkpoint, pooling
 from protloc.model.inference import predict
 from protloc.model.network import create_model, load_weights
+from protloc.recipes import recipe_name
 from protloc.storage import join
 
 log = logging.getLogger(__name__)
@@ -37,7 +38,10 @@ log = logging.getLogger(__name__)
 
 def name_of(state: dict) -> str:
     """A checkpoint's snapshot name (see :func:`protloc.evaluate.ensemble.snapshot_name`)."""
-    return snapshot_name(state["cycle"], state["size"], state["config"].get("fold", -1))
+    config = state["config"]
+    return snapshot_name(
+        state["cycle"], state["size"], config.get("fold", -1), recipe_name(config.get("recipe", ""))
+    )
 
 
 def gather(d: Dist, mine: dict) -> list[dict] | None:

@@ -168,14 +168,14 @@ def run_thresholds(
         t0 = time.perf_counter()
         every = read_predictions(predictions_uri)
         manifest = read_manifest(manifest_uri)
-        rows, chosen, val = _fitting_rows(
+        rows, chosen, val = fitting_rows(
             every, cfg.ensemble, predictions_uri, manifest, manifest_uri
         )
         y = labels_to_matrix(val.set_index("id").loc[rows["id"], "labels"])
         probs = probabilities(rows)
         test = ensemble_rows(every, "test", chosen)
         target = probabilities(test) if len(test) else probs
-        report = thresholds_report(probs, y, cfg, _training_prior(manifest), target)
+        report = thresholds_report(probs, y, cfg, training_prior(manifest), target)
         report["ensemble"] = {"choice": cfg.ensemble, "snapshots": chosen}
         truth = val.set_index("id")["labels"]
         report["snapshots"] = snapshot_scores(every, truth, snapshot_names(every), report["alpha"])
@@ -194,7 +194,7 @@ def run_thresholds(
     return report
 
 
-def _training_prior(manifest: Manifest) -> np.ndarray:
+def training_prior(manifest: Manifest) -> np.ndarray:
     """Each class's share of positives among the competition's training images (external data,
     unlike the test images, may be drawn otherwise). With K folds every labelled image is held
     out by some fold, so the prior is that of all of them."""
@@ -208,7 +208,7 @@ def _training_prior(manifest: Manifest) -> np.ndarray:
     return labels_to_matrix(frame.loc[rows, "labels"]).mean(axis=0)
 
 
-def _fitting_rows(
+def fitting_rows(
     every: pd.DataFrame, ensemble: str, predictions_uri: str, manifest: Manifest, manifest_uri: str
 ) -> tuple[pd.DataFrame, list[str], pd.DataFrame]:
     """(the chosen ensemble's validation rows, the chosen snapshots, the manifest's held-out

@@ -34,6 +34,13 @@ def infer_scalars(scores: dict[str, float]) -> dict[str, float]:
     return {f"{name}_val_macro_f1_at_0.5": float(f1) for name, f1 in scores.items()}
 
 
+def compare_scalars(ranking: dict[str, Any]) -> dict[str, float]:
+    """Each recipe's and the best recipes' ensemble's cross-fit macro F1."""
+    out = {f"{r['name']}_macro_f1_crossfit": r["macro_f1_crossfit"] for r in ranking["recipes"]}
+    out["ensemble_macro_f1_crossfit"] = ranking["ensemble"]["macro_f1_crossfit"]
+    return {k: float(v) for k, v in out.items()}
+
+
 def thresholds_scalars(report: dict[str, Any]) -> dict[str, float]:
     """The run's macro F1 by 2-fold cross-fit (the honest figure), fitted in-sample and at 0.5,
     every method's cross-fit, the alpha used, and every class's F1 at its threshold."""

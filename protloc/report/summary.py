@@ -1,7 +1,7 @@
 """A run's summary: per-cycle and ensemble F1 and step times, as a dict and as Markdown.
 
-Read from the folders a finished run left: the infer step's ``snapshots.json`` leads to every
-cycle's folder (``metrics.json``, ``timing.json``), the thresholds step's ``thresholds.json``
+Read from the folders a finished run left: the infer step's ``snapshots.json`` (a ``--recipes``
+run: the compare step's, beside its ranking ``compare.json``) leads to every cycle's folder (``metrics.json``, ``timing.json``), the thresholds step's ``thresholds.json``
 holds the ensemble's figures. The submit step writes the Markdown as ``summary.md`` (the KFP
 UI's run summary); ``pipeline.py local`` adds the split and submit steps, which ran and which
 came from cache, and the wall time, prints it and writes the dict to ``last_summary.json``.
@@ -12,8 +12,9 @@ from __future__ import annotations
 from typing import Any
 
 from protloc import schemas, storage
-from protloc.folders import METRICS, SNAPSHOTS, THRESHOLDS, TIMING, cycle_folder
-from protloc.schemas import PredictionSnapshots, ThresholdsDoc
+from protloc.folders import COMPARE, METRICS, SNAPSHOTS, THRESHOLDS, TIMING, cycle_folder
+from protloc.recipes import recipe_name
+from protloc.schemas import CompareDoc, PredictionSnapshots, ThresholdsDoc
 
 
 def _json(folder: str, name: str) -> dict[str, Any]:
@@ -31,20 +32,24 @@ def step_time(name: str, folder: str) -> dict[str, Any]:
     }
 
 
-def run_summary(predictions: str, thresholds: str) -> dict[str, Any]:
-    """Per-cycle F1 (each snapshot's ``metrics.json``), the ensemble's F1 at 0.5, at the fitted
-    thresholds and cross-fitted, and the times of the cycles, infer and thresholds."""
-    doc = schemas.read(PredictionSnapshots, storage.join(predictions, SNAPSHOTS)).model_dump(
+def _snapshots(folder: str) -> dict[str, Any]:
+    """An infer, collect or compare folder's ``snapshots.json``."""
+    return schemas.read(PredictionSnapshots, storage.join(folder, SNAPSHOTS)).model_dump(
         by_alias=True, exclude_none=True
     )
-    snapshots = doc["snapshots"]
+
+
+def _cycles(snapshots: list[str]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Each snapshot's cycle (its ``metrics.json``) and its train step's time."""
     cycles, steps = [], []
     for uri in snapshots:
         folder = cycle_folder(uri)
         metrics = _json(folder, METRICS)
         fold = metrics.get("fold", -1)
+        recipe = recipe_name((metrics.get("config") or {}).get("recipe", ""))
         cycles.append(
             {
+                "recipe": recipe,
                 "fold": fold,
                 "cycle": metrics["cycle"] + 1,
                 "size": metrics["size"],
@@ -53,15 +58,41 @@ def run_summary(predictions: str, thresholds: str) -> dict[str, Any]:
                 "folder": folder,
             }
         )
-        where = f" (fold {fold})" if fold >= 0 else ""
+        of = ([recipe] if recipe else []) + ([f"fold {fold}"] if fold >= 0 else [])
+        where = f" ({', '.join(of)})" if of else ""
         steps.append(step_time(f"train cycle {metrics['cycle'] + 1}{where}", folder))
-    if "infer_folders" in doc:  # a K-fold run: each fold's infer, then collect
-        steps += [
-            step_time(f"infer (fold {k})", folder) for k, folder in enumerate(doc["infer_folders"])
-        ]
-        steps.append(step_time("collect", predictions))
+    return cycles, steps
+
+
+def _gathering(folder: str, doc: dict[str, Any], recipe: str) -> list[dict[str, Any]]:
+    """The times of the infer step (of each fold, then collect) behind a predictions folder."""
+    of = f" ({recipe})" if recipe else ""
+    if "infer_folders" not in doc:
+        return [step_time(f"infer{of}", folder)]
+    infers = [
+        step_time(f"infer ({recipe + ', ' if recipe else ''}fold {k})", f)
+        for k, f in enumerate(doc["infer_folders"])
+    ]
+    return [*infers, step_time(f"collect{of}", folder)]
+
+
+def run_summary(predictions: str, thresholds: str) -> dict[str, Any]:
+    """Per-cycle F1 (each snapshot's ``metrics.json``), the ensemble's F1 at 0.5, at the fitted
+    thresholds and cross-fitted, and the times of the cycles, infer and thresholds."""
+    doc = _snapshots(predictions)
+    cycles, steps = _cycles(doc["snapshots"])
+    ranking = None
+    if storage.exists(storage.join(predictions, COMPARE)):  # a --recipes run
+        ranking = schemas.read(CompareDoc, storage.join(predictions, COMPARE)).model_dump(
+            by_alias=True
+        )
+        steps = []  # every recipe's, the ones outside the ensemble too
+        for r in ranking["recipes"]:
+            own = _snapshots(r["folder"])
+            steps += _cycles(own["snapshots"])[1] + _gathering(r["folder"], own, r["name"])
+        steps.append(step_time("compare", predictions))
     else:
-        steps.append(step_time("infer", predictions))
+        steps += _gathering(predictions, doc, "")
     steps.append(step_time("thresholds", thresholds))
     thr = schemas.read(ThresholdsDoc, storage.join(thresholds, THRESHOLDS)).model_dump(
         by_alias=True
@@ -76,6 +107,7 @@ def run_summary(predictions: str, thresholds: str) -> dict[str, Any]:
             "crossfit_macro_f1": thr["macro_f1_crossfit"],
         },
         "steps": steps,
+        **({"recipes": ranking["recipes"], "best": ranking["best"]} if ranking else {}),
     }
 
 
@@ -85,20 +117,42 @@ def _method(e: dict[str, Any]) -> str:
     return f"{method}, alpha {e['alpha']:g}" if method == "per_class" else method
 
 
+def _recipes_table(s: dict[str, Any]) -> list[str]:
+    """A --recipes run's ranking (none otherwise)."""
+    if not s.get("recipes"):
+        return []
+    out = [
+        f"Recipes ranked by cross-fit macro F1 of their held-out predictions; the ensemble of "
+        f"the best {s['best']} is the run's:",
+        "",
+        "| rank | recipe | settings | cross-fit macro F1 | at 0.5 |",
+        "|---:|:---|:---|---:|---:|",
+    ]
+    for r in s["recipes"]:
+        settings = ", ".join(f"{k}={v}" for k, v in sorted(r["settings"].items())) or "the run's"
+        mark = " (in the ensemble)" if r["chosen"] else ""
+        out.append(
+            f"| {r['rank']} | {r['name']}{mark} | {settings} | {r['macro_f1_crossfit']:.4f} | "
+            f"{r['macro_f1_at_0.5']:.4f} |"
+        )
+    return [*out, ""]
+
+
 def format_summary(s: dict[str, Any]) -> str:
     """The summary as Markdown (readable as plain text too): the cycles' and the ensemble's F1,
     the step times (and which ran, when known), the wall time and where the files are."""
-    out = [
-        "## protloc run summary",
-        "",
-        "| fold | cycle | size (px) | epochs | val macro F1 at 0.5 |",
-        "|---:|---:|---:|---:|---:|",
-    ]
+    # the recipe column only in a --recipes run
+    recipes = any(c.get("recipe") for c in s["cycles"])
+    out = ["## protloc run summary", "", *_recipes_table(s)]
     out += [
-        f"| {c['fold'] if c.get('fold', -1) >= 0 else '-'} | {c['cycle']} | {c['size']} | "
-        f"{c['epochs']} | {c['val_macro_f1_at_0.5']:.4f} |"
-        for c in s["cycles"]
+        f"|{' recipe |' if recipes else ''} fold | cycle | size (px) | epochs | val macro F1 at 0.5 |",
+        f"|{':---|' if recipes else ''}---:|---:|---:|---:|---:|",
     ]
+    for c in s["cycles"]:
+        cells = [c["recipe"]] if recipes else []
+        cells += [c["fold"] if c.get("fold", -1) >= 0 else "-", c["cycle"], c["size"]]
+        cells += [c["epochs"], f"{c['val_macro_f1_at_0.5']:.4f}"]
+        out.append("| " + " | ".join(str(x) for x in cells) + " |")
     e = s["ensemble"]
     folds = len({c.get("fold", -1) for c in s["cycles"]} - {-1})
     scored = f"out-of-fold over {folds} folds" if folds else "on the holdout"

@@ -16,6 +16,7 @@ from typing import Any
 from protloc.config import (
     BundleConfig,
     CollectConfig,
+    CompareConfig,
     InferConfig,
     PredictConfig,
     PrepareConfig,
@@ -32,6 +33,7 @@ from protloc.steps.data import prepare_step, split_step
 from protloc.steps.evaluate import (
     bundle_step,
     collect_step,
+    compare_step,
     infer_step,
     predict_step,
     submit_step,
@@ -48,6 +50,7 @@ __all__ = [
     "Step",
     "bundle_step",
     "collect_step",
+    "compare_step",
     "extra_sizes",
     "infer_step",
     "pipeline_params",
@@ -228,6 +231,27 @@ STEPS: dict[str, Step] = {
             collect_step,
             output="Dataset",
             scalars=lambda result: scalars.infer_scalars(result["val_macro_f1_at_0.5"]),
+        ),
+        Step(
+            "compare",
+            "A --recipes run: the recipes ranked by cross-fit macro F1 of their held-out "
+            "predictions; the best ones' ensemble as one predictions folder.",
+            CompareConfig,
+            (
+                _SPLIT,
+                Input(
+                    "predictions",
+                    "every recipe's infer (or collect) output folder (predictions.parquet, "
+                    "snapshots.json)",
+                    type="Dataset",
+                    many=True,
+                ),
+            ),
+            False,
+            compare_step,
+            output="Dataset",
+            scalars=scalars.compare_scalars,
+            reports=(_PAGE,),
         ),
         Step(
             "thresholds",

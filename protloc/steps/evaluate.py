@@ -1,14 +1,16 @@
-"""The evaluation steps' front doors: infer, collect (K folds), thresholds, submit, bundle, and
-predict (a bundle applied to new images, outside the training DAG)."""
+"""The evaluation steps' front doors: infer, collect (K folds), compare (recipes), thresholds,
+submit, bundle, and predict (a bundle applied to new images, outside the training DAG)."""
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from typing import Any
 
 from protloc import schemas, storage
 from protloc.config import (
     BundleConfig,
     CollectConfig,
+    CompareConfig,
     InferConfig,
     PredictConfig,
     SubmitConfig,
@@ -30,6 +32,7 @@ from protloc.folders import (
     step_frame,
 )
 from protloc.process import is_main
+from protloc.recipes import decode, recipe_name, with_recipe
 from protloc.schemas import CycleMetrics, PredictionSnapshots, ThresholdsDoc
 from protloc.steps.data import open_checked_store
 
@@ -49,6 +52,7 @@ def infer_step(
     ensemble's validation macro F1 at 0.5."""
     from protloc import distributed
 
+    cfg = with_recipe(cfg)
     if distributed.launches(cfg.gpus):
         folders = {"split": split, "last_cycle": last_cycle, "out": out, "store": store}
         return distributed.in_ranks(
@@ -74,7 +78,12 @@ def infer_step(
         schemas.write(
             PredictionSnapshots,
             storage.join(out, SNAPSHOTS),
-            {"snapshots": snapshots, "val_macro_f1_at_0.5": scores, "tta": cfg.tta},
+            {
+                "snapshots": snapshots,
+                "val_macro_f1_at_0.5": scores,
+                "tta": cfg.tta,
+                **({"recipe": asdict(recipe)} if (recipe := decode(cfg.recipe)) else {}),
+            },
         )
         return {"val_macro_f1_at_0.5": scores}
 
@@ -99,6 +108,30 @@ def collect_step(
         doc["infer_folders"] = [storage.parent(uri) for uri in doc.pop("order")]
         schemas.write(PredictionSnapshots, storage.join(out, SNAPSHOTS), doc)
         return {"val_macro_f1_at_0.5": doc["val_macro_f1_at_0.5"]}
+
+
+def compare_step(
+    cfg: CompareConfig, *, split: str, predictions: list[str], out: str
+) -> dict[str, Any]:
+    """A ``--recipes`` run's recipes ranked by cross-fit macro F1 (compare.json, report.html),
+    and the ensemble of the best ``cfg.best`` as one predictions folder (what thresholds,
+    submit and bundle read)."""
+    from protloc.evaluate.compare import run_compare
+    from protloc.report.pages import compare_page
+
+    reads = {f"predictions[{i}]": folder for i, folder in enumerate(predictions)}
+    with step_frame("compare", out, {"split": split, **reads}):
+        recipes = {
+            f: schemas.read(PredictionSnapshots, storage.join(f, SNAPSHOTS)).model_dump(
+                by_alias=True, exclude_none=True
+            )
+            for f in predictions
+        }
+        doc = run_compare(cfg, recipes, storage.join(split, MANIFEST), out=out)
+        ranking = doc.pop("compare")
+        schemas.write(PredictionSnapshots, storage.join(out, SNAPSHOTS), doc)
+        compare_page(ranking, out)
+        return ranking
 
 
 def thresholds_step(
@@ -157,7 +190,9 @@ def bundle_step(cfg: BundleConfig, *, predictions: str, thresholds: str, out: st
         for uri in listed.snapshots:
             where = storage.join(cycle_folder(uri), METRICS)
             m = schemas.read(CycleMetrics, where)
-            by_name[snapshot_name(m.cycle, m.size, m.fold)] = (uri, storage.read_json(where))
+            metrics = storage.read_json(where)
+            recipe = recipe_name((metrics.get("config") or {}).get("recipe", ""))
+            by_name[snapshot_name(m.cycle, m.size, m.fold, recipe)] = (uri, metrics)
         chosen = thr.ensemble.snapshots if thr.ensemble else list(by_name)
         unknown = sorted(set(chosen) - set(by_name))
         if unknown:

@@ -29,6 +29,7 @@ from protloc.folders import (
     step_frame,
 )
 from protloc.process import is_main
+from protloc.recipes import with_recipe
 from protloc.schemas import CycleMetrics, CycleSnapshots
 from protloc.steps.data import open_checked_store
 from protloc.version import code_version
@@ -54,6 +55,7 @@ def train_step(
     """
     from protloc import distributed
 
+    cfg = with_recipe(cfg)
     if distributed.launches(cfg.gpus):
         folders = {"split": split, "out": out, "previous": previous, "store": store}
         return distributed.in_ranks(
