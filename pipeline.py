@@ -714,8 +714,8 @@ def parser() -> argparse.ArgumentParser:
             type=int,
             default=0,
             metavar="N",
-            help="fold chains that run at once (the ParallelFor's parallelism); default: what "
-            f"the GPU quota of k8s/base allows ({cluster.QUOTA_GPUS} GPUs / --gpus)",
+            help="chains (folds, recipes) that run at once (the ParallelFors' parallelism); "
+            f"default: what the GPU quota of k8s/base allows ({cluster.QUOTA_GPUS} GPUs / --gpus)",
         )
         q.add_argument(
             "--schedule",

@@ -22,7 +22,7 @@ from protloc.cli import step_parser
 from protloc.config import CONFIGS, PredictConfig, PrepareConfig, TrainConfig
 from protloc.errors import ConfigError
 from protloc.params import Param
-from protloc.steps import DATA_ROOT, STEPS, Step, pipeline_params
+from protloc.steps import DATA_ROOT, STEPS, Step
 from protloc.train.schedule import Cycle
 from tests.conftest import run_python
 from tests.pod import Artifact
