@@ -38,7 +38,7 @@ from protloc.errors import ConfigError, ProtlocError
 from protloc.folders import ERROR, PAGE, SUBMISSION
 from protloc.params import Param
 from protloc.process import exit_on_sigterm, setup_logging
-from protloc.recipes import Recipe, read_recipes
+from protloc.recipes import Recipe, check_run, read_recipes
 from protloc.redact import redact_url
 from protloc.report.summary import format_summary, run_summary, step_time
 from protloc.steps import (
@@ -55,7 +55,6 @@ ROOT = Path(__file__).resolve().parent
 # Ranks per train and infer task: fixed at compile time like the schedule (the pods' GPU
 # request), defined once in the train config.
 GPUS = next(p for p in TrainConfig.params() if p.name == "gpus")
-TRAIN_ARCH = next(p for p in TrainConfig.params() if p.name == "arch")
 # K-fold chains (1: the holdout), fixed at compile time like the schedule: the DAG's shape.
 FOLDS = next(p for p in SplitConfig.params() if p.name == "folds")
 # The embedded default's small data: rare = under 10 samples, no loader processes on a laptop's
@@ -282,22 +281,6 @@ def chains_at_once(folds: int, recipes: int, at_once: int) -> tuple[int, int]:
     return per_recipe, max(1, min(recipes, at_once // per_recipe))
 
 
-def check_pretrained(values: dict[str, Any], recipes: list[Recipe]) -> None:
-    """Refuse a recipe that changes the network of a run that starts from ImageNet weights:
-    the weights are the run's arch's (a recipe cannot set its own)."""
-    if not values.get("pretrained"):
-        return
-    run_arch = values.get("arch", TRAIN_ARCH.default)
-    for r in recipes:
-        if r.settings.get("arch", run_arch) != run_arch:
-            raise ConfigError(
-                f"{r.source}: recipe {r.name!r} sets arch {r.settings['arch']}, but the run "
-                f"starts from --pretrained {values['pretrained']}, weights of its arch: a "
-                "recipe cannot set pretrained, so a recipe that changes the network trains "
-                "from scratch (run it without --pretrained, or as its own run)"
-            )
-
-
 def arguments(
     values: dict[str, Any],
     schedule: list[Cycle],
@@ -316,13 +299,7 @@ def arguments(
             step_configs({**values, **r.settings}, cycles, folds)
         except ConfigError as exc:
             raise ConfigError(f"{r.source}: recipe {r.name!r}: {exc}") from None
-    best = values.get("best", 1)
-    if recipes and best > len(recipes):
-        source = recipes[0].source
-        raise ConfigError(f"--best {best}: the recipes file {source} has {len(recipes)} recipes")
-    if not recipes and "best" in values:
-        raise ConfigError("--best chooses among the recipes of --recipes FILE; give the file")
-    check_pretrained(values, recipes or [])
+    check_run(values, recipes or [])
     return {p.name: values.get(p.name, p.default) for p in run_params(recipes)}
 
 

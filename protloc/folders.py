@@ -128,6 +128,14 @@ def read_snapshot_list(train_dir: str) -> list[str]:
     return list(read(CycleSnapshots, storage.join(train_dir, SNAPSHOTS)).snapshots)
 
 
+def read_prediction_snapshots(folder: str) -> dict:
+    """An infer, collect or compare folder's ``snapshots.json`` as a plain dict (checked)."""
+    from protloc.schemas import PredictionSnapshots, read
+
+    doc = read(PredictionSnapshots, storage.join(folder, SNAPSHOTS))
+    return doc.model_dump(by_alias=True, exclude_none=True)
+
+
 def cycle_folder(snapshot: str) -> str:
     """The train step folder a snapshot's checkpoint URI lies in (its metrics beside it)."""
     return storage.parent(snapshot)

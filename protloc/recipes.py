@@ -129,6 +129,30 @@ def read_recipes(path: str) -> list[Recipe]:
     return parse_recipes(text, path)
 
 
+def check_run(values: dict[str, Any], recipes: list[Recipe]) -> None:
+    """Refuse run settings (pipeline parameter ``values``, as given) that do not go with the
+    recipes: ``best`` above their count or without any, and a recipe that changes the network
+    of a run starting from ImageNet weights (they are the run's arch's; a recipe cannot set its
+    own)."""
+    best = values.get("best", 1)
+    if recipes and best > len(recipes):
+        source = recipes[0].source
+        raise ConfigError(f"--best {best}: the recipes file {source} has {len(recipes)} recipes")
+    if not recipes and "best" in values:
+        raise ConfigError("--best chooses among the recipes of --recipes FILE; give the file")
+    if not values.get("pretrained"):
+        return
+    run_arch = values.get("arch", next(p for p in TrainConfig.params() if p.name == "arch").default)
+    for r in recipes:
+        if r.settings.get("arch", run_arch) != run_arch:
+            raise ConfigError(
+                f"{r.source}: recipe {r.name!r} sets arch {r.settings['arch']}, but the run "
+                f"starts from --pretrained {values['pretrained']}, weights of its arch: a "
+                "recipe cannot set pretrained, so a recipe that changes the network trains "
+                "from scratch (run it without --pretrained, or as its own run)"
+            )
+
+
 def decode(value: str) -> Recipe | None:
     """The recipe a task's ``recipe`` setting carries (None when empty), checked."""
     if not value:

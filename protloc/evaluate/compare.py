@@ -14,15 +14,15 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from protloc import schemas, storage
 from protloc.config import CompareConfig, ThresholdsConfig
 from protloc.data.hpa import labels_to_matrix
-from protloc.data.manifest import read_manifest
+from protloc.data.manifest import Manifest, read_manifest
 from protloc.errors import ArtifactError, ConfigError
 from protloc.evaluate import predictions as P
+from protloc.evaluate.ensemble import snapshot_mean, snapshot_names
 from protloc.evaluate.thresholds import fitting_rows, thresholds_report, training_prior
 from protloc.folders import COMPARE, PREDICTIONS
 
@@ -30,11 +30,10 @@ log = logging.getLogger(__name__)
 
 
 def score_recipe(
-    rows: pd.DataFrame, uri: str, cfg: CompareConfig, manifest_uri: str
+    rows: pd.DataFrame, uri: str, cfg: CompareConfig, manifest: Manifest, manifest_uri: str
 ) -> dict[str, Any]:
     """One recipe's predictions scored: macro F1 at 0.5, fitted in-sample, cross-fit, and the
     per-class F1 at its fitted thresholds."""
-    manifest = read_manifest(manifest_uri)
     val_rows, _, val = fitting_rows(rows, "all", uri, manifest, manifest_uri)
     y = labels_to_matrix(val.set_index("id").loc[val_rows["id"], "labels"])
     probs = P.probabilities(val_rows)
@@ -60,14 +59,9 @@ def mean_ensemble(parts: list[pd.DataFrame]) -> pd.DataFrame:
         first = P.select(parts[0], split)
         if first.empty:
             continue
-        ids = list(first["id"])
-        if any(sorted(P.select(p, split)["id"]) != sorted(ids) for p in parts[1:]):
+        if any(sorted(P.select(p, split)["id"]) != sorted(first["id"]) for p in parts[1:]):
             raise ArtifactError(f"the recipes predicted different {split} ids")
-        part = snapshots[snapshots["split"] == split]
-        columns = list(P.PROB_COLUMNS)
-        probs = part[columns].astype(np.float64).groupby(part["id"], sort=False).mean()
-        mean = P.frame(ids, split, P.ENSEMBLE, probs.loc[ids].to_numpy(), -1)
-        frames.append(mean.assign(fold=first["fold"].to_numpy()))
+        frames.append(snapshot_mean(snapshots, split, snapshot_names(snapshots), first))
     return pd.concat(frames, ignore_index=True)
 
 
@@ -80,6 +74,7 @@ def run_compare(
     of the ensemble, with the ranking under ``compare``."""
     if cfg.best > len(recipes):
         raise ConfigError(f"best is {cfg.best}, but the run has {len(recipes)} recipes")
+    manifest = read_manifest(manifest_uri)
     scored, frames = [], {}
     for folder, doc in recipes.items():
         recipe = doc.get("recipe")
@@ -90,7 +85,7 @@ def run_compare(
             raise ArtifactError(f"two predictions folders are of recipe {name!r}")
         uri = storage.join(folder, PREDICTIONS)
         frames[name] = P.read_predictions(uri)
-        score = score_recipe(frames[name], uri, cfg, manifest_uri)
+        score = score_recipe(frames[name], uri, cfg, manifest, manifest_uri)
         scored.append({"name": name, "settings": recipe["settings"], "folder": folder, **score})
         log.info("recipe %s: macro F1 %.4f cross-fit", name, score["macro_f1_crossfit"])
     scored.sort(key=lambda r: (-r["macro_f1_crossfit"], r["name"]))
@@ -98,7 +93,7 @@ def run_compare(
     rows = mean_ensemble([frames[n] for n in best])
     P.write_predictions(rows, storage.join(out, PREDICTIONS))
     docs = {r["name"]: recipes[r["folder"]] for r in scored}
-    ensemble = score_recipe(rows, storage.join(out, PREDICTIONS), cfg, manifest_uri)
+    ensemble = score_recipe(rows, storage.join(out, PREDICTIONS), cfg, manifest, manifest_uri)
     ranking = {
         "method": cfg.method,
         "alpha": cfg.alpha,

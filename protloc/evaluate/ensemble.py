@@ -72,12 +72,20 @@ def ensemble_rows(rows: pd.DataFrame, split: str, chosen: list[str]) -> pd.DataF
     stored = P.select(rows, split)
     if set(chosen) == set(snapshot_names(rows)):
         return stored
+    return snapshot_mean(rows, split, chosen, stored)
+
+
+def snapshot_mean(
+    rows: pd.DataFrame, split: str, chosen: list[str], order: pd.DataFrame
+) -> pd.DataFrame:
+    """Ensemble rows on ``split``: each id's mean over the ``chosen`` snapshots' rows that
+    predicted it, in the ids and folds of the ensemble rows ``order``."""
     part = rows[(rows["split"] == split) & rows["snapshot"].isin(chosen)]
     probs = part[list(P.PROB_COLUMNS)].astype(np.float64).groupby(part["id"], sort=False).mean()
-    missing = sorted(set(stored["id"]) - set(probs.index))
+    missing = sorted(set(order["id"]) - set(probs.index))
     if missing:
         raise ArtifactError(f"id {missing[0]!r} has no prediction from the chosen snapshots")
-    probs = probs.loc[stored["id"]]
-    return P.frame(list(stored["id"]), split, P.ENSEMBLE, probs.to_numpy(), -1).assign(
-        fold=stored["fold"].to_numpy()
+    probs = probs.loc[order["id"]]
+    return P.frame(list(order["id"]), split, P.ENSEMBLE, probs.to_numpy(), -1).assign(
+        fold=order["fold"].to_numpy()
     )

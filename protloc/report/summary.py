@@ -12,9 +12,16 @@ from __future__ import annotations
 from typing import Any
 
 from protloc import schemas, storage
-from protloc.folders import COMPARE, METRICS, SNAPSHOTS, THRESHOLDS, TIMING, cycle_folder
+from protloc.folders import (
+    COMPARE,
+    METRICS,
+    THRESHOLDS,
+    TIMING,
+    cycle_folder,
+    read_prediction_snapshots,
+)
 from protloc.recipes import recipe_name
-from protloc.schemas import CompareDoc, PredictionSnapshots, ThresholdsDoc
+from protloc.schemas import CompareDoc, ThresholdsDoc
 
 
 def _json(folder: str, name: str) -> dict[str, Any]:
@@ -30,13 +37,6 @@ def step_time(name: str, folder: str) -> dict[str, Any]:
         "code_version": timing["code_version"],
         "folder": folder,
     }
-
-
-def _snapshots(folder: str) -> dict[str, Any]:
-    """An infer, collect or compare folder's ``snapshots.json``."""
-    return schemas.read(PredictionSnapshots, storage.join(folder, SNAPSHOTS)).model_dump(
-        by_alias=True, exclude_none=True
-    )
 
 
 def _cycles(snapshots: list[str]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -79,7 +79,7 @@ def _gathering(folder: str, doc: dict[str, Any], recipe: str) -> list[dict[str, 
 def run_summary(predictions: str, thresholds: str) -> dict[str, Any]:
     """Per-cycle F1 (each snapshot's ``metrics.json``), the ensemble's F1 at 0.5, at the fitted
     thresholds and cross-fitted, and the times of the cycles, infer and thresholds."""
-    doc = _snapshots(predictions)
+    doc = read_prediction_snapshots(predictions)
     cycles, steps = _cycles(doc["snapshots"])
     ranking = None
     if storage.exists(storage.join(predictions, COMPARE)):  # a --recipes run
@@ -88,7 +88,7 @@ def run_summary(predictions: str, thresholds: str) -> dict[str, Any]:
         )
         steps = []  # every recipe's, the ones outside the ensemble too
         for r in ranking["recipes"]:
-            own = _snapshots(r["folder"])
+            own = read_prediction_snapshots(r["folder"])
             steps += _cycles(own["snapshots"])[1] + _gathering(r["folder"], own, r["name"])
         steps.append(step_time("compare", predictions))
     else:

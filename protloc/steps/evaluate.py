@@ -27,6 +27,7 @@ from protloc.folders import (
     SUMMARY,
     THRESHOLDS,
     cycle_folder,
+    read_prediction_snapshots,
     read_snapshot_list,
     require_finished,
     step_frame,
@@ -97,12 +98,7 @@ def collect_step(
 
     reads = {f"predictions[{i}]": folder for i, folder in enumerate(predictions)}
     with step_frame("collect", out, {"split": split, **reads}):
-        chains = {
-            storage.join(f, PREDICTIONS): schemas.read(
-                PredictionSnapshots, storage.join(f, SNAPSHOTS)
-            ).model_dump(by_alias=True, exclude_none=True)
-            for f in predictions
-        }
+        chains = {storage.join(f, PREDICTIONS): read_prediction_snapshots(f) for f in predictions}
         doc = run_collect(cfg, chains, storage.join(split, MANIFEST), out=out)
         # The summary reads each chain's infer folder (its time) from here.
         doc["infer_folders"] = [storage.parent(uri) for uri in doc.pop("order")]
@@ -121,12 +117,7 @@ def compare_step(
 
     reads = {f"predictions[{i}]": folder for i, folder in enumerate(predictions)}
     with step_frame("compare", out, {"split": split, **reads}):
-        recipes = {
-            f: schemas.read(PredictionSnapshots, storage.join(f, SNAPSHOTS)).model_dump(
-                by_alias=True, exclude_none=True
-            )
-            for f in predictions
-        }
+        recipes = {f: read_prediction_snapshots(f) for f in predictions}
         doc = run_compare(cfg, recipes, storage.join(split, MANIFEST), out=out)
         ranking = doc.pop("compare")
         schemas.write(PredictionSnapshots, storage.join(out, SNAPSHOTS), doc)
