@@ -22,6 +22,7 @@ def test_cpu_steps_import_neither_torch_nor_kfp():
     code = (
         "import sys, protloc.data.split, protloc.data.store, protloc.evaluate.thresholds, "
         "protloc.evaluate.submission, protloc.evaluate.collect, protloc.evaluate.bundle, "
+        "protloc.evaluate.compare, protloc.recipes, components.compare, "
         "protloc.data.hpav18, protloc.steps, protloc.cli, components.split, components.prepare, "
         "components.collect, components.thresholds, components.submit, components.bundle, "
         "components.train, components.task; "
